@@ -906,8 +906,20 @@ fn param_lines(params: &[crate::control::ParamStatus]) -> Vec<String> {
             (None, Some(e)) => format!("unreadable ({e})"),
             _ => "-".into(),
         };
+        // Who holds it, and the id that undoes it.
+        let by = match &p.holder {
+            Some(h) => format!(
+                " (#{}{})",
+                h.change_id,
+                h.source
+                    .as_ref()
+                    .map(|s| format!(" by {s}"))
+                    .unwrap_or_default()
+            ),
+            None => String::new(),
+        };
         lines.push(format!(
-            "{}: original {}, last applied {}, now {}, {} change(s){}{}",
+            "{}: original {}, last applied {}{by}, now {}, {} change(s){}{}",
             p.address
                 .as_ref()
                 .map(|a| a.to_string())
@@ -985,7 +997,10 @@ mod tests {
         let shown = lines(&mut p);
         assert_eq!(shown.len(), 2, "{shown:?}");
         assert!(
-            shown[0].starts_with(&format!("{live}: original 128, last applied 256, ")),
+            // Who holds it, and the id that undoes it (s52 storyAC AC-3).
+            shown[0].starts_with(&format!(
+                "{live}: original 128, last applied 256 (#2 by operator), now "
+            )),
             "{shown:?}"
         );
         assert_eq!(
@@ -1366,6 +1381,7 @@ mod tests {
             changes_applied: 1,
             yielded_to: None,
             quarantined: Vec::new(),
+            holder: None,
         }
     }
 

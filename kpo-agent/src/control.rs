@@ -68,6 +68,21 @@ pub struct ParamStatus {
     pub yielded_to: Option<String>,
     /// Quarantined values and until when (RFC 3339).
     pub quarantined: Vec<(Value, String)>,
+    /// The change whose value the kernel has from KPO (`kpo revert ID` takes it out), and who
+    /// made it: `None` when KPO holds no value there (a revert put the value back, a yield).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<HoldingChange>,
+}
+
+/// [`ParamStatus::holder`] (s52 storyAC AC-3: who changed a parameter, and which id undoes it,
+/// took a read of `kpo journal`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldingChange {
+    pub change_id: u64,
+    /// `rules`, `llm`, `optimizer`, `operator` (an approved change is its advisor's); `None` when
+    /// the change is archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl ParamStatus {
@@ -936,6 +951,13 @@ impl ChangePath {
                     .filter(|q| q.until_ms > crate::journal::now_ms())
                     .map(|q| (q.value.clone(), format_ms(q.until_ms)))
                     .collect(),
+                holder: p.holding.map(|id| HoldingChange {
+                    change_id: id,
+                    source: self
+                        .journal
+                        .intent(id)
+                        .map(|i| i.source.as_str().to_string()),
+                }),
             });
         }
         Ok(Status {

@@ -379,7 +379,8 @@ pub fn reserved_ports_go_from_none_to_one_to_a_list_and_back_to_none() {
     }
     let status = kpo(&["status"]);
     assert!(
-        status.contains("original \"\", last applied 8443, now 8443"),
+        status.contains("original \"\", last applied 8443 (#")
+            && status.contains(" by operator), now 8443"),
         "{status}"
     );
     let out = kpo(&["revert", "--all"]);

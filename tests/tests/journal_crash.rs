@@ -470,6 +470,7 @@ pub fn a_read_only_state_directory_still_shows_the_journal() {
                 "key": intents[0]["key"], "address": intents[0]["address"],
                 "original": original, "last_applied": first, "current": first,
                 "changes_applied": 1, "yielded_to": null, "quarantined": [],
+                "holder": {"change_id": intents[0]["id"], "source": "operator"},
             }],
             "incomplete": [intents[1]["id"]],
             "warnings": [],

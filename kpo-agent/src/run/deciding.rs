@@ -496,6 +496,9 @@ impl Deciding {
                 reply(result)
             }
             Request::Status => {
+                // A change reverted since the last window is not shown as watched (s52 storyAC
+                // AC-8); the window would drop it before judging anyway.
+                self.guard.retain_in_place(in_place(&self.path.journal));
                 let journal = &self.path.journal;
                 let made_at = |id| journal.intent(id).map(|i| format_ms(i.ts_ms));
                 let watches = self.guard.open_watches(made_at);

@@ -1824,6 +1824,11 @@ sources = ["operator"]
         crate::api::Reply::Ok(_)
     ));
     assert_eq!(rig.max_freq(), 3_000_000);
+    // Not listed as watched meanwhile (s52 storyAC AC-8: until the next window it was).
+    match rig.operator(crate::api::Request::Status) {
+        crate::api::Reply::Ok(status) => assert!(status.get("watches").is_none(), "{status}"),
+        other => panic!("{other:?}"),
+    }
     rig.window();
     assert_eq!(rig.deciding.guard_watching(), 0);
     assert!(!rig.json.iter().any(|e| e["kind"] == "guard"));
