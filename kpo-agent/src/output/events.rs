@@ -31,6 +31,10 @@ pub enum Event {
         policy: String,
         /// `--recommend-only`: every parameter in mode auto is treated as recommend.
         recommend_only: bool,
+        /// A pause the agent starts under (`kpo pause` survives restarts): who paused and when,
+        /// `BY at TIME`; `None` when changes are not paused (s52 storyAC AC-6: said only in
+        /// the log).
+        paused: Option<String>,
     },
     /// The energy source stopped giving figures while the agent ran and was set aside: `energy`
     /// is the source chosen in its place, as in `start` (docs/events.md).

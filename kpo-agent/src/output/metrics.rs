@@ -102,6 +102,9 @@ pub struct Metrics {
     changes: Family<ChangeLabels, Counter>,
     guard: Family<VerdictLabels, Counter>,
     llm: Family<LlmLabels, Counter>,
+    /// 1 while changes are paused: a restart under a pause emits no `paused` event, and
+    /// `kpo_events_total{kind="paused"}` starts again from 0.
+    paused: Gauge,
 }
 
 impl Default for Metrics {
@@ -133,6 +136,7 @@ impl Metrics {
             changes: Family::default(),
             guard: Family::default(),
             llm: Family::default(),
+            paused: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("windows", "Windows closed", m.windows.clone());
@@ -213,6 +217,11 @@ impl Metrics {
             "guard_verdicts",
             "The guard's verdicts, kept or revert",
             m.guard.clone(),
+        );
+        registry.register(
+            "paused",
+            "1 while changes are paused (kpo pause), 0 otherwise",
+            m.paused.clone(),
         );
         registry.register(
             "llm_consultations",
@@ -309,6 +318,16 @@ impl Metrics {
                     phase: json["phase"].as_str().unwrap_or("unknown").to_string(),
                 };
                 self.changes.get_or_create(&labels).inc();
+            }
+            // Whether changes are paused: `start` says so of a pause the agent starts under.
+            Event::Start { paused, .. } => {
+                self.paused.set(i64::from(paused.is_some()));
+            }
+            Event::Paused(_) => {
+                self.paused.set(1);
+            }
+            Event::Resumed(r) if r.param.is_none() => {
+                self.paused.set(0);
             }
             Event::Guard(_) => {
                 let verdict = json["verdict"].as_str().unwrap_or("unknown").to_string();
@@ -712,6 +731,55 @@ mod tests {
         m.encode().lines().map(str::to_string).collect()
     }
 
+    /// `kpo_paused` follows the pause: set by a `start` under one (no `paused` event is sent
+    /// again after a restart: s52 storyAC AC-6), by `paused`, and lifted only by a `resumed`
+    /// without `param` (a parameter handed back leaves the pause).
+    #[test]
+    fn the_paused_gauge_follows_the_pause_a_restart_included() {
+        use crate::output::change_events::{PausedEvent, ResumedEvent};
+        let start = |paused: Option<&str>| Event::Start {
+            version: "0.1.0",
+            commit: "test",
+            pid: 1,
+            tick_s: 1.0,
+            window_s: 10.0,
+            duty_fraction: 1.0,
+            energy: crate::window::energy::EnergySourceChoice {
+                source: None,
+                domains: Vec::new(),
+                skipped: Vec::new(),
+                error: Some("none".into()),
+            },
+            policy: "built-in".into(),
+            recommend_only: false,
+            paused: paused.map(str::to_string),
+        };
+        let resumed = |param: Option<&str>| {
+            Event::Resumed(ResumedEvent {
+                param: param.map(str::to_string),
+                keys: Vec::new(),
+                by: "operator".into(),
+            })
+        };
+        let mut m = Metrics::new();
+        has(&m, "kpo_paused 0");
+        m.observe(&start(Some(
+            "operator (uid 0, pid 7) at 2026-12-06T18:59:18.879Z",
+        )));
+        has(&m, "kpo_paused 1");
+        m.observe(&resumed(Some("net.core.somaxconn")));
+        has(&m, "kpo_paused 1");
+        m.observe(&resumed(None));
+        has(&m, "kpo_paused 0");
+        m.observe(&Event::Paused(PausedEvent {
+            by: "operator".into(),
+        }));
+        has(&m, "kpo_paused 1");
+        let mut m = Metrics::new();
+        m.observe(&start(None));
+        has(&m, "kpo_paused 0");
+    }
+
     fn has(m: &Metrics, line: &str) {
         let all = lines(m);
         assert!(
@@ -807,7 +875,7 @@ mod tests {
             })
             .filter(|name| !name.starts_with("kpo_host_"))
             .collect();
-        assert_eq!(families.len(), 17, "{text}");
+        assert_eq!(families.len(), 18, "{text}");
         for name in &families {
             assert!(
                 DOC.contains(&format!("| `{name}` |")),

@@ -255,6 +255,8 @@ pub async fn run(
         energy: energy_source,
         policy: deciding.change_path().policy.origin.to_string(),
         recommend_only: args.recommend_only,
+        paused: (deciding.change_path().journal.paused())
+            .map(|(by, ts)| format!("{by} at {}", crate::journal::format_ms(*ts))),
     });
     for event in reconciled {
         sink.send(&event);
