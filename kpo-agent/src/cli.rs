@@ -591,12 +591,13 @@ pub fn parse_assignment(
 }
 
 fn exit_for(reports: &[ChangeReport]) -> ExitCode {
-    // For a revert, `reverted` is the success; `skipped` (yielded) is reported, not an error.
+    // For a revert, `reverted` is the success; `skipped` (yielded) is reported, not an error,
+    // except a `kpo revert ID` that left someone else's value: not done as asked.
     let ok = reports.iter().all(|r| {
         matches!(
             r.status,
             ChangeStatus::Reverted | ChangeStatus::Unchanged | ChangeStatus::Skipped
-        )
+        ) && !r.theirs_left
     });
     if ok {
         ExitCode::SUCCESS
@@ -865,9 +866,10 @@ pub(crate) fn watch_line(w: &crate::control::WatchStatus) -> String {
         signals => signals.join(", "),
     };
     // A regression still to be confirmed keeps the watch open past its windows.
-    let to_go = match (w.windows_left, w.strikes) {
-        (0, 1..) => "open until its regression is confirmed or gone".to_string(),
-        (left, _) => format!("{left} window(s) to go"),
+    let to_go = match (w.windows_left, w.strikes, w.revert_failed) {
+        (_, _, true) => "its regression confirmed".to_string(),
+        (0, 1.., false) => "open until its regression is confirmed or gone".to_string(),
+        (left, _, false) => format!("{left} window(s) to go"),
     };
     let mut line = format!(
         "guard watching #{}{with}: {}{since}, judged by {signals}; {to_go}, {} clean, {} strike(s)",

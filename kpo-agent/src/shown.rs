@@ -6,6 +6,18 @@
 //! are shown as `\u{XXXX}`, so that what is there can still be seen.
 use std::borrow::Cow;
 
+/// An operator's words on one line: format characters removed, control characters (a line
+/// break, a tab) and runs of white space made one space. A reason given to `kpo reject` reaches
+/// the LLM's prompt and `kpo explain`, where a line break started what read as a new entry
+/// (s52 storyAF AF-2).
+pub fn one_line(text: &str) -> String {
+    let plain: String = (text.chars())
+        .filter(|c| !is_format(*c))
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    plain.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// `text` with each control and format character written as `\u{XXXX}` (hexadecimal).
 pub fn escaped(text: &str) -> Cow<'_, str> {
     if !text.chars().any(needs_escape) {

@@ -54,7 +54,7 @@ pub struct RejectArgs {
 pub struct ExplainArgs {
     /// A parameter name (every target: net.core.somaxconn) or address (one target:
     /// net.core.somaxconn@netns:4026532281).
-    #[arg(value_parser = crate::cli::param_arg)]
+    #[arg(value_parser = explained_param_arg)]
     pub param: String,
     /// How many of the latest recommendations to show (at least 1).
     #[arg(long, default_value_t = 10, value_parser = limit_arg)]
@@ -64,6 +64,26 @@ pub struct ExplainArgs {
     pub json: bool,
     #[command(flatten)]
     pub state: StateArgs,
+}
+
+/// `kpo explain`'s parameter; a journal or approval id, which an operator reaches for from `kpo
+/// journal`, the events or `kpo pending`, is refused naming where its parameter is shown (s52
+/// storyAC AC-4: `kpo explain 1` said "no recommendation recorded", exit status 0).
+fn explained_param_arg(text: &str) -> Result<String, String> {
+    let digits = text.trim_start_matches('#');
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{text} is a journal id, not a parameter: kpo journal names each change's parameter, \
+             which kpo explain takes (net.core.somaxconn)"
+        ));
+    }
+    if text.starts_with("ap-") {
+        return Err(format!(
+            "{text} is an approval id, not a parameter: kpo pending shows it with its parameter \
+             and reason; kpo explain takes the parameter (net.core.somaxconn)"
+        ));
+    }
+    crate::cli::param_arg(text)
 }
 
 /// An approval id: not blank, which names none (the agent said `no approval  (kpo pending
@@ -396,6 +416,24 @@ mod tests {
     use clap::Parser as _;
 
     use crate::cli::{Cli, Command};
+
+    /// A journal or approval id given to `kpo explain` is refused, saying where its parameter is
+    /// shown (s52 storyAC AC-4).
+    #[test]
+    fn explain_refuses_an_id_naming_where_its_parameter_is() {
+        for (arg, said) in [
+            ("1", "1 is a journal id, not a parameter: kpo journal"),
+            ("#12", "#12 is a journal id, not a parameter: kpo journal"),
+            (
+                "ap-3",
+                "ap-3 is an approval id, not a parameter: kpo pending",
+            ),
+        ] {
+            let err = Cli::try_parse_from(["kpo", "explain", arg]).unwrap_err();
+            assert!(err.to_string().contains(said), "{arg}: {err}");
+        }
+        assert!(Cli::try_parse_from(["kpo", "explain", "net.core.somaxconn"]).is_ok());
+    }
 
     /// s43 (found by hand): `kpo explain net.core.somaxcon` (a typo) said "no recommendation
     /// recorded", as of a parameter nothing advised on. Against a temporary /proc/sys tree.

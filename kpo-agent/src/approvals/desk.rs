@@ -1300,12 +1300,12 @@ impl Desk {
         let id = normalize_id(id);
         let item = self.still_pending(&id)?;
         // `--reason ""` gives no reason: shown, it would be `rejected by WHO: ` and nothing.
-        let why = reason.map(str::trim).filter(|r| !r.is_empty());
+        let why = reason.map(crate::shown::one_line).filter(|r| !r.is_empty());
         Ok(self.resolve(
             item,
             ApprovalState::Rejected {
                 by: by.to_string(),
-                why: why.map(str::to_string),
+                why,
             },
         )?)
     }

@@ -182,8 +182,18 @@ impl ChangePath {
         if !only_ours && !over_theirs {
             let state = self.journal.param_by_key(&intent.key);
             if state.is_some_and(|p| p.yielded.is_some()) {
+                let now = self.read(&address).ok();
+                if now.as_ref() == Some(&intent.before) {
+                    // Nothing to write over (s52 review L6).
+                    let mut report =
+                        ChangeReport::new(&address, &intent.before, ChangeStatus::Unchanged);
+                    report.before = now;
+                    report.detail = Some("the kernel already has this value".into());
+                    return Ok(report);
+                }
                 let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
-                report.read_back = self.read(&address).ok();
+                report.read_back = now;
+                report.theirs_left = true;
                 report.detail = Some(format!(
                     "yielded to an administrator; their value stays (kpo revert {id} --force \
                      writes {} over it)",
@@ -213,6 +223,7 @@ impl ChangePath {
             && report.status == ChangeStatus::Skipped
             && report.read_back.is_some();
         if !only_ours && left_theirs {
+            report.theirs_left = true;
             if let Some(detail) = report.detail.as_mut() {
                 detail.push_str(&format!(
                     " (kpo revert {id} --force writes {} over it)",
@@ -576,8 +587,9 @@ impl ChangePath {
             }),
             only_over,
             // As `kpo revert ID`: the advisor's value taken out is quarantined, or the advisor
-            // puts it back at its next chance (s52 storyAC AC-1: the rules, a second later).
-            (!only_ours && source == Source::Operator)
+            // puts it back at its next chance (s52 storyAC AC-1: the rules, a second later). Not
+            // a switch's: no advisor proposes it (s52 review L10).
+            (!only_ours && source == Source::Operator && !is_switch(&address))
                 .then(|| self.advisors_value_held(&state.key))
                 .flatten(),
         )?;

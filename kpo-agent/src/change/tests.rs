@@ -1125,11 +1125,16 @@ fn revert_all_leaves_a_yielded_parameter_alone() {
         )
     );
     assert_eq!(value(&k, SOMAX), Value::Int(1000));
+    assert!(r.theirs_left);
     let r = p
         .revert_over_theirs(id, Source::Operator, "kpo revert --force")
         .unwrap();
     assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    // Asked again with the kernel at that value already: nothing to write over (s52 review L6).
+    let r = p.revert(id, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Unchanged, "{}", r.describe());
+    assert!(!r.theirs_left);
 }
 
 #[test]
@@ -1207,10 +1212,13 @@ fn an_operators_revert_leaves_a_value_someone_else_wrote_unless_forced() {
         )
     );
     assert_eq!(value(&k, SOMAX), Value::Int(1000));
-    let r = p
-        .revert_over_theirs(id, Source::Operator, "kpo revert --force")
-        .unwrap();
-    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert!(r.theirs_left, "not done as asked: kpo revert exits 1");
+    // Through the control API, as `kpo revert ID --force` sends it.
+    let r =
+        crate::control::Control::revert(&mut p, &crate::control::RevertRequest::Forced(id), "op")
+            .unwrap();
+    assert_eq!(r[0].status, ChangeStatus::Reverted, "{}", r[0].describe());
+    assert!(!r[0].theirs_left);
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
 }
 
@@ -4073,6 +4081,16 @@ fn revert_all_quarantines_the_advisors_values_it_takes_out() {
         ChangeStatus::Reverted
     );
     assert_eq!(quarantined(&p, 6000), None, "the operator's own");
+    // The agent's `on_exit` puts originals back too, and quarantines nothing: the advisors
+    // are stopping with it (s52 review L11).
+    rules.value = Value::Int(8000);
+    let r = p.propose(&rules).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
+    let r = p
+        .restore_originals(vec![SOMAX.parse().unwrap()], Source::Operator, "exit", true)
+        .unwrap();
+    assert_eq!(r[0].status, ChangeStatus::Reverted, "{}", r[0].describe());
+    assert_eq!(quarantined(&p, 8000), None, "on_exit quarantines nothing");
 }
 
 /// s43 (found by hand): two `kpo apply` of the operator's own, with four changes of the rules,

@@ -398,6 +398,10 @@ pub enum NotJudged {
     BlamedOnLater,
     /// A signal it is judged by was not measured in it.
     Blind,
+    /// A reason a newer KPO saved in the state directory (s52 review L8: an unknown variant
+    /// made the whole watch line unreadable to an older agent).
+    #[serde(other)]
+    Other,
 }
 
 impl NotJudged {
@@ -408,6 +412,7 @@ impl NotJudged {
             NotJudged::WithoutEffect => "without_effect",
             NotJudged::BlamedOnLater => "blamed_on_later",
             NotJudged::Blind => "blind",
+            NotJudged::Other => "other",
         }
     }
 }
@@ -809,6 +814,10 @@ impl Guard {
             } else {
                 w.windows_left = w.windows_left.clamp(1, self.config.windows.max(1));
                 w.strikes = 0;
+                // Without its strikes a failed revert is asked for anew only after two
+                // regressing windows, and the last window's word is the last run's (s52 review L1).
+                w.revert_failed = false;
+                w.not_judged = None;
                 // The window that held a tick's change is over: windows from now on are after it.
                 w.skip_windows = 0;
                 resumed.watching.push(named);
@@ -1530,9 +1539,14 @@ mod tests {
         );
         let line = crate::cli::watch_line(&guard.open_watches(|_| None)[1]);
         assert!(
-            line.contains("; its revert failed: the next window that regresses tries it again"),
+            line.contains("; its regression confirmed, ")
+                && line
+                    .contains("; its revert failed: the next window that regresses tries it again"),
             "{line}"
         );
+        // A reason a newer KPO saved reads as `other`, not as a damaged watch (s52 review L8).
+        let read: NotJudged = serde_json::from_str("\"reason_of_a_newer_kpo\"").unwrap();
+        assert_eq!(read.as_str(), "other");
         assert!(observe(&mut guard, &calm).is_empty());
         assert_eq!(shown(&guard), [(1, None, false), (2, None, false)]);
     }

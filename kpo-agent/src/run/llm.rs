@@ -427,7 +427,10 @@ fn held_values(
                 value: item.value.clone(),
                 status: HeldStatus::Rejected,
                 until: until.map(format_ms),
-                reason: why.as_deref().map(|r| shorten(r, MAX_REASON_CHARS)),
+                // One line: a rejection stored by an older KPO may hold a line break.
+                reason: why
+                    .as_deref()
+                    .map(|r| shorten(&crate::shown::one_line(r), MAX_REASON_CHARS)),
             };
             Some((item.resolved_ms.unwrap_or(item.updated_ms), held))
         })

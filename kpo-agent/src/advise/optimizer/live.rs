@@ -133,6 +133,12 @@ pub trait Knobs {
     fn allowed(&mut self, _to: &[f64]) -> bool {
         true
     }
+    /// Whether a trial from `from` may move to `to`: [`Knobs::allowed`] of the knobs that move
+    /// only (a trial writes only those; a value quarantined while it stays in place, its
+    /// revert's write having failed, does not bar every configuration that keeps it).
+    fn allowed_move(&mut self, _from: &[f64], to: &[f64]) -> bool {
+        self.allowed(to)
+    }
     /// Whether `to` lies within the policy's bounds. Asked only when a reload ends the loop
     /// ([`GoBack::Reload`]): the new bounds may exclude what the old ones allowed, while in a
     /// loop's own life every configuration it measured was within them, and its start need not be.
@@ -1224,8 +1230,9 @@ impl LiveOptimizer {
                 return self.converge(knobs, ev);
             }
             // A value the guard or an operator quarantined would be refused: set aside without
-            // asking, which journaled and reported a refusal once per search (s51 storyAA F5).
-            if p.point != self.current && !knobs.allowed(&p.point) {
+            // asking, which sent a refused `change` and `optimizer` event once per search (s51
+            // storyAA F5).
+            if p.point != self.current && !knobs.allowed_move(&self.current, &p.point) {
                 self.opt.exclude(p.index);
                 set_aside += 1;
                 continue;
@@ -2715,7 +2722,7 @@ mod tests {
 
     /// A value quarantined (by the guard or an operator's revert) is never tried, not even once
     /// to be refused: the search goes on over the others (s51 storyAA F5: one refused `change`
-    /// per search, journaled).
+    /// event per search).
     #[test]
     fn a_quarantined_value_is_never_tried() {
         use crate::advise::optimizer::space::KnobSpec;

@@ -427,6 +427,14 @@ fn an_empty_rejection_reason_is_no_reason() {
     s.consider(vec![rec(Source::Rules, 64, false)]);
     let item = s.desk.reject("ap-2", "op", Some(" not now ")).unwrap();
     assert_eq!(item.state.describe(), "rejected by op: not now");
+    // On one line: a line break in it began what read as a new entry in `kpo explain`, and
+    // reached the LLM's prompt as it was (s52 storyAF AF-2).
+    s.consider(vec![rec(Source::Rules, 128, false)]);
+    let item = s
+        .desk
+        .reject("ap-3", "op", Some("not\nnow,\tthe\u{200b} freeze"))
+        .unwrap();
+    assert_eq!(item.state.describe(), "rejected by op: not now, the freeze");
 }
 
 /// Approvals still pending when the webhook is set (at the agent's start) are posted again,

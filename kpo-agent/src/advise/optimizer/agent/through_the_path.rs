@@ -114,18 +114,35 @@ pub(super) fn write_order(knobs: &[Knob], from: &[f64], to: &[f64]) -> Vec<usize
     moving
 }
 
-impl Knobs for PathKnobs<'_> {
-    fn allowed(&mut self, to: &[f64]) -> bool {
+impl PathKnobs<'_> {
+    /// Whether none of knob `i`'s values at `to` (for each `i` that `which` takes) is
+    /// quarantined now.
+    fn none_quarantined(&self, to: &[f64], which: impl Fn(usize) -> bool) -> bool {
         let now = std::time::SystemTime::now();
-        self.knobs.iter().zip(to).all(|(knob, &v)| {
-            knob.members.iter().all(|a| {
-                self.path
-                    .journal
-                    .context(a, &Value::Int(v as i128), now)
-                    .quarantined_until
-                    .is_none_or(|until| until <= now)
+        self.knobs
+            .iter()
+            .zip(to)
+            .enumerate()
+            .all(|(i, (knob, &v))| {
+                !which(i)
+                    || knob.members.iter().all(|a| {
+                        self.path
+                            .journal
+                            .context(a, &Value::Int(v as i128), now)
+                            .quarantined_until
+                            .is_none_or(|until| until <= now)
+                    })
             })
-        })
+    }
+}
+
+impl Knobs for PathKnobs<'_> {
+    fn allowed_move(&mut self, from: &[f64], to: &[f64]) -> bool {
+        self.none_quarantined(to, |i| from.get(i) != to.get(i))
+    }
+
+    fn allowed(&mut self, to: &[f64]) -> bool {
+        self.none_quarantined(to, |_| true)
     }
 
     fn within_policy(&mut self, to: &[f64]) -> bool {
