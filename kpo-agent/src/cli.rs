@@ -487,7 +487,16 @@ fn open(state: &StateArgs, access: Access) -> anyhow::Result<Box<dyn Control>> {
     let missing = crate::control::require_state_dir(&state.state_dir());
     let new_dir = matches!(missing, Err(crate::control::ControlError::NoStateDir(_)));
     if access != Access::Starts || !new_dir {
-        missing?;
+        // Both places a command looks were empty: the socket may be the one mistyped (s52
+        // storyAC AC-10: "KPO has not run with it" beside an agent on another socket).
+        missing.map_err(|e| match e {
+            crate::control::ControlError::NoStateDir(_) => anyhow::anyhow!(
+                "{e}; and no agent answered on {} (is --socket right? the default is {})",
+                socket.display(),
+                crate::api::DEFAULT_SOCKET
+            ),
+            e => e.into(),
+        })?;
     }
     let (path, reconciled) = if access == Access::Reads {
         let opened = open_offline_kernel_to_read(state.policy.as_deref(), &state.state_dir())?;
@@ -1021,6 +1030,31 @@ mod tests {
                 "2 parameter(s) of network namespaces gone since, where KPO holds nothing (kpo \
               journal has their changes; kpo status --json lists them)"
             ]
+        );
+    }
+
+    /// With no agent on the socket and no state directory, the error names both (s52 storyAC
+    /// AC-10: it named the state directory alone, beside an agent on another socket).
+    #[test]
+    fn a_command_that_finds_neither_agent_nor_state_directory_names_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateArgs {
+            policy: None,
+            state_dir: Some(dir.path().join("no-state")),
+            socket: Some(dir.path().join("no.sock")),
+        };
+        let err = open(&state, Access::Reads)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains(": no such state directory: KPO has not run with it")
+                && err.contains(&format!(
+                    "; and no agent answered on {} (is --socket right? the default is \
+                     /run/kpo/kpo.sock)",
+                    dir.path().join("no.sock").display()
+                )),
+            "{err}"
         );
     }
 

@@ -100,7 +100,7 @@ impl SocketControl {
             }
             Err(source) => Err(ApiError::Io {
                 path: path.to_path_buf(),
-                what: "connecting (the socket is root's only, mode 0600)",
+                what: "connecting (the socket is root's only, mode 0600: run kpo as root)",
                 source,
             }),
         }
