@@ -1487,6 +1487,56 @@ mod tests {
         );
     }
 
+    /// A quarantined value bars a trial that moves its knob to it, not one that leaves it in
+    /// place (s52 review L2: a value quarantined while it stayed, its revert's write having
+    /// failed, barred every configuration that kept it).
+    #[test]
+    fn a_quarantine_bars_only_the_knobs_a_trial_moves() {
+        use super::{Knob, Knobs, PathKnobs};
+        use crate::guard::{Guard, GuardConfig};
+        const A: &str = "net.core.somaxconn@netns:4026539999";
+        const B: &str = "net.ipv4.tcp_max_syn_backlog@netns:4026539999";
+        let policy = "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n";
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(A, Value::Int(4096)), (B, Value::Int(512))]);
+        let (mut p, _) = path(dir.path(), policy, &k);
+        p.journal
+            .quarantine(
+                &B.parse().unwrap(),
+                &Value::Int(512),
+                std::time::Duration::from_secs(3600),
+                "test",
+            )
+            .unwrap();
+        let mut guard = Guard::new(GuardConfig::default());
+        let knobs = [
+            Knob::new(vec![A.parse().unwrap()], A),
+            Knob::new(vec![B.parse().unwrap()], B),
+        ];
+        let mut knobs = PathKnobs {
+            path: &mut p,
+            guard: &mut guard,
+            baseline: None,
+            knobs: &knobs,
+            made: &mut Vec::new(),
+            skipped: &mut Vec::new(),
+            owed: &mut Vec::new(),
+            exiting: false,
+        };
+        assert!(
+            knobs.allowed_move(&[4096.0, 512.0], &[8192.0, 512.0]),
+            "B stays"
+        );
+        assert!(
+            !knobs.allowed_move(&[4096.0, 1024.0], &[4096.0, 512.0]),
+            "B moves to it"
+        );
+        assert!(
+            !knobs.allowed(&[8192.0, 512.0]),
+            "going back to it is barred"
+        );
+    }
+
     /// The loop's revert is done only when it took: one put back after a wrong read-back is not.
     /// The loop takes back its own values, also where its own earlier revert left one (no change
     /// holds the parameter then), but not a value another source set since through the journal.
