@@ -79,8 +79,9 @@ pub struct ParamStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoldingChange {
     pub change_id: u64,
-    /// `rules`, `llm`, `optimizer`, `operator` (an approved change is its advisor's); `None` when
-    /// the change is archived.
+    /// `rules`, `llm`, `optimizer`, `operator` (an approved change is its advisor's); `None`
+    /// only if its intent is not in the live journal (a change that holds its parameter is not
+    /// archived).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
 }

@@ -522,6 +522,60 @@ fn sample(body: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// An agent that starts under a pause (`kpo pause` survives restarts) says so in its `start`
+/// event and in `kpo_paused`, which a restart's empty event count could not show (s52 storyAC
+/// AC-6: only its log said so).
+pub fn an_agent_started_under_a_pause_says_so() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let socket = dir.path().join("kpo.sock");
+    let (state_arg, socket_arg) = (state.to_str().unwrap(), socket.to_str().unwrap());
+    let paused = Command::new(kpo_binary())
+        .args(["pause", "--state-dir", state_arg, "--socket", socket_arg])
+        .output()
+        .unwrap();
+    assert!(paused.status.success(), "{paused:?}");
+    let events = dir.path().join("events.ndjson");
+    let addr = format!("127.0.0.1:{port}");
+    let mut agent = Agent::spawn(
+        &[],
+        &[
+            "--metrics",
+            &addr,
+            "--state-dir",
+            state_arg,
+            "--socket",
+            socket_arg,
+        ],
+        &events,
+        Stdio::piped(),
+    );
+    agent.wait_reported(&events);
+    let start = lines(&events).into_iter().next().unwrap();
+    assert_eq!(start["kind"], "start");
+    let by = start["paused"].as_str().unwrap_or_default().to_string();
+    assert!(
+        by.starts_with("operator (uid 0, pid ") && by.contains(") at 20"),
+        "{start}"
+    );
+    let (status, _, body) = http(port, "GET", "/metrics");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sample(&body, "kpo_paused"), Some(1.0), "{body}");
+    let resumed = Command::new(kpo_binary())
+        .args(["resume", "--state-dir", state_arg, "--socket", socket_arg])
+        .output()
+        .unwrap();
+    assert!(resumed.status.success(), "{resumed:?}");
+    wait_until("kpo_paused 0", Duration::from_secs(10), || {
+        sample(&http(port, "GET", "/metrics").2, "kpo_paused") == Some(0.0)
+    });
+}
+
 /// `kpo run --metrics`: the counts are those of the event stream, and a host gauge is the
 /// kernel's own figure (MemTotal from /proc/meminfo).
 pub fn metrics_match_the_event_stream_and_the_kernel() {

@@ -166,6 +166,11 @@ fn main() {
             agent_binary::metrics_match_the_event_stream_and_the_kernel,
         ),
         trial(
+            "agent_binary::an_agent_started_under_a_pause_says_so",
+            needs_root(),
+            agent_binary::an_agent_started_under_a_pause_says_so,
+        ),
+        trial(
             "agent_binary::a_metrics_address_in_use_stops_the_agent",
             req(),
             agent_binary::a_metrics_address_in_use_stops_the_agent,

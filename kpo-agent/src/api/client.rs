@@ -100,7 +100,11 @@ impl SocketControl {
             }
             Err(source) => Err(ApiError::Io {
                 path: path.to_path_buf(),
-                what: "connecting (the socket is root's only, mode 0600: run kpo as root)",
+                what: if source.kind() == std::io::ErrorKind::PermissionDenied {
+                    "connecting (the socket is root's only, mode 0600: run kpo as root)"
+                } else {
+                    "connecting"
+                },
                 source,
             }),
         }

@@ -70,17 +70,23 @@ pub struct ExplainArgs {
 /// journal`, the events or `kpo pending`, is refused naming where its parameter is shown (s52
 /// storyAC AC-4: `kpo explain 1` said "no recommendation recorded", exit status 0).
 fn explained_param_arg(text: &str) -> Result<String, String> {
-    let digits = text.trim_start_matches('#');
+    let trimmed = text.trim();
+    // A bare number is a journal id or, to `kpo approve`, an approval's.
+    let digits = trimmed.trim_start_matches('#');
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!(
-            "{text} is a journal id, not a parameter: kpo journal names each change's parameter, \
-             which kpo explain takes (net.core.somaxconn)"
+            "{trimmed} is an id, not a parameter: kpo journal names each change's parameter and \
+             kpo pending each approval's, which kpo explain takes (net.core.somaxconn)"
         ));
     }
-    if text.starts_with("ap-") {
+    // In any case, as the approval commands take it (`AP-3`).
+    if trimmed
+        .get(..3)
+        .is_some_and(|p| p.eq_ignore_ascii_case("ap-"))
+    {
         return Err(format!(
-            "{text} is an approval id, not a parameter: kpo pending shows it with its parameter \
-             and reason; kpo explain takes the parameter (net.core.somaxconn)"
+            "{trimmed} is an approval id, not a parameter: kpo pending shows it with its \
+             parameter and reason; kpo explain takes the parameter (net.core.somaxconn)"
         ));
     }
     crate::cli::param_arg(text)
@@ -422,11 +428,16 @@ mod tests {
     #[test]
     fn explain_refuses_an_id_naming_where_its_parameter_is() {
         for (arg, said) in [
-            ("1", "1 is a journal id, not a parameter: kpo journal"),
-            ("#12", "#12 is a journal id, not a parameter: kpo journal"),
+            ("1", "1 is an id, not a parameter: kpo journal"),
+            ("#12", "#12 is an id, not a parameter: kpo journal"),
+            (" 12", "12 is an id, not a parameter: kpo journal"),
             (
                 "ap-3",
                 "ap-3 is an approval id, not a parameter: kpo pending",
+            ),
+            (
+                "AP-3",
+                "AP-3 is an approval id, not a parameter: kpo pending",
             ),
         ] {
             let err = Cli::try_parse_from(["kpo", "explain", arg]).unwrap_err();

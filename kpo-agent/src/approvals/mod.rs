@@ -130,9 +130,12 @@ impl ApprovalState {
                     ""
                 }
             ),
+            // One line, a reason an older KPO stored with a line break too.
             ApprovalState::Rejected { by, why } => format!(
                 "rejected by {by}{}",
-                why.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+                why.as_ref()
+                    .map(|r| format!(": {}", crate::shown::one_line(r)))
+                    .unwrap_or_default()
             ),
             ApprovalState::Expired => "expired: nobody approved it in time".into(),
             ApprovalState::Cleared { why } => format!("cleared: {why}"),

@@ -170,7 +170,7 @@ impl ChangePath {
         if let Some(report) = self.not_on_its_device(&address, &intent.before, &intent)? {
             return Ok(report);
         }
-        let quarantine = if !only_ours && source == Source::Operator {
+        let quarantine = if !only_ours && source == Source::Operator && !is_switch(&address) {
             self.advisors_value_held(&intent.key)
         } else {
             None
@@ -181,7 +181,15 @@ impl ChangePath {
         let mut only_over = ours;
         if !only_ours && !over_theirs {
             let state = self.journal.param_by_key(&intent.key);
-            if state.is_some_and(|p| p.yielded.is_some()) {
+            // Where its namespace is gone, or another has its inode, `restore` says so and writes
+            // nothing: the person's value went with it (s52 review2 N2).
+            let same_namespace = self.actuators.open(&address).is_ok_and(|a| {
+                match (intent.netns_cookie, a.netns_cookie()) {
+                    (Some(then), Some(now)) => then == now,
+                    _ => true,
+                }
+            });
+            if same_namespace && state.is_some_and(|p| p.yielded.is_some()) {
                 let now = self.read(&address).ok();
                 if now.as_ref() == Some(&intent.before) {
                     // Nothing to write over (s52 review L6).

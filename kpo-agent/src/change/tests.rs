@@ -1520,6 +1520,47 @@ fn preview_of_a_namespace_that_replaced_a_dead_one_inherits_nothing() {
     assert_eq!(p.propose(&again).unwrap().status, ChangeStatus::Applied);
 }
 
+/// `kpo revert ID` of a change in a namespace whose inode another one has now: nothing to put
+/// back, said so, even when the parameter was yielded there (s52 review2 N2: it offered
+/// `--force`, or called another namespace's value `unchanged`).
+#[test]
+fn a_revert_of_a_yielded_parameter_in_a_namespace_replaced_since_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    k.0.lock().unwrap().netns_cookie = Some(7);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let id = p
+        .propose(&op(SOMAX, Value::Int(8192)))
+        .unwrap()
+        .journal_id
+        .unwrap();
+    p.journal
+        .set_yielded(
+            &SOMAX.parse().unwrap(),
+            Some(Value::Int(1000)),
+            "pid 9 sysctl",
+        )
+        .unwrap();
+    for now in [1000, 4096] {
+        {
+            let mut kk = k.0.lock().unwrap();
+            kk.netns_cookie = Some(8);
+            kk.values.insert(SOMAX.into(), Value::Int(now));
+        }
+        let r = p.revert(id, Source::Operator, "kpo revert").unwrap();
+        assert_eq!(r.status, ChangeStatus::Skipped, "{}", r.describe());
+        assert!(!r.theirs_left, "{}", r.describe());
+        assert!(
+            r.detail
+                .as_deref()
+                .is_some_and(|d| d.contains("network namespace is gone")),
+            "{}",
+            r.describe()
+        );
+        assert_eq!(value(&k, SOMAX), Value::Int(now));
+    }
+}
+
 /// A revert whose write reads back wrong is put back, and the journal still holds the change it
 /// meant to undo: the agent's reverts (the guard's, the optimizer's) must not take it as done.
 #[test]

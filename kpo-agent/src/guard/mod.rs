@@ -378,17 +378,17 @@ struct Watch {
     undid: bool,
     /// Why the last window closed over the watch was not judged for it, if it was not: what
     /// `kpo status` shows, since such windows leave its counts as they were (s51 review W2).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Not saved: a restart clears it, as it does the strikes.
+    #[serde(skip)]
     not_judged: Option<NotJudged>,
-    /// The guard's revert of it did not take, and no window was clean since: the next window
-    /// that regresses asks for the revert again.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// The guard's revert of it did not take, and no window was judged clean since: the next
+    /// window that regresses asks for the revert again. Not saved, as `not_judged`.
+    #[serde(skip)]
     revert_failed: bool,
 }
 
 /// Why a window was not judged for a watch; its counts stay as they were.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotJudged {
     /// The change was made inside the window, which holds the time before it too.
     MadeWithinIt,
@@ -398,10 +398,6 @@ pub enum NotJudged {
     BlamedOnLater,
     /// A signal it is judged by was not measured in it.
     Blind,
-    /// A reason a newer KPO saved in the state directory (s52 review L8: an unknown variant
-    /// made the whole watch line unreadable to an older agent).
-    #[serde(other)]
-    Other,
 }
 
 impl NotJudged {
@@ -412,7 +408,6 @@ impl NotJudged {
             NotJudged::WithoutEffect => "without_effect",
             NotJudged::BlamedOnLater => "blamed_on_later",
             NotJudged::Blind => "blind",
-            NotJudged::Other => "other",
         }
     }
 }
@@ -814,10 +809,6 @@ impl Guard {
             } else {
                 w.windows_left = w.windows_left.clamp(1, self.config.windows.max(1));
                 w.strikes = 0;
-                // Without its strikes a failed revert is asked for anew only after two
-                // regressing windows, and the last window's word is the last run's (s52 review L1).
-                w.revert_failed = false;
-                w.not_judged = None;
                 // The window that held a tick's change is over: windows from now on are after it.
                 w.skip_windows = 0;
                 resumed.watching.push(named);
@@ -1544,9 +1535,12 @@ mod tests {
                     .contains("; its revert failed: the next window that regresses tries it again"),
             "{line}"
         );
-        // A reason a newer KPO saved reads as `other`, not as a damaged watch (s52 review L8).
-        let read: NotJudged = serde_json::from_str("\"reason_of_a_newer_kpo\"").unwrap();
-        assert_eq!(read.as_str(), "other");
+        // Neither is saved: a restart clears them with the strikes (s52 review L1, review2 N7).
+        let saved = serde_json::to_string(&guard.watches[1]).unwrap();
+        assert!(
+            !saved.contains("revert_failed") && !saved.contains("not_judged"),
+            "{saved}"
+        );
         assert!(observe(&mut guard, &calm).is_empty());
         assert_eq!(shown(&guard), [(1, None, false), (2, None, false)]);
     }

@@ -1174,7 +1174,8 @@ impl LiveOptimizer {
     /// Where [`Self::back_to_best`] goes for `why`.
     fn best_target(&self, knobs: &mut dyn Knobs, why: GoBack) -> Vec<f64> {
         // Staying writes nothing, so a quarantine does not move the loop off the configuration
-        // in place; bounds that a reload narrowed under it do.
+        // in place, nor bar one that keeps a knob at it (s52 review2 N3); bounds that a reload
+        // narrowed under it do.
         self.opt
             .feasible_points()
             .into_iter()
@@ -1182,7 +1183,7 @@ impl LiveOptimizer {
             .find(|point| {
                 (why != GoBack::Reload || knobs.within_policy(point))
                     && (why != GoBack::Stopping || knobs.survives_exit(point))
-                    && (*point == self.current || knobs.allowed(point))
+                    && (*point == self.current || knobs.allowed_move(&self.current, point))
             })
             // When the start is a stopped agent's trial: before its trials after a breach, and
             // at any settle once the start itself was measured beyond the SLO (the loop went back
@@ -1313,7 +1314,7 @@ impl LiveOptimizer {
             .opt
             .feasible_points()
             .into_iter()
-            .find(|o| o.point == self.current || knobs.allowed(&o.point))
+            .find(|o| o.point == self.current || knobs.allowed_move(&self.current, &o.point))
         {
             Some(o) => (o.point, Some(o.objective)),
             // As a breach would: a start measured beyond the SLO is no place to hold.
