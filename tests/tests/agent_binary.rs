@@ -522,15 +522,20 @@ fn sample(body: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// A loopback port free now, for an agent's `--metrics` to bind.
+fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// An agent that starts under a pause (`kpo pause` survives restarts) says so in its `start`
 /// event and in `kpo_paused`, which a restart's empty event count could not show (s52 storyAC
 /// AC-6: only its log said so).
 pub fn an_agent_started_under_a_pause_says_so() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_loopback_port();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let socket = dir.path().join("kpo.sock");
@@ -579,11 +584,7 @@ pub fn an_agent_started_under_a_pause_says_so() {
 /// `kpo run --metrics`: the counts are those of the event stream, and a host gauge is the
 /// kernel's own figure (MemTotal from /proc/meminfo).
 pub fn metrics_match_the_event_stream_and_the_kernel() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_loopback_port();
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.ndjson");
     let addr = format!("127.0.0.1:{port}");

@@ -14,9 +14,7 @@ impl ChangePath {
         source: Source,
         reason: &str,
     ) -> Result<ChangeReport, ChangeError> {
-        let known = self.journal.last_intent_id();
-        self.revert_change(id, source, reason, None, false)
-            .or_else(|e| self.done_but_not_recorded(id, known, e))
+        self.operators_revert(id, source, reason, false)
     }
 
     /// [`ChangePath::revert`], written over whatever the kernel has now, someone else's value
@@ -27,8 +25,18 @@ impl ChangePath {
         source: Source,
         reason: &str,
     ) -> Result<ChangeReport, ChangeError> {
+        self.operators_revert(id, source, reason, true)
+    }
+
+    fn operators_revert(
+        &mut self,
+        id: u64,
+        source: Source,
+        reason: &str,
+        over_theirs: bool,
+    ) -> Result<ChangeReport, ChangeError> {
         let known = self.journal.last_intent_id();
-        self.revert_change(id, source, reason, None, true)
+        self.revert_change(id, source, reason, None, over_theirs)
             .or_else(|e| self.done_but_not_recorded(id, known, e))
     }
 

@@ -1403,7 +1403,12 @@ mod tests {
 
     /// A guard watching change 1 (A: the host's somaxconn), which has had one window at `calm`.
     fn a_with_a_calm_window(calm: &Health) -> Guard {
-        let mut guard = Guard::new(GuardConfig::default());
+        a_with_a_calm_window_under(GuardConfig::default(), calm)
+    }
+
+    /// [`a_with_a_calm_window`] under `config`.
+    fn a_with_a_calm_window_under(config: GuardConfig, calm: &Health) -> Guard {
+        let mut guard = Guard::new(config);
         guard.watch_from(
             1,
             somaxconn_host(),
@@ -1481,19 +1486,11 @@ mod tests {
         let calm = health(&[(HealthSignal::RunqP99, 100.0)]);
         let busy = health(&[(HealthSignal::RunqP99, 900.0)]);
         // Windows enough that change 1 is still watched at the end.
-        let mut guard = Guard::new(GuardConfig {
+        let windows = GuardConfig {
             windows: 8,
             ..GuardConfig::default()
-        });
-        guard.watch_from(
-            1,
-            somaxconn_host(),
-            Scope::Host,
-            guard.config.signals.clone(),
-            Value::Int(1024),
-            calm.clone(),
-        );
-        assert!(observe(&mut guard, &calm).is_empty());
+        };
+        let mut guard = a_with_a_calm_window_under(windows, &calm);
         assert_eq!(shown(&guard), [(1, None, false)], "judged");
         assert!(observe(&mut guard, &Health::default()).is_empty());
         assert_eq!(shown(&guard), [(1, word("blind"), false)]);
