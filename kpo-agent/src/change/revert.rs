@@ -185,61 +185,32 @@ impl ChangePath {
         };
         // An operator's revert leaves a value someone else wrote since KPO's last, unless told
         // to write over it (s52 storyAC AC-2: `kpo revert 1`, superseded long before, wrote 64
-        // over the 300 a colleague had set by hand, without a word).
-        let mut only_over = ours;
-        if !only_ours && !over_theirs {
-            let state = self.journal.param_by_key(&intent.key);
-            // Where its namespace is gone, or another has its inode, `restore` says so and writes
-            // nothing: the person's value went with it (s52 review2 N2).
-            let same_namespace = self.actuators.open(&address).is_ok_and(|a| {
-                match (intent.netns_cookie, a.netns_cookie()) {
-                    (Some(then), Some(now)) => then == now,
-                    _ => true,
-                }
-            });
-            if same_namespace && state.is_some_and(|p| p.yielded.is_some()) {
-                let now = self.read(&address).ok();
-                if now.as_ref() == Some(&intent.before) {
-                    // Nothing to write over (s52 review L6).
-                    let mut report =
-                        ChangeReport::new(&address, &intent.before, ChangeStatus::Unchanged);
-                    report.before = now;
-                    report.detail = Some("the kernel already has this value".into());
-                    return Ok(report);
-                }
-                let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
-                report.read_back = now;
-                report.theirs_left = true;
-                report.detail = Some(format!(
-                    "yielded to an administrator; their value stays (kpo revert {id} --force \
-                     writes {} over it)",
-                    intent.before
-                ));
-                return Ok(report);
-            }
-            // Only a sysctl moves by a writer alone (a cpufreq attribute moves with its
-            // governor, a coalescing value with adaptive moderation), and a journal that may
-            // have lost a change of KPO's cannot tell KPO's value from someone else's.
-            only_over = state
+        // over the 300 a colleague had set by hand, without a word): a yielded parameter's
+        // (`restore` asks, after its checks of the namespace, the deny-list and the kernel's
+        // value), and a sysctl's that is not KPO's last. Only a sysctl moves by a writer alone
+        // (a cpufreq attribute moves with its governor, a coalescing value with adaptive
+        // moderation), and a journal that may have lost a change of KPO's cannot tell KPO's
+        // value from someone else's.
+        let leave_theirs = !only_ours && !over_theirs;
+        let only_over = if leave_theirs {
+            (self.journal.param_by_key(&intent.key))
                 .filter(|p| p.unsettled.is_none())
                 .filter(|_| address.kind() == crate::actuate::param::ParamKind::Sysctl)
-                .and_then(|p| p.last_applied.clone());
-        }
+                .and_then(|p| p.last_applied.clone())
+        } else {
+            ours
+        };
         let mut report = self.restore(
             &address,
             &intent.before,
             source,
             reason,
             Some((id, intent.netns_cookie)),
-            only_over.clone(),
+            only_over,
             quarantine,
+            leave_theirs,
         )?;
-        // Left for someone else's value (the only skip that reads the kernel back).
-        let left_theirs = only_over.is_some()
-            && report.status == ChangeStatus::Skipped
-            && report.read_back.is_some();
-        if !only_ours && left_theirs {
-            report.theirs_left = true;
+        if leave_theirs && report.theirs_left {
             if let Some(detail) = report.detail.as_mut() {
                 detail.push_str(&format!(
                     " (kpo revert {id} --force writes {} over it)",
@@ -608,6 +579,8 @@ impl ChangePath {
             (!only_ours && source == Source::Operator && !is_switch(&address))
                 .then(|| self.advisors_value_held(&state.key))
                 .flatten(),
+            // Yielded parameters are left before (said so there).
+            false,
         )?;
         // An operator's revert writes whatever the kernel has, but says so when that was not
         // KPO's value: a person's write the agent was down for (or had no window to see) is not
@@ -690,7 +663,9 @@ impl ChangePath {
     /// Writes `value` back as a revert; `of`: the change it undoes, and that change's network
     /// namespace cookie (read by the caller, from the archive for an archived change);
     /// `only_over`: only while the kernel has this (KPO's own) value; `quarantine`: an advisor's
-    /// value to quarantine if the write is about to take it out.
+    /// value to quarantine if the write is about to take it out; `leave_yielded`: not over a
+    /// parameter yielded to a person. A value left as someone else's is `Skipped` with
+    /// `theirs_left`.
     #[allow(clippy::too_many_arguments)]
     fn restore(
         &mut self,
@@ -701,6 +676,7 @@ impl ChangePath {
         of: Option<(u64, Option<u64>)>,
         only_over: Option<Value>,
         quarantine: Option<(Value, String)>,
+        leave_yielded: bool,
     ) -> Result<ChangeReport, ChangeError> {
         let mut report = ChangeReport::new(address, value, ChangeStatus::Refused);
         if let Decision::Refused(r) = self.policy.decide_revert(address) {
@@ -759,6 +735,15 @@ impl ChangePath {
             ));
             return Ok(report);
         }
+        let yielded = || (self.journal.param_state(address)).is_some_and(|p| p.yielded.is_some());
+        if leave_yielded && yielded() {
+            report.status = ChangeStatus::Skipped;
+            report.detail = Some("yielded to an administrator; their value stays".into());
+            report.read_back = Some(before.clone());
+            report.before = Some(before);
+            report.theirs_left = true;
+            return Ok(report);
+        }
         if let Some(ours) = only_over.filter(|ours| ours != &before) {
             report.status = ChangeStatus::Skipped;
             let unsettled = self
@@ -785,6 +770,7 @@ impl ChangePath {
                      back when the governor leaves performance; left as it is"
                 )
             } else {
+                report.theirs_left = true;
                 format!(
                     "the kernel has {before}, not the {ours} KPO applied: someone else changed \
                      it, and their value stays"

@@ -1120,8 +1120,8 @@ fn revert_all_leaves_a_yielded_parameter_alone() {
     assert_eq!(
         r.describe(),
         format!(
-            "skipped {SOMAX}: 4096 (read back 1000): yielded to an administrator; their value \
-             stays (kpo revert {id} --force writes 4096 over it)"
+            "skipped {SOMAX}: 1000 -> 4096 (read back 1000): yielded to an administrator; their \
+             value stays (kpo revert {id} --force writes 4096 over it)"
         )
     );
     assert_eq!(value(&k, SOMAX), Value::Int(1000));
@@ -1525,23 +1525,24 @@ fn preview_of_a_namespace_that_replaced_a_dead_one_inherits_nothing() {
 /// `--force`, or called another namespace's value `unchanged`).
 #[test]
 fn a_revert_of_a_yielded_parameter_in_a_namespace_replaced_since_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let k = kernel(&[(SOMAX, Value::Int(4096))]);
-    k.0.lock().unwrap().netns_cookie = Some(7);
-    let (mut p, _) = path(dir.path(), POLICY, &k);
-    let id = p
-        .propose(&op(SOMAX, Value::Int(8192)))
-        .unwrap()
-        .journal_id
-        .unwrap();
-    p.journal
-        .set_yielded(
-            &SOMAX.parse().unwrap(),
-            Some(Value::Int(1000)),
-            "pid 9 sysctl",
-        )
-        .unwrap();
+    // The new namespace's value: another one, or by chance the value the revert would write.
     for now in [1000, 4096] {
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(SOMAX, Value::Int(4096))]);
+        k.0.lock().unwrap().netns_cookie = Some(7);
+        let (mut p, _) = path(dir.path(), POLICY, &k);
+        let id = p
+            .propose(&op(SOMAX, Value::Int(8192)))
+            .unwrap()
+            .journal_id
+            .unwrap();
+        p.journal
+            .set_yielded(
+                &SOMAX.parse().unwrap(),
+                Some(Value::Int(1000)),
+                "pid 9 sysctl",
+            )
+            .unwrap();
         {
             let mut kk = k.0.lock().unwrap();
             kk.netns_cookie = Some(8);
@@ -1551,9 +1552,7 @@ fn a_revert_of_a_yielded_parameter_in_a_namespace_replaced_since_writes_nothing(
         assert_eq!(r.status, ChangeStatus::Skipped, "{}", r.describe());
         assert!(!r.theirs_left, "{}", r.describe());
         assert!(
-            r.detail
-                .as_deref()
-                .is_some_and(|d| d.contains("network namespace is gone")),
+            (r.detail.as_deref()).is_some_and(|d| d.contains("network namespace is gone")),
             "{}",
             r.describe()
         );

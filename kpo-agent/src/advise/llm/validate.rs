@@ -704,8 +704,7 @@ fn json_int(n: &serde_json::Number) -> Option<i128> {
 /// messages, where a bidi override (`U+202E`) can make `8192` read as `2918` and zero-width
 /// characters can hide words from whoever reads or greps it.
 fn clean_reason(reason: Option<&str>) -> String {
-    let text = plain(reason.unwrap_or(""));
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text = crate::shown::one_line(reason.unwrap_or(""));
     if text.is_empty() {
         return "the model gave no reason".into();
     }

@@ -2734,6 +2734,13 @@ mod tests {
         impl Knobs for Quarantine {
             fn try_config(&mut self, _from: &[f64], to: &[f64], _why: ChangeReason) -> Tried {
                 self.tried.push(to.to_vec());
+                // As the policy answers a quarantined value.
+                if !self.allowed(to) {
+                    return Tried::Refused {
+                        reason: "quarantined".into(),
+                        retry: false,
+                    };
+                }
                 self.now = to.to_vec();
                 Tried::Applied
             }

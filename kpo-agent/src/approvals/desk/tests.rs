@@ -435,6 +435,12 @@ fn an_empty_rejection_reason_is_no_reason() {
         .reject("ap-3", "op", Some("not\nnow,\tthe\u{200b} freeze"))
         .unwrap();
     assert_eq!(item.state.describe(), "rejected by op: not now, the freeze");
+    // One an older build stored with its line break shows on one line too (s52 review2 N10).
+    let stored = ApprovalState::Rejected {
+        by: "op".into(),
+        why: Some("not\nnow".into()),
+    };
+    assert_eq!(stored.describe(), "rejected by op: not now");
 }
 
 /// Approvals still pending when the webhook is set (at the agent's start) are posted again,
