@@ -693,11 +693,16 @@ pub(crate) fn list_journal(
     };
     drop(c);
     start();
+    // Each id once, as through the agent's pages (`page_through`): an archive put back or
+    // concatenated holds its records twice (s52 storyAH F4: five times each, offline).
+    let mut seen = std::collections::HashSet::new();
     while let Some((_, e)) = listing.next() {
         for w in listing.warnings() {
             tracing::warn!("{w}");
         }
-        each(&e)?;
+        if seen.insert(e.id) {
+            each(&e)?;
+        }
     }
     for w in listing.warnings() {
         tracing::warn!("{w}");
@@ -1166,6 +1171,18 @@ mod tests {
         assert!(j.archive_len() > 0, "some changes are archived");
         change(&mut j, 4101, 4102);
         drop(j);
+        // An archive an operator put back after rotating it (`cat old >> new`) holds its
+        // records twice: each id is listed once, as through the agent (s52 storyAH F4).
+        let archive = state.path().join("journal.archive.log");
+        let records = std::fs::read(&archive).unwrap();
+        std::io::Write::write_all(
+            &mut std::fs::OpenOptions::new()
+                .append(true)
+                .open(&archive)
+                .unwrap(),
+            &records,
+        )
+        .unwrap();
 
         let kernel = crate::change::tests::kernel(&[]);
         let (path, _) = crate::control::open_offline(None, state.path(), Box::new(kernel)).unwrap();

@@ -485,10 +485,11 @@ impl ChangePath {
         if state.yielded.is_some() {
             // The value that stays, as the other skipped reports show it: the report's own
             // value is the original that was not written.
-            let mut r = skipped(
-                "yielded to an administrator; their value stays (kpo resume PARAM hands it back)"
-                    .into(),
-            );
+            // The parameter named as `kpo resume` takes it (s52 storyAH F6: a literal PARAM).
+            let mut r = skipped(format!(
+                "yielded to an administrator; their value stays (kpo resume {address} hands it \
+                 back)"
+            ));
             r.read_back = self.read(&address).ok();
             return Ok(r);
         }

@@ -1110,7 +1110,7 @@ fn revert_all_leaves_a_yielded_parameter_alone() {
         r[0].describe(),
         format!(
             "skipped {SOMAX}: 4096 (read back 1000): yielded to an administrator; their value \
-             stays (kpo resume PARAM hands it back)"
+             stays (kpo resume {SOMAX} hands it back)"
         )
     );
     assert_eq!(value(&k, SOMAX), Value::Int(1000));
