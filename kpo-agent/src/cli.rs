@@ -208,8 +208,9 @@ pub struct RevertArgs {
     #[arg(long)]
     pub all: bool,
     /// With ID: write the value back over someone else's too (one KPO did not write, which
-    /// `kpo revert ID` leaves).
-    #[arg(long, requires = "id")]
+    /// `kpo revert ID` leaves). Not with --all (s52 storyAG AG-5: `requires` let it through,
+    /// ignored).
+    #[arg(long, conflicts_with = "all")]
     pub force: bool,
     #[command(flatten)]
     pub state: StateArgs,
@@ -1036,6 +1037,19 @@ mod tests {
               journal has their changes; kpo status --json lists them)"
             ]
         );
+    }
+
+    /// `--force` goes with an id only (s52 storyAG AG-5: `kpo revert --all --force` ran, the flag
+    /// ignored).
+    #[test]
+    fn revert_force_goes_with_an_id_only() {
+        assert!(Cli::try_parse_from(["kpo", "revert", "3", "--force"]).is_ok());
+        for args in [
+            &["kpo", "revert", "--all", "--force"][..],
+            &["kpo", "revert", "--force"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
     }
 
     /// With no agent on the socket and no state directory, the error names both (s52 storyAC

@@ -76,7 +76,8 @@ fn explained_param_arg(text: &str) -> Result<String, String> {
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!(
             "{trimmed} is an id, not a parameter: kpo journal names each change's parameter and \
-             kpo pending each approval's, which kpo explain takes (net.core.somaxconn)"
+             kpo pending each pending approval's; kpo explain takes a parameter's name (such as \
+             net.core.somaxconn)"
         ));
     }
     // In any case, as the approval commands take it (`AP-3`).
@@ -85,8 +86,9 @@ fn explained_param_arg(text: &str) -> Result<String, String> {
         .is_some_and(|p| p.eq_ignore_ascii_case("ap-"))
     {
         return Err(format!(
-            "{trimmed} is an approval id, not a parameter: kpo pending shows it with its \
-             parameter and reason; kpo explain takes the parameter (net.core.somaxconn)"
+            "{trimmed} is an approval id, not a parameter: kpo pending shows a pending one with \
+             its parameter and reason, and kpo journal an approved one's change; kpo explain \
+             takes a parameter's name (such as net.core.somaxconn)"
         ));
     }
     crate::cli::param_arg(text)

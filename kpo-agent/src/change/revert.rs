@@ -587,9 +587,10 @@ impl ChangePath {
         // KPO's value: a person's write the agent was down for (or had no window to see) is not
         // yielded to yet, and would go without a word (s47 storyM M-2).
         let theirs = match (&state.last_applied, &report.before) {
+            // KPO's last value, a change's or a revert's (s52 storyAG AG-2: after a revert, a
+            // person's value was written over without the note).
             (Some(ours), Some(before)) => {
                 report.status == ChangeStatus::Reverted
-                    && state.holding.is_some()
                     && state.unsettled.is_none()
                     && ours != before
                     // Only a sysctl moves by a writer alone: a cpufreq attribute moves with its

@@ -896,6 +896,32 @@ fn revert_all_says_when_it_replaces_someone_elses_value() {
         "{}",
         all[0].describe()
     );
+    // KPO's last write a revert's: a person's value after it is said so too (s52 storyAG AG-2).
+    let id = p
+        .propose(&op(SOMAX, Value::Int(8192)))
+        .unwrap()
+        .journal_id
+        .unwrap();
+    let r = p.revert(id, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    k.0.lock()
+        .unwrap()
+        .values
+        .insert(SOMAX.into(), Value::Int(300));
+    let all = p.revert_all("all").unwrap();
+    assert_eq!(
+        all[0].status,
+        ChangeStatus::Reverted,
+        "{}",
+        all[0].describe()
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    assert!(
+        (all[0].detail.as_deref())
+            .is_some_and(|d| d.starts_with("the kernel had 300, not the 4096 KPO last applied")),
+        "{}",
+        all[0].describe()
+    );
 }
 
 /// Every intent records the parameter's original, even one the kernel refused (EINVAL) or whose

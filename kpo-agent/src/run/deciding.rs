@@ -138,6 +138,50 @@ fn name_the_caller(request: &mut Request, caller: &str) {
     }
 }
 
+/// Whether `write` wrote `value`, as far as its text shows: the same words (a vector's fields
+/// are separated by tabs or spaces alike), or, when it was cut at 63 bytes, the start of them.
+fn written_as(write: &SysctlWriteEvent, value: &Value) -> bool {
+    let shown = value.to_string();
+    let (wrote, found) = (write.value.split_whitespace(), shown.split_whitespace());
+    if write.value_truncated {
+        let wrote: Vec<&str> = wrote.collect();
+        let found: Vec<&str> = found.collect();
+        // The last word written may itself be cut.
+        return match wrote.split_last() {
+            Some((last, whole)) => {
+                found.len() > whole.len()
+                    && found[..whole.len()] == *whole
+                    && found[whole.len()].starts_with(last)
+            }
+            None => true,
+        };
+    }
+    wrote.eq(found)
+}
+
+#[cfg(test)]
+mod written_as_tests {
+    use super::{written_as, SysctlWriteEvent, Value};
+
+    /// A vector's fields in any white space, and a value cut at 63 bytes by its start.
+    #[test]
+    fn a_write_is_matched_by_its_words_or_by_the_start_of_a_cut_one() {
+        let write = |value: &str, value_truncated| SysctlWriteEvent {
+            pid: 1,
+            comm: "sysctl".into(),
+            name: "net.ipv4.tcp_rmem".into(),
+            value: value.into(),
+            value_truncated,
+        };
+        let found = Value::Ints(vec![4096, 131072, 6291456]);
+        assert!(written_as(&write("4096\t131072  6291456", false), &found));
+        assert!(!written_as(&write("4096 131072", false), &found));
+        assert!(written_as(&write("4096 1310", true), &found));
+        assert!(!written_as(&write("4096 1311", true), &found));
+        assert!(written_as(&write("41", false), &Value::Int(41)));
+    }
+}
+
 /// Whether a watched change is still what the kernel has from KPO (the journal's word).
 fn in_place(journal: &Journal) -> impl Fn(u64, &ParamAddress, &Value) -> bool + '_ {
     move |change_id, address, value| {
@@ -1183,20 +1227,30 @@ impl Deciding {
             .filter(|(a, _)| a.kind() == ParamKind::Sysctl)
             .collect();
         for (address, applied) in managed {
-            let Some(write) = writes.iter().rev().find(|w| w.name == address.name) else {
+            if !writes.iter().any(|w| w.name == address.name) {
                 continue;
-            };
+            }
             let Ok(now) = self.path.read(&address) else {
                 continue;
             };
             if now == applied {
                 continue; // the write was to another namespace's copy, or rewrote our value
             }
-            let writer = super::yielding::Writer {
-                by: format!("{} (pid {})", write.comm, write.pid),
-                pid: Some(write.pid),
-                comm: Some(&write.comm),
-                seen_by: "sysctl_watch",
+            // The watch does not see which namespace's copy a write went to: the writer named is
+            // the latest whose value is the one found here, or none (s52 storyAG AG-1: a write
+            // of 50 in another namespace was named for the 41 found here).
+            let writer = match writes
+                .iter()
+                .rev()
+                .find(|w| w.name == address.name && written_as(w, &now))
+            {
+                Some(write) => super::yielding::Writer {
+                    by: format!("{} (pid {})", write.comm, write.pid),
+                    pid: Some(write.pid),
+                    comm: Some(&write.comm),
+                    seen_by: "sysctl_watch",
+                },
+                None => super::yielding::Writer::unseen(),
             };
             events.extend(super::yielding::yield_to(
                 &mut self.path,

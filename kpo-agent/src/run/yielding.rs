@@ -664,6 +664,54 @@ mod tests {
         assert_eq!(super::check_values(&mut p, &mut guard).len(), 1);
     }
 
+    /// The sysctl watch does not see which namespace's copy a write went to: the writer named for
+    /// a yield is the latest write of the value found, and none when no write seen has it (s52
+    /// storyAG AG-1: a write of 50 in another namespace was named for the 41 found here).
+    #[test]
+    fn the_writer_named_for_a_yield_wrote_the_value_found() {
+        const SOMAXCONN: &str = "net.core.somaxconn";
+        let policy = "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmin = 128\nmax = 65535\n";
+        let write =
+            |pid: u32, comm: &str, value: &str| crate::sensors::sysctl_watch::SysctlWriteEvent {
+                pid,
+                comm: comm.into(),
+                name: SOMAXCONN.into(),
+                value: value.into(),
+                value_truncated: false,
+            };
+        for (writes, named) in [
+            (
+                vec![write(1, "handfix", "41"), write(2, "sysctl", "50")],
+                Some("handfix"),
+            ),
+            (vec![write(2, "sysctl", "50")], None),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let k = kernel(&[(SOMAXCONN, Value::Int(4096))]);
+            let (mut p, _) = path(dir.path(), policy, &k);
+            let r = p
+                .propose(&Proposal {
+                    address: SOMAXCONN.parse().unwrap(),
+                    value: Value::Int(1200),
+                    source: Source::Operator,
+                    reason: "test".into(),
+                })
+                .unwrap();
+            assert_eq!(r.status, crate::change::ChangeStatus::Applied);
+            k.0.lock()
+                .unwrap()
+                .values
+                .insert(SOMAXCONN.into(), Value::Int(41));
+            let (mut d, _) = crate::run::deciding::Deciding::with_path(p, false).unwrap();
+            let events = serde_json::to_value(d.on_sysctl_writes(&writes)).unwrap();
+            let yielded: Vec<_> = (events.as_array().unwrap().iter())
+                .filter(|e| e["kind"] == "admin_override")
+                .collect();
+            assert_eq!(yielded.len(), 1, "{events}");
+            assert_eq!(yielded[0]["comm"].as_str(), named, "{events}");
+        }
+    }
+
     /// In a journal written before outcomes repeated their intent, the intent line of KPO's
     /// latest change is damaged: its outcome cannot say which parameter it changed, so the
     /// parameter's last applied value is the change before's. The value check does not take
