@@ -11,11 +11,16 @@ use std::borrow::Cow;
 /// the LLM's prompt and `kpo explain`, where a line break started what read as a new entry
 /// (s52 storyAF AF-2).
 pub fn one_line(text: &str) -> String {
-    let plain: String = (text.chars())
+    plain(text).split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `text` with format characters removed and control characters made spaces: what the reader
+/// sees is what it holds (the LLM's words, a server's error, an operator's reason).
+pub fn plain(text: &str) -> String {
+    (text.chars())
         .filter(|c| !is_format(*c))
         .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    plain.split_whitespace().collect::<Vec<_>>().join(" ")
+        .collect()
 }
 
 /// `text` with each control and format character written as `\u{XXXX}` (hexadecimal).

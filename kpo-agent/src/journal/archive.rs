@@ -122,8 +122,8 @@ fn archive(
         tracing::warn!(
             "{}: not archived at this open: the clock says {} h after the journal's newest \
              record (a clock not yet set right at boot would take quarantines still in force \
-             for expired; or nothing was journaled for that long); the first open after the \
-             next record is journaled archives it",
+             for expired; or nothing was journaled for that long); an open within a day of the \
+             next record journaled archives it",
             dir.join(store::JOURNAL_FILE).display(),
             (now - newest) / 3_600_000
         );

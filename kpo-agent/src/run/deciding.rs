@@ -138,25 +138,53 @@ fn name_the_caller(request: &mut Request, caller: &str) {
     }
 }
 
-/// Whether `write` wrote `value`, as far as its text shows: the same words (a vector's fields
-/// are separated by tabs or spaces alike), or, when it was cut at 63 bytes, the start of them.
+/// Whether `write` wrote `value`, as far as its text shows: a number as the kernel reads it
+/// (decimal, `0x` hexadecimal, `0` octal), a vector's fields in any white space and fewer of them
+/// than it has (the kernel keeps the rest), words as they are; when the text was cut at 63
+/// bytes, its whole words only. A value the kernel rounds (a size in pages, a time in jiffies)
+/// is not matched.
 fn written_as(write: &SysctlWriteEvent, value: &Value) -> bool {
-    let shown = value.to_string();
-    let (wrote, found) = (write.value.split_whitespace(), shown.split_whitespace());
+    let mut words: Vec<&str> = write.value.split_whitespace().collect();
     if write.value_truncated {
-        let wrote: Vec<&str> = wrote.collect();
-        let found: Vec<&str> = found.collect();
-        // The last word written may itself be cut.
-        return match wrote.split_last() {
-            Some((last, whole)) => {
-                found.len() > whole.len()
-                    && found[..whole.len()] == *whole
-                    && found[whole.len()].starts_with(last)
-            }
-            None => true,
-        };
+        words.pop();
     }
-    wrote.eq(found)
+    let number = |w: &str| -> Option<i128> {
+        let (negative, digits) = match w.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, w),
+        };
+        let n = if let Some(hex) = digits.strip_prefix("0x").or(digits.strip_prefix("0X")) {
+            i128::from_str_radix(hex, 16).ok()?
+        } else if digits.len() > 1 && digits.starts_with('0') {
+            i128::from_str_radix(&digits[1..], 8).ok()?
+        } else {
+            digits
+                .parse::<i128>()
+                .ok()
+                .filter(|_| !digits.starts_with('+'))?
+        };
+        Some(if negative { -n } else { n })
+    };
+    let numbers = |found: &[i128]| {
+        let written: Option<Vec<i128>> = words.iter().map(|w| number(w)).collect();
+        written.is_some_and(|w| {
+            (!w.is_empty() || write.value_truncated)
+                && w.len() <= found.len()
+                && w[..] == found[..w.len()]
+        })
+    };
+    match value {
+        Value::Int(n) => numbers(std::slice::from_ref(n)),
+        Value::Ints(ns) => numbers(ns),
+        Value::Word(word) => {
+            let found: Vec<&str> = word.split_whitespace().collect();
+            if write.value_truncated {
+                found.starts_with(&words)
+            } else {
+                found == words
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -175,10 +203,21 @@ mod written_as_tests {
         };
         let found = Value::Ints(vec![4096, 131072, 6291456]);
         assert!(written_as(&write("4096\t131072  6291456", false), &found));
-        assert!(!written_as(&write("4096 131072", false), &found));
+        // Fewer fields: the kernel keeps the rest (s52 review4 F1).
+        assert!(written_as(&write("4096 131072", false), &found));
+        assert!(!written_as(&write("4096 131073", false), &found));
         assert!(written_as(&write("4096 1310", true), &found));
-        assert!(!written_as(&write("4096 1311", true), &found));
+        assert!(!written_as(&write("4097 1310", true), &found));
         assert!(written_as(&write("41", false), &Value::Int(41)));
+        // Numbers as the kernel reads them; `+41` it refuses.
+        assert!(written_as(&write("0x1000", false), &Value::Int(4096)));
+        assert!(written_as(&write("010", false), &Value::Int(8)));
+        assert!(!written_as(&write("+41", false), &Value::Int(41)));
+        // Words, and the empty value (s52 review4 F2).
+        let words = Value::Word("cubic reno".into());
+        assert!(written_as(&write("cubic  reno", false), &words));
+        assert!(!written_as(&write("cubic", false), &words));
+        assert!(written_as(&write("", false), &Value::Word(String::new())));
     }
 }
 

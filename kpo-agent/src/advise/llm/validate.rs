@@ -711,15 +711,8 @@ fn clean_reason(reason: Option<&str>) -> String {
     shorten_to(&text, MAX_REASON_CHARS)
 }
 
-/// `text` with format characters removed and control characters made spaces: what the reader of
-/// an event sees is what it holds. For the reason, every echo of the model's text, and the
-/// server's words in an error.
-pub(crate) fn plain(text: &str) -> String {
-    text.chars()
-        .filter(|c| !is_format(*c))
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
+/// For the reason, every echo of the model's text, and the server's words in an error.
+pub(crate) use crate::shown::plain;
 
 pub(crate) use crate::shown::is_format;
 
