@@ -3,10 +3,9 @@
 use super::*;
 
 impl ChangePath {
-    /// Puts back the value change `id` replaced: an operator's `kpo revert ID`, whatever the
-    /// kernel has now.
-    /// A value someone else wrote since KPO's last write there (a person's fix the agent yielded
-    /// to, or one it was down for) stays: the revert is `Skipped`, saying how to write over it
+    /// Puts back the value change `id` replaced: an operator's `kpo revert ID`. A value someone
+    /// else wrote since KPO's last write there (a person's fix the agent yielded to, or one it
+    /// was down for) stays: the revert is `Skipped`, saying how to write over it
     /// ([`ChangePath::revert_over_theirs`]).
     pub fn revert(
         &mut self,
@@ -737,8 +736,8 @@ impl ChangePath {
             ));
             return Ok(report);
         }
-        let yielded = || (self.journal.param_state(address)).is_some_and(|p| p.yielded.is_some());
-        if leave_yielded && yielded() {
+        if leave_yielded && (self.journal.param_state(address)).is_some_and(|p| p.yielded.is_some())
+        {
             report.status = ChangeStatus::Skipped;
             report.detail = Some("yielded to an administrator; their value stays".into());
             report.read_back = Some(before.clone());
