@@ -470,6 +470,19 @@ enum Access {
     Starts,
 }
 
+/// A command's error, naming the socket no agent answered on when the state directory is missing
+/// too: both places a command looks were empty, and the socket may be the one mistyped.
+pub(crate) fn nor_an_agent_on(socket: &Path, e: crate::control::ControlError) -> anyhow::Error {
+    match e {
+        crate::control::ControlError::NoStateDir(_) => anyhow::anyhow!(
+            "{e}; and no agent answered on {} (is --socket right? the default is {})",
+            socket.display(),
+            crate::api::DEFAULT_SOCKET
+        ),
+        e => e.into(),
+    }
+}
+
 /// The control interface: the running agent through its socket, or, when no agent answers, the
 /// journal directly under the state directory's lock (read as it is on disk, by a command that
 /// only reads, when the state directory is read-only).
@@ -490,14 +503,7 @@ fn open(state: &StateArgs, access: Access) -> anyhow::Result<Box<dyn Control>> {
     if access != Access::Starts || !new_dir {
         // Both places a command looks were empty: the socket may be the one mistyped (s52
         // storyAC AC-10: "KPO has not run with it" beside an agent on another socket).
-        missing.map_err(|e| match e {
-            crate::control::ControlError::NoStateDir(_) => anyhow::anyhow!(
-                "{e}; and no agent answered on {} (is --socket right? the default is {})",
-                socket.display(),
-                crate::api::DEFAULT_SOCKET
-            ),
-            e => e.into(),
-        })?;
+        missing.map_err(|e| nor_an_agent_on(&socket, e))?;
     }
     let (path, reconciled) = if access == Access::Reads {
         let opened = open_offline_kernel_to_read(state.policy.as_deref(), &state.state_dir())?;

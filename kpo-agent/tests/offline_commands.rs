@@ -208,8 +208,10 @@ fn a_missing_state_directory_is_an_error_not_a_clean_host() {
             format!(
                 "kpo: error: {}: no such state directory: KPO has not run with it (is \
                  --state-dir right? the default is /var/lib/kpo); only kpo apply and kpo pause \
-                 start a new one\n",
-                state.display()
+                 start a new one; and no agent answered on {} (is --socket right? the default \
+                 is /run/kpo/kpo.sock)\n",
+                state.display(),
+                dir.path().join("nobody-listens.sock").display()
             ),
             "{args:?}"
         );

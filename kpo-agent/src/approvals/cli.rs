@@ -146,11 +146,14 @@ fn open_either(
     }
     state.refuse_default_state_dir_for_another_socket(&socket)?;
     let (policy, dir) = (state.policy.as_deref(), state.state_dir());
-    Ok(Err(if reads {
-        Offline::open_to_read(policy, &dir)?
+    let opened = if reads {
+        Offline::open_to_read(policy, &dir)
     } else {
-        Offline::open(policy, &dir)?
-    }))
+        Offline::open(policy, &dir)
+    };
+    Ok(Err(
+        opened.map_err(|e| crate::cli::nor_an_agent_on(&socket, e))?
+    ))
 }
 
 /// The pending approvals, and, with the agent down, those this listing expired: their time ran
