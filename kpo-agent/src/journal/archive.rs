@@ -306,7 +306,7 @@ impl<'a> Selection<'a> {
     /// cookie) and switch intents (`made_way_for`), its first and latest yield, latest hand-back
     /// and end of namespace, the quarantines in force; the latest pause and resume; the change
     /// with the highest id (ids are never handed out again); every `damaged` record; every record
-    /// of `kept_whole`'s keys.
+    /// of `kept_whole`'s keys; the change after each interrupted one.
     fn needed(&self, cutoff: u64, kept_whole: &BTreeSet<String>) -> BTreeSet<usize> {
         let st = self.st;
         let mut units: BTreeSet<u64> = BTreeSet::new();
@@ -318,6 +318,13 @@ impl<'a> Selection<'a> {
             units.extend(p.put_back.last().map(|(id, _)| *id));
         }
         units.extend(self.units.keys().next_back());
+        // What reconciliation reads of an interrupted change: whether the next change of its
+        // parameter found its value in place (an outcome line lost to damage). Moved to the
+        // archive, the change after that would be read instead, and the interrupted one judged
+        // `failed` for good.
+        for i in st.incomplete() {
+            units.extend(st.next_change_id(&i));
+        }
         let mut out = BTreeSet::new();
         // Each source's current run of changes per key ([`Journal::first_of_run`]): its first
         // change, and the record that ended what came before it. That is enough for the same
@@ -414,7 +421,9 @@ impl<'a> Selection<'a> {
             }
         }
         for id in units {
-            out.extend(self.units[&id].iter().filter(|&&i| i < self.end));
+            // An id known only from a copy (its records all lost) has nothing to keep.
+            let records = self.units.get(&id).into_iter().flatten();
+            out.extend(records.filter(|&&i| i < self.end));
         }
         out
     }
@@ -513,7 +522,8 @@ fn key_of<'a>(st: &'a Folded, r: &'a Record) -> Option<&'a str> {
 /// applied change and those since `since`, the same of changes put back, switches it was turned
 /// off for, each source's current run of changes ([`Journal::first_of_run`]), whether a damaged
 /// line left its state unsettled; the pause, the next
-/// id, the interrupted changes (with what reconciliation reads of them).
+/// id, the interrupted changes (with what reconciliation reads of them: read-backs, whether a
+/// later change took effect, the next change).
 pub(crate) fn differences(a: &Folded, b: &Folded, since: u64) -> Vec<String> {
     let mut out = Vec::new();
     let (fa, fb) = (fields(a, since), fields(b, since));
@@ -540,9 +550,10 @@ pub(crate) fn differences(a: &Folded, b: &Folded, since: u64) -> Vec<String> {
             .iter()
             .map(|i| {
                 format!(
-                    "{i:?} superseded {} read back {:?}",
+                    "{i:?} superseded {} read back {:?} next change {:?}",
                     f.superseded(i),
-                    f.read_backs.get(&i.id)
+                    f.read_backs.get(&i.id),
+                    f.next_change(i)
                 )
             })
             .collect()

@@ -1240,6 +1240,51 @@ fn a_change_found_in_place_by_the_next_is_listed_with_why() {
     );
 }
 
+/// The first change's outcome line is damaged, and the pass at the same open would archive the
+/// second, whose value before shows the first took effect: the second stays live, so the first is
+/// reconciled `applied`, as it is without the pass, not `failed` from the third's value before.
+#[test]
+fn the_change_that_settles_a_damaged_outcome_stays_live_through_a_pass() {
+    let dir = private_tempdir();
+    {
+        let mut j = open(dir.path(), never());
+        // Kept by the pass: #1 (interrupted), #3 (it ended the operator's run before the rules'
+        // current one), #4 (that run's first), #5 (the latest). #2, not without the fix.
+        let sources = [
+            Source::Rules,
+            Source::Operator,
+            Source::Operator,
+            Source::Rules,
+            Source::Rules,
+        ];
+        for (n, source) in (1..=5).zip(sources) {
+            change_by(&mut j, B, n * 1000, (n + 1) * 1000, source);
+        }
+    }
+    damage_line(dir.path(), 2, "\"outcome\":", "\"outcomE\":");
+    let j = open(dir.path(), archiving(2));
+    assert!(
+        dir.path().join(ARCHIVE_FILE).exists(),
+        "the pass archived something: {:?}",
+        j.warnings()
+    );
+    assert!(j.intent(2).is_some(), "{:?}", j.records());
+    let k = kernel(&[(B, Value::Int(6000.into()))]);
+    let mut path = change_path(j, &k);
+    let reports = path.reconcile().unwrap();
+    assert_eq!(
+        reports
+            .iter()
+            .map(|r| (r.journal_id, r.status, r.detail.as_deref()))
+            .collect::<Vec<_>>(),
+        [(
+            Some(1),
+            crate::change::ChangeStatus::Applied,
+            Some("its outcome line was damaged; the next change found its value (2000) in place")
+        )]
+    );
+}
+
 /// The only change's outcome line is damaged; the kernel has its value. It was not interrupted:
 /// the detail says what was lost.
 #[test]

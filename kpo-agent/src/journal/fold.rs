@@ -71,6 +71,12 @@ impl Folded {
         all.into_iter()
     }
 
+    /// The id of the change of the same parameter right after intent `i`, if any: the change
+    /// [`Folded::next_change`] reads.
+    pub(super) fn next_change_id(&self, i: &Intent) -> Option<u64> {
+        self.later_changes(i.id, &i.key).next().map(|(id, _)| id)
+    }
+
     /// The change of the same parameter right after intent `i`, if any, with the NIC device it
     /// was made on where its intent's line is kept and names one.
     pub(super) fn next_change(
