@@ -109,26 +109,7 @@ impl ChangePath {
             Some(i) => i.clone(),
             None => match self.journal.archived_intent(id) {
                 Some(i) => i,
-                // `kpo journal` lists refusals among the changes, with ids of their own: "no
-                // change #2" of a line the operator can see reads as a lost journal.
-                None => {
-                    let refusal = self.journal.records().iter().find_map(|r| match r {
-                        crate::journal::Record::Refused {
-                            id: rid,
-                            address,
-                            value,
-                            ..
-                        } if *rid == id => Some(format!(
-                            "it is the refusal of {address} = {value}, which wrote nothing"
-                        )),
-                        _ => None,
-                    });
-                    return Err(match refusal {
-                        Some(what) => JournalError::NotAChange { id, what },
-                        None => JournalError::NoSuchChange(id),
-                    }
-                    .into());
-                }
+                None => return Err(self.journal.no_change_to_revert(id).into()),
             },
         };
         if let (false, IntentKind::Revert { of }) = (only_ours, &intent.kind) {

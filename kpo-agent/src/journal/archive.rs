@@ -740,6 +740,17 @@ fn append(dir: &Path, base: u64, newline: bool, batch: &[Record]) -> io::Result<
     Ok(())
 }
 
+/// The highest change id the archive's intact lines name, read through line by line: an
+/// archive the operator put back may be large, and only the id is needed.
+pub(super) fn highest_id(dir: &Path) -> Option<u64> {
+    let file = File::open(dir.join(ARCHIVE_FILE)).ok()?;
+    BufReader::new(file)
+        .split(b'\n')
+        .map_while(Result::ok)
+        .filter_map(|l| store::decode::<Record>(&l).ok()?.id())
+        .max()
+}
+
 /// Change `id`'s intent in the archive (read through), if it is there.
 pub fn intent(dir: &Path, id: u64) -> Option<Intent> {
     find(dir, id, |r| match r {
@@ -759,7 +770,7 @@ pub fn outcome(dir: &Path, id: u64) -> Option<Outcome> {
 }
 
 /// The first of the archive's records naming `id` that `pick` takes.
-fn find<T>(dir: &Path, id: u64, pick: impl Fn(Record) -> Option<T>) -> Option<T> {
+pub(super) fn find<T>(dir: &Path, id: u64, pick: impl Fn(Record) -> Option<T>) -> Option<T> {
     let file = File::open(dir.join(ARCHIVE_FILE)).ok()?;
     let needle = format!("\"id\":{id},");
     BufReader::new(file)
@@ -768,6 +779,10 @@ fn find<T>(dir: &Path, id: u64, pick: impl Fn(Record) -> Option<T>) -> Option<T>
         .filter(|l| l.windows(needle.len()).any(|w| w == needle.as_bytes()))
         .find_map(|l| store::decode::<Record>(&l).ok().and_then(&pick))
 }
+
+/// The detail of an archived change listed without an outcome.
+pub const ARCHIVED_WITHOUT_OUTCOME: &str = "its outcome's line in the archive is damaged or \
+     missing; whether it took effect is not known (the archive is history, never reconciled)";
 
 /// Every entry from a position on ([`Journal::listing`]), with its position: the archive's
 /// (read as it goes, up to its length at open; a damaged line skipped with a warning; a change
@@ -862,7 +877,12 @@ impl<'a> Listing<'a> {
             if self.live_ids.contains(&id) {
                 continue;
             }
-            if let Some(e) = entry_of(&r, outcome.as_ref()) {
+            if let Some(mut e) = entry_of(&r, outcome.as_ref()) {
+                // A change is archived whole, and the archive is never reconciled: `incomplete`
+                // alone would read as a change waiting for the next start.
+                if e.status == "incomplete" {
+                    e.detail = Some(ARCHIVED_WITHOUT_OUTCOME.into());
+                }
                 return Some((at as usize, e));
             }
         }

@@ -1143,6 +1143,120 @@ fn an_archived_change_whose_intent_line_was_lost_is_listed_from_its_outcome() {
     );
 }
 
+/// `kpo revert ID` of what `kpo journal` lists but cannot be reverted by id (story AH, F1 and
+/// F2): a refusal and a change whose intent's line was lost say what they are, live and
+/// archived, not that there is no such id. An archived change whose outcome's line is damaged is
+/// listed `incomplete` with why (F3): the archive is never reconciled.
+#[test]
+fn what_is_listed_but_not_revertible_says_why_live_and_archived() {
+    let dir = private_tempdir();
+    {
+        let mut j = open(dir.path(), never());
+        change(&mut j, A, 4096, 4097);
+        j.record_refusal(
+            &addr(A),
+            Some(&Value::Int(4097)),
+            &Value::Int(99999),
+            Source::Operator,
+            "too big",
+            "out of bounds",
+        )
+        .unwrap();
+        for v in 4097..4100 {
+            change(&mut j, A, v, v + 1);
+        }
+        change(&mut j, B, 1000, 1001);
+    }
+    // #3's intent line (line 4).
+    damage_line(dir.path(), 4, "\"reason\"", "\"rEason\"");
+    let refused = format!(
+        "journal: #2 is not a change: it is the refusal of {A} = 99999, which wrote nothing; \
+         nothing to revert"
+    );
+    let lost = format!(
+        "journal: #3's intent line was lost to damage (`kpo journal` lists it from its outcome's \
+         copy), so where it wrote cannot be read and it is not reverted by id; the value it \
+         replaced was 4097 ({A})"
+    );
+    let errors = |j: Journal| {
+        let k = kernel(&[(A, Value::Int(4100))]);
+        let mut path = change_path(j, &k);
+        [2, 3, 99].map(|id| {
+            Control::revert(&mut path, &RevertRequest::Id(id), "op")
+                .unwrap_err()
+                .to_string()
+        })
+    };
+    let live = errors(open(dir.path(), never()));
+    assert_eq!(
+        live,
+        [
+            refused,
+            lost,
+            "journal: no change #99 in the journal or its archive (`kpo journal` lists the ids)"
+                .to_string()
+        ]
+    );
+    let j = open(dir.path(), archiving(2));
+    assert!(
+        j.records().iter().all(|r| !matches!(r.id(), Some(2 | 3))),
+        "archived and not needed: {:?}",
+        j.records()
+    );
+    assert_eq!(errors(j), live);
+    // #4's outcome line in the archive.
+    let path = dir.path().join(ARCHIVE_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let damaged: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.contains("\"type\":\"outcome\"") && l.contains("\"id\":4,") {
+                l.replacen("\"outcome\":", "\"outcomE\":", 1)
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert_ne!(damaged.join("\n") + "\n", text);
+    std::fs::write(&path, damaged.join("\n") + "\n").unwrap();
+    let j = open(dir.path(), never());
+    let (entries, warnings) = j.all_entries();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let four = entries.iter().find(|e| e.id == 4).unwrap();
+    assert_eq!(
+        (four.status.as_str(), four.detail.as_deref()),
+        ("incomplete", Some(archive::ARCHIVED_WITHOUT_OUTCOME))
+    );
+}
+
+/// The highest id an archive names is read line by line, not loaded whole (story AH, F7: an
+/// archive put back several times over was held in memory at every open); a damaged line's id
+/// is not taken, a torn last line neither.
+#[test]
+fn the_highest_archived_id_is_read_line_by_line_past_damage() {
+    let dir = private_tempdir();
+    {
+        let mut j = open(dir.path(), never());
+        for v in 4096..4099 {
+            change(&mut j, A, v, v + 1);
+        }
+    }
+    drop(open(dir.path(), archiving(2)));
+    let path = dir.path().join(ARCHIVE_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let last_intent = text
+        .lines()
+        .rfind(|l| l.contains("\"type\":\"intent\""))
+        .unwrap();
+    assert!(last_intent.contains("\"id\":3,"), "{last_intent}");
+    let damaged = last_intent.replacen("\"id\":3,", "\"id\":9,", 1);
+    let torn = &last_intent.replacen("\"id\":3,", "\"id\":8,", 1)[..40];
+    std::fs::write(&path, format!("{text}{text}{damaged}\n{torn}")).unwrap();
+    assert_eq!(archive::highest_id(dir.path()), Some(3));
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(archive::highest_id(dir.path()), None);
+}
+
 /// Change `id`'s status, detail and value read back as `kpo journal` lists them: from the live
 /// journal, and from the whole listing (the archive's, then the journal's).
 fn listed_as(j: &Journal, id: u64) -> [(String, Option<String>, Option<Value>); 2] {

@@ -145,6 +145,14 @@ pub enum JournalError {
     NoSuchChange(u64),
     #[error("#{id} is not a change: {what}; nothing to revert")]
     NotAChange { id: u64, what: String },
+    /// `kpo revert ID` of a change `kpo journal` lists from its outcome's copy: the intent's
+    /// line, which names where the value was written (namespace, device, boot), was lost.
+    #[error(
+        "#{id}'s intent line was lost to damage (`kpo journal` lists it from its outcome's \
+         copy), so where it wrote cannot be read and it is not reverted by id; the value it \
+         replaced was {replaced}"
+    )]
+    IntentLost { id: u64, replaced: String },
     /// `kpo revert ID` of a change the kernel refused, or that was put back at once: the
     /// kernel kept the value it had, so writing that value "back" would overwrite whatever is
     /// there now (a person's value, a later change's).
@@ -947,11 +955,8 @@ impl Journal {
             });
         let unknown_pass = self.st.archive_len > marked.unwrap_or(0) && !recorded;
         let archived = unknown_pass
-            .then(|| {
-                store::load_as_is::<Record, _>(&self.dir, archive::ARCHIVE_FILE, |_| Vec::new())
-            })
-            .and_then(Result::ok)
-            .and_then(|archive| archive.records.iter().filter_map(Record::id).max());
+            .then(|| archive::highest_id(&self.dir))
+            .flatten();
         if let Some(highest) = archived {
             self.keep_ids_named_elsewhere(highest, archive::ARCHIVE_FILE);
         }
@@ -1575,6 +1580,46 @@ impl Journal {
     /// there): history, for `kpo revert ID` of a change no longer in the live journal.
     pub fn archived_intent(&self, id: u64) -> Option<Intent> {
         archive::intent(&self.dir, id)
+    }
+
+    /// Why `kpo revert ID` finds no change under `id`, which has no intent in the journal or
+    /// its archive: `kpo journal` lists refusals, with ids of their own, and changes whose
+    /// intent's line was lost, from their outcome's copy; "no change #ID" of an id the operator
+    /// can see listed reads as a lost journal.
+    pub fn no_change_to_revert(&self, id: u64) -> JournalError {
+        let refusal = |r: &Record| match r {
+            Record::Refused {
+                id: of,
+                address,
+                value,
+                ..
+            } if *of == id => Some(format!(
+                "it is the refusal of {address} = {value}, which wrote nothing"
+            )),
+            _ => None,
+        };
+        let refused = (self.st.records.iter().find_map(refusal))
+            .or_else(|| archive::find(&self.dir, id, |r| refusal(&r)));
+        if let Some(what) = refused {
+            return JournalError::NotAChange { id, what };
+        }
+        let copy = self.st.lost_intents.get(&id).cloned().or_else(|| {
+            archive::find(&self.dir, id, |r| match r {
+                Record::Outcome {
+                    id: of,
+                    intent: Some(copy),
+                    ..
+                } if of == id => Some(copy),
+                _ => None,
+            })
+        });
+        match copy {
+            Some(c) => JournalError::IntentLost {
+                id,
+                replaced: format!("{} ({})", c.before, c.key),
+            },
+            None => JournalError::NoSuchChange(id),
+        }
     }
 
     /// Change `id`'s outcome, from the live journal or else from `journal.archive.log` (read
