@@ -30,9 +30,11 @@ pub const MIN_JUDGED: Duration = Duration::from_millis(5);
 
 /// The longest a counter may stand still between two reads inside a window that moved. RAPL
 /// counters update about every millisecond, and a perf power PMU reads them at each read: one still
-/// for a second has stopped, and the energy of the window it stopped in is short by that stretch,
-/// though the window's total moved.
-pub const MAX_STILL: Duration = Duration::from_secs(1);
+/// for half a second has stopped, and the energy of the window it stopped in is short by that
+/// stretch, though the window's total moved. Half the default tick, not a whole one: the agent's
+/// ticks come a little early or late, and a counter still over one tick of 0.999 s was taken
+/// for a live one (story AI, session 53).
+pub const MAX_STILL: Duration = Duration::from_millis(500);
 
 /// How long the CPU works while a counter is checked at start-up. RAPL counters update about
 /// every millisecond, so 100 ms of work moves a live one by thousands of its units.
