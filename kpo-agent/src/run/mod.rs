@@ -165,6 +165,13 @@ pub async fn run(
         Some(addr) => Some(crate::output::metrics::MetricsServer::start(addr)?),
         None => None,
     };
+    // Its scrapes are timed by the request-latency sensor like any service's requests, but are
+    // not the host's work: `joules_per_request` leaves them out. The port bound (`:0` picks one).
+    let own_endpoint = metrics_server
+        .as_ref()
+        .map(crate::output::metrics::MetricsServer::local_addr)
+        .zip(crate::policy::own_netns_inode())
+        .map(|(addr, netns)| (netns, addr.port()));
     let metrics = metrics_server
         .as_ref()
         .map(crate::output::metrics::MetricsServer::metrics);
@@ -327,7 +334,8 @@ pub async fn run(
                 if let Some(mut window) = windows.push(sample) {
                     // Energy over the same span; then the deciding half: the guard judges the
                     // changes it watches, the rules advise, the policy decides, actuators act.
-                    let set_aside = add_energy(&mut window, &mut energy, window_energy);
+                    let set_aside =
+                        add_energy(&mut window, &mut energy, window_energy, own_endpoint);
                     let decided = deciding.on_window(&window);
                     // The LLM advisor: consulted off the loop when due.
                     llm.after_window(windows.count, &window, &deciding);
@@ -433,7 +441,7 @@ pub async fn run(
         if let Some(mut window) = windows.finish_partial(sample) {
             // The last window: nothing is set aside (choosing another source would only hold up
             // the exit).
-            add_last_energy(&mut window, &energy, last_energy);
+            add_last_energy(&mut window, &energy, last_energy, own_endpoint);
             sink.send(&Event::Window {
                 partial: true,
                 window: Box::new(window),
@@ -487,12 +495,13 @@ fn add_energy(
     window: &mut Window,
     energy: &mut MeterWatch,
     reading: Option<Result<EnergyReading, EnergyError>>,
+    own_endpoint: Option<(u64, u16)>,
 ) -> Option<SetAside> {
     let (Some(reading), Some(meter)) = (reading, energy.meter()) else {
         window.energy = None;
         return None;
     };
-    let w = WindowEnergy::new(meter, reading, window);
+    let w = WindowEnergy::new(meter, reading, window, own_endpoint);
     let figure = match &w.error {
         Some(e) => Err(e.clone()),
         None => Ok(()),
@@ -506,10 +515,11 @@ fn add_last_energy(
     window: &mut Window,
     energy: &MeterWatch,
     reading: Option<Result<EnergyReading, EnergyError>>,
+    own_endpoint: Option<(u64, u16)>,
 ) {
     window.energy = reading
         .zip(energy.meter())
-        .map(|(reading, meter)| WindowEnergy::new(meter, reading, window));
+        .map(|(reading, meter)| WindowEnergy::new(meter, reading, window, own_endpoint));
 }
 
 /// The `energy_source` event for a source set aside mid-run, logged too.

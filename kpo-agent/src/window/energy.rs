@@ -25,11 +25,15 @@ pub struct WindowEnergy {
 }
 
 impl WindowEnergy {
-    /// The meter's reading over `window` (taken when the window closed).
+    /// The meter's reading over `window` (taken when the window closed). `own_endpoint`: the
+    /// network namespace (inode) and port of KPO's own metrics endpoint, whose scrapes the
+    /// sensor times too: counted, one scrape in an idle window would be charged the whole
+    /// window's energy.
     pub fn new(
         meter: &dyn EnergyMeter,
         reading: Result<EnergyReading, EnergyError>,
         window: &Window,
+        own_endpoint: Option<(u64, u16)>,
     ) -> Self {
         let (joules, error) = match reading {
             Ok(r) => (Some(r.joules), None),
@@ -38,6 +42,7 @@ impl WindowEnergy {
         let requests: u64 = window
             .request_latency
             .iter()
+            .filter(|r| Some((r.netns, r.port)) != own_endpoint)
             .map(|r| r.latency.samples)
             .sum();
         let joules_per_request = joules
@@ -187,7 +192,7 @@ mod tests {
     fn joules_watts_and_joules_per_request_of_a_window() {
         // 10 J over 4 s; the sensor timed 600 + 400 requests over half the window, so the
         // energy of that half, 5 J, is what they cost.
-        let e = WindowEnergy::new(&Fixed, reading(10.0), &timed(4.0, 0.5, &[600, 400]));
+        let e = WindowEnergy::new(&Fixed, reading(10.0), &timed(4.0, 0.5, &[600, 400]), None);
         assert_eq!(e.source, EnergySource::Rapl);
         assert_eq!(e.domains, vec!["package-0", "package-1"]);
         assert_eq!(e.joules, Some(10.0));
@@ -196,14 +201,31 @@ mod tests {
         assert_eq!(e.error, None);
     }
 
+    /// A scrape of KPO's own metrics endpoint is not a request of the host's services: in an
+    /// otherwise idle window it was charged the whole window's energy (story AI, session 53).
+    #[test]
+    fn the_agents_own_metrics_endpoint_is_not_counted_as_requests() {
+        // Port 8080 (netns 1) timed 600, port 8081 timed 400; the endpoint is (1, 8081).
+        let w = timed(4.0, 0.5, &[600, 400]);
+        let e = WindowEnergy::new(&Fixed, reading(10.0), &w, Some((1, 8081)));
+        assert_eq!(e.joules_per_request, Some(significant6(5.0 / 600.0_f64)));
+        // The same port in another namespace is someone's service.
+        let e = WindowEnergy::new(&Fixed, reading(10.0), &w, Some((2, 8081)));
+        assert_eq!(e.joules_per_request, Some(0.005));
+        // Only scrapes timed: no request of a service.
+        let scraped = timed(4.0, 0.5, &[1]);
+        let e = WindowEnergy::new(&Fixed, reading(10.0), &scraped, Some((1, 8080)));
+        assert_eq!((e.joules, e.joules_per_request), (Some(10.0), None));
+    }
+
     #[test]
     fn no_request_timed_gives_no_joules_per_request() {
-        let none = WindowEnergy::new(&Fixed, reading(10.0), &timed(4.0, 0.5, &[]));
+        let none = WindowEnergy::new(&Fixed, reading(10.0), &timed(4.0, 0.5, &[]), None);
         assert_eq!(none.joules_per_request, None);
-        let zero = WindowEnergy::new(&Fixed, reading(10.0), &timed(4.0, 0.5, &[0]));
+        let zero = WindowEnergy::new(&Fixed, reading(10.0), &timed(4.0, 0.5, &[0]), None);
         assert_eq!(zero.joules_per_request, None);
         // The sensor never attached: its count covers nothing.
-        let unsampled = WindowEnergy::new(&Fixed, reading(10.0), &timed(4.0, 0.0, &[5]));
+        let unsampled = WindowEnergy::new(&Fixed, reading(10.0), &timed(4.0, 0.0, &[5]), None);
         assert_eq!(unsampled.joules_per_request, None);
         assert_eq!(unsampled.joules, Some(10.0));
     }
@@ -212,7 +234,7 @@ mod tests {
     #[test]
     fn small_joules_per_request_keep_their_digits() {
         // 20 W for 1 s over 7 million requests: 2.857142...e-6 J each.
-        let e = WindowEnergy::new(&Fixed, reading(20.0), &timed(1.0, 1.0, &[7_000_000]));
+        let e = WindowEnergy::new(&Fixed, reading(20.0), &timed(1.0, 1.0, &[7_000_000]), None);
         assert_eq!(e.joules_per_request, Some(2.85714e-6));
         assert_eq!(significant6(123_456_789.0), 123_457_000.0);
         assert_eq!(significant6(0.0), 0.0);
@@ -223,7 +245,7 @@ mod tests {
         let failed = Err(EnergyError::AfterFailedRead {
             meter: EnergySource::Rapl,
         });
-        let e = WindowEnergy::new(&Fixed, failed, &timed(4.0, 1.0, &[100]));
+        let e = WindowEnergy::new(&Fixed, failed, &timed(4.0, 1.0, &[100]), None);
         assert_eq!(
             (e.joules, e.watts, e.joules_per_request),
             (None, None, None)
