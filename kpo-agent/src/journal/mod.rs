@@ -1537,6 +1537,11 @@ impl Journal {
         self.entries_from(0).collect()
     }
 
+    /// The highest id handed out (0 when none was): every change and refusal has one.
+    pub fn last_id(&self) -> u64 {
+        self.st.next_id.saturating_sub(1)
+    }
+
     /// [`Journal::entries`] from the `from`-th on (0-based). Entries are only ever appended, so
     /// an index names the same entry for as long as the journal is open: a reader paging through
     /// them sees each once.

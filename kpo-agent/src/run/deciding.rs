@@ -80,6 +80,9 @@ pub struct Deciding {
     rules_saved: RulesState,
     /// The last save of `rules_saved` failed (logged once until one succeeds).
     rules_save_failing: bool,
+    /// The journal id the state directory's mark of the changes the event stream carried says
+    /// (`offline_changes.rs`); `None` while it could not be saved.
+    events_mark: Option<u64>,
     /// Merging, pending approvals and the recommendation history (crate::approvals).
     approvals: Desk,
     /// Windows closed; the one in progress is the next.
@@ -380,6 +383,9 @@ impl Deciding {
             info!("journal reconciled: {}", r.describe());
         }
         path.restore_guard_quarantines()?;
+        // After reconciliation, which sent its own events for what it settled.
+        let settled = reconciled.iter().filter_map(|r| r.journal_id).collect();
+        let events_mark = super::offline_changes::announce(&mut path, &settled);
         // `kpo pause` outlives the agent: a start that is paused changes nothing, and says so.
         if let Some((by, ts_ms)) = path.journal.paused() {
             warn!(
@@ -423,6 +429,7 @@ impl Deciding {
             last_window: None,
             rules,
             rules_saved,
+            events_mark,
             rules_save_failing: false,
             approvals,
             windows: 0,
@@ -1014,6 +1021,7 @@ impl Deciding {
         }
         self.guard.window_closed(window);
         self.guard.save();
+        self.save_events_mark();
         self.last_window = Some(window.clone());
         events.extend(self.advise(window));
         self.approvals.on_window(&self.path);
@@ -1455,7 +1463,31 @@ impl Deciding {
         }
         self.approvals.clear_what_no_longer_holds(&self.path);
         events.extend(self.take_events());
+        self.save_events_mark();
         events
+    }
+
+    /// Moves the mark of the changes the event stream carried to the journal's last id, when
+    /// the journal has handed out ids since: only the commands run while no agent runs journal
+    /// changes that are not sent as events then (`offline_changes.rs`). A failure is logged when
+    /// it starts, and tried again every window.
+    fn save_events_mark(&mut self) {
+        let last = self.path.journal.last_id();
+        if self.events_mark == Some(last) {
+            return;
+        }
+        match super::offline_changes::save(self.path.journal.dir(), last) {
+            Ok(()) => self.events_mark = Some(last),
+            Err(e) => {
+                if self.events_mark.take().is_some() {
+                    warn!(
+                        "events: cannot keep the mark of the changes the event stream carried \
+                         ({e}); tried again every window, and a start before it succeeds sends \
+                         this run's changes since again"
+                    );
+                }
+            }
+        }
     }
 
     /// The values `on_exit`'s reverts left in the kernel when the journal failed, named: none

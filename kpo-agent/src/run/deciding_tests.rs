@@ -6934,3 +6934,105 @@ fn on_exit_with_a_journal_failing_midway_still_logs_what_it_put_back() {
         (&Value::Int(1000), &Value::Int(8192))
     );
 }
+
+/// Changes journaled while no agent ran (an operator's `kpo apply`, `kpo revert --all` with the
+/// agent down) reach the event stream at the next start, once, each as it ended and when
+/// (story AJ, session 53: they never did, and an audit through the stream missed kernel
+/// writes). A state directory no agent of this version ran on has no mark: its history is not
+/// sent (an upgrade).
+#[test]
+fn changes_journaled_while_no_agent_ran_are_sent_at_the_next_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let address: ParamAddress = "net.core.somaxconn".parse().unwrap();
+    let offline = |journal_it: &dyn Fn(&mut Journal)| {
+        let mut j = Journal::open(&state, Holder::Cli, Duration::from_secs(5)).unwrap();
+        journal_it(&mut j);
+    };
+    let applied = |j: &mut Journal, before: i128, after: i128, kind: IntentKind| {
+        let id = j
+            .record_intent(
+                &address,
+                &Value::Int(before),
+                &Value::Int(after),
+                Source::Operator,
+                "offline",
+                kind,
+            )
+            .unwrap();
+        j.record_outcome(
+            id,
+            Outcome::Applied {
+                read_back: Value::Int(after),
+                reconciled: false,
+                why: None,
+            },
+        )
+        .unwrap();
+    };
+    let start = || {
+        let journal = Journal::open(&state, Holder::Agent, Duration::from_secs(5)).unwrap();
+        let policy = Policy::parse(&policy(""), "policy.toml").unwrap();
+        let actuators = TestActuators {
+            roots: Roots {
+                proc_sys: tmp.path().join("proc_sys"),
+                sys: tmp.path().join("sys"),
+            },
+            nic: FakeCoalesce::new(),
+            after_read: AfterRead::default(),
+        };
+        let path = ChangePath::new(policy, journal, Box::new(actuators));
+        let (deciding, events) = Deciding::with_path(path, false).unwrap();
+        drop(deciding);
+        assert_valid(&as_written(&events));
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Change(c) => Some((c.phase, c.journal_id, c.detail)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    offline(&|j| applied(j, 4096, 4097, IntentKind::Change));
+    assert_eq!(start(), [], "no mark: an upgrade sends no history");
+    offline(&|j| {
+        applied(j, 4097, 8192, IntentKind::Change);
+        j.record_refusal(
+            &address,
+            Some(&Value::Int(8192)),
+            &Value::Int(99999),
+            Source::Operator,
+            "too big",
+            "out of bounds: 99999 is outside [128, 65535]",
+        )
+        .unwrap();
+        applied(j, 8192, 4096, IntentKind::Revert { of: Some(2) });
+    });
+    let sent = start();
+    let phases: Vec<_> = sent.iter().map(|(p, id, _)| (*p, *id)).collect();
+    assert_eq!(
+        phases,
+        [
+            (ChangePhase::Applied, Some(2)),
+            (ChangePhase::Refused, Some(3)),
+            (ChangePhase::Reverted, Some(4)),
+        ]
+    );
+    for (_, _, detail) in &sent {
+        let detail = detail.as_deref().unwrap();
+        assert!(
+            detail.starts_with("journaled while no agent ran, at 20"),
+            "{detail}"
+        );
+    }
+    assert!(sent[1]
+        .2
+        .as_deref()
+        .unwrap()
+        .ends_with(": out of bounds: 99999 is outside [128, 65535]"));
+    assert_eq!(start(), [], "sent once");
+    assert_eq!(
+        std::fs::read_to_string(state.join("events-mark.json")).unwrap(),
+        "{\"journal_id\":4}\n"
+    );
+}

@@ -22,6 +22,7 @@ mod deciding_tests;
 mod duty;
 mod kernel_view;
 mod llm;
+mod offline_changes;
 pub mod one_agent;
 mod open_files;
 mod rules_state;
