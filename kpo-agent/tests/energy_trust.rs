@@ -221,7 +221,10 @@ fn a_counter_that_stops_partway_through_a_window_refuses_it() {
     choice.meter.sample();
     write(&file, "500000\n");
     let err = choice.meter.read().unwrap_err();
-    assert!(err.to_string().contains("did not advance over 0.5"), "{err}");
+    assert!(
+        err.to_string().contains("did not advance over 0.5"),
+        "{err}"
+    );
     // A window in which it moved at every read is a measurement again.
     write(&file, "600000\n");
     choice.meter.sample();
@@ -240,7 +243,10 @@ fn a_counter_still_over_a_tick_a_little_short_of_a_second_refuses_its_window() {
     choice.meter.sample();
     write(&file, "500000\n");
     let err = choice.meter.read().unwrap_err();
-    assert!(err.to_string().contains("did not advance over 0.9"), "{err}");
+    assert!(
+        err.to_string().contains("did not advance over 0.9"),
+        "{err}"
+    );
 }
 
 /// A stall that ends at a window's last read belongs to that window: the next window, in which
@@ -252,7 +258,10 @@ fn a_stall_up_to_a_windows_end_does_not_refuse_the_next_window() {
     choice.meter.sample();
     std::thread::sleep(trust::MAX_STILL);
     let err = choice.meter.read().unwrap_err();
-    assert!(err.to_string().contains("did not advance over 0.5"), "{err}");
+    assert!(
+        err.to_string().contains("did not advance over 0.5"),
+        "{err}"
+    );
     write(&file, "500000\n");
     choice.meter.sample();
     write(&file, "600000\n");
@@ -272,7 +281,10 @@ fn a_stall_across_a_windows_end_counts_whole_in_the_next_window() {
     choice.meter.sample();
     write(&file, "500000\n");
     let err = choice.meter.read().unwrap_err();
-    assert!(err.to_string().contains("did not advance over 0.5"), "{err}");
+    assert!(
+        err.to_string().contains("did not advance over 0.5"),
+        "{err}"
+    );
 }
 
 /// A tree with package zones `ids` (`intel-rapl:<id>`, named `package-<id>`), each at `start` µJ
