@@ -6950,6 +6950,18 @@ fn changes_journaled_while_no_agent_ran_are_sent_at_the_next_start() {
         journal_it(&mut j);
     };
     let applied = |j: &mut Journal, before: i128, after: i128, kind: IntentKind| {
+        // As the change path journals them: a revert carried out is `reverted`.
+        let outcome = match &kind {
+            IntentKind::Change => Outcome::Applied {
+                read_back: Value::Int(after),
+                reconciled: false,
+                why: None,
+            },
+            IntentKind::Revert { .. } => Outcome::Reverted {
+                why: "offline".into(),
+                read_back: Some(Value::Int(after)),
+            },
+        };
         let id = j
             .record_intent(
                 &address,
@@ -6960,15 +6972,7 @@ fn changes_journaled_while_no_agent_ran_are_sent_at_the_next_start() {
                 kind,
             )
             .unwrap();
-        j.record_outcome(
-            id,
-            Outcome::Applied {
-                read_back: Value::Int(after),
-                reconciled: false,
-                why: None,
-            },
-        )
-        .unwrap();
+        j.record_outcome(id, outcome).unwrap();
     };
     let start = || {
         let journal = Journal::open(&state, Holder::Agent, Duration::from_secs(5)).unwrap();

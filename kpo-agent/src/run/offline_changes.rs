@@ -109,12 +109,12 @@ fn entries_after(path: &ChangePath, mark: u64) -> Vec<Entry> {
 /// journaled in `detail`. None for one still incomplete (reconciliation settles it, or the next
 /// start).
 pub fn event_of(e: &Entry) -> Option<ChangeEvent> {
-    let phase = match (e.kind.as_str(), e.status.as_str()) {
-        ("revert", "applied") => ChangePhase::Reverted,
-        (_, "applied") => ChangePhase::Applied,
-        (_, "failed") => ChangePhase::Failed,
-        (_, "reverted") => ChangePhase::Reverted,
-        (_, "refused") => ChangePhase::Refused,
+    // A revert carried out is journaled `reverted`, as is a change put back.
+    let phase = match e.status.as_str() {
+        "applied" => ChangePhase::Applied,
+        "failed" => ChangePhase::Failed,
+        "reverted" => ChangePhase::Reverted,
+        "refused" => ChangePhase::Refused,
         _ => return None,
     };
     let when = format!(
