@@ -172,6 +172,24 @@ impl ChangePath {
         // moderation), and a journal that may have lost a change of KPO's cannot tell KPO's
         // value from someone else's.
         let leave_theirs = !only_ours && !over_theirs;
+        // Its value still in the kernel: one that is not is someone else's, said below.
+        if let Some(holder) = leave_theirs
+            .then(|| self.held_by_a_later_operators_change(&intent))
+            .flatten()
+            .filter(|h| self.read(&address).is_ok_and(|now| now == h.after))
+        {
+            let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
+            report.detail = Some(format!(
+                "#{id} no longer holds it: a later change by an operator does (#{}, {}), and its \
+                 value stays (kpo revert {} takes that out; kpo revert {id} --force writes {} \
+                 over it)",
+                holder.id, holder.after, holder.id, intent.before
+            ));
+            report.before = Some(holder.after.clone());
+            report.read_back = Some(holder.after);
+            report.theirs_left = true;
+            return Ok(report);
+        }
         let only_over = if leave_theirs {
             (self.journal.param_by_key(&intent.key))
                 .filter(|p| p.unsettled.is_none())
@@ -300,6 +318,20 @@ impl ChangePath {
                 holder.source.as_str()
             )
         })
+    }
+
+    /// The operator's change made after `intent` that holds its parameter now, if one does: a
+    /// colleague's `kpo apply` since, which `kpo revert` of the older change would otherwise take
+    /// out without a word, its value being KPO's (s52 story AG-6). An advisor's later value is
+    /// taken out (and quarantined): the operator's revert overrules advisors, not people.
+    fn held_by_a_later_operators_change(&self, intent: &Intent) -> Option<Intent> {
+        let holder = self
+            .journal
+            .intent(self.journal.param_by_key(&intent.key)?.holding?)?;
+        (holder.id > intent.id
+            && holder.source == Source::Operator
+            && holder.kind == IntentKind::Change)
+            .then(|| holder.clone())
     }
 
     /// The journal keys with an intent not settled yet (an interrupted write: its value unknown).

@@ -1248,6 +1248,62 @@ fn an_operators_revert_leaves_a_value_someone_else_wrote_unless_forced() {
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
 }
 
+/// `kpo revert ID` of a change a colleague's later `kpo apply` superseded leaves the colleague's
+/// value, saying which change holds it; an advisor's later value is taken out as before (s52
+/// story AG-6: the revert of a long-superseded rules change wrote over an operator's apply
+/// without a word).
+#[test]
+fn an_operators_revert_leaves_a_later_operators_change_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let mut rules = op(SOMAX, Value::Int(8192));
+    rules.source = Source::Rules;
+    let first = p.propose(&rules).unwrap().journal_id.unwrap();
+    let colleague = p
+        .propose(&op(SOMAX, Value::Int(6000)))
+        .unwrap()
+        .journal_id
+        .unwrap();
+    let r = p.revert(first, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(
+        r.describe(),
+        format!(
+            "skipped {SOMAX}: 6000 -> 4096 (read back 6000): #{first} no longer holds it: a later \
+             change by an operator does (#{colleague}, 6000), and its value stays (kpo revert \
+             {colleague} takes that out; kpo revert {first} --force writes 4096 over it)"
+        )
+    );
+    assert!(r.theirs_left, "not done as asked: kpo revert exits 1");
+    assert_eq!(value(&k, SOMAX), Value::Int(6000));
+    // The colleague's change itself is theirs to revert.
+    let r = p.revert(colleague, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(8192));
+    // A later advisor's value is no colleague's: taken out.
+    rules.value = Value::Int(10000);
+    let r = p.propose(&rules).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
+    let r = p.revert(first, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    // Forced, over a colleague's.
+    let colleague = p
+        .propose(&op(SOMAX, Value::Int(6000)))
+        .unwrap()
+        .journal_id
+        .unwrap();
+    assert!(colleague > first);
+    let r = crate::control::Control::revert(
+        &mut p,
+        &crate::control::RevertRequest::Forced(first),
+        "op",
+    )
+    .unwrap();
+    assert_eq!(r[0].status, ChangeStatus::Reverted, "{}", r[0].describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+}
+
 /// After a reboot the kernel has the boot's own values: an interrupted change from before is
 /// settled as failed without reading the kernel, KPO's old values are neither compared with (no
 /// yield) nor put back (`revert --all` has nothing to do), and the next change starts a new

@@ -599,7 +599,9 @@ fn reverting_an_archived_change_is_reverting_a_live_one() {
     let revert = |j: Journal| {
         let k = kernel(&[(A, Value::Int(4000))]);
         let mut path = change_path(j, &k);
-        let reports = Control::revert(&mut path, &RevertRequest::Id(2), "op")
+        // Forced: #3, an operator's later change, holds the parameter, which a plain
+        // `kpo revert 2` leaves to its author.
+        let reports = Control::revert(&mut path, &RevertRequest::Forced(2), "op")
             .map(|r| r.iter().map(|r| r.describe()).collect::<Vec<_>>())
             .map_err(|e| e.to_string());
         let intent = path.journal.records().iter().rev().find_map(|r| match r {
