@@ -10,6 +10,7 @@
 //! listing is built in `entries.rs`.
 pub mod archive;
 mod entries;
+pub mod events_mark;
 mod fold;
 mod keys;
 pub mod lock;
@@ -934,6 +935,10 @@ impl Journal {
         let named = crate::approvals::store::ApprovalStore::highest_journal_id_in(&self.dir);
         if let Some(highest) = named {
             self.keep_ids_named_elsewhere(highest, crate::approvals::store::APPROVALS_FILE);
+        }
+        // An unreadable mark witnesses nothing; the agent's start says so.
+        if let Ok(Some(highest)) = events_mark::load(&self.dir) {
+            self.keep_ids_named_elsewhere(highest, events_mark::MARK_FILE);
         }
         let marked = (self.st.records.iter().rev()).find_map(|r| match r {
             Record::Archived { archive_bytes, .. } => Some(*archive_bytes),

@@ -80,8 +80,8 @@ pub struct Deciding {
     rules_saved: RulesState,
     /// The last save of `rules_saved` failed (logged once until one succeeds).
     rules_save_failing: bool,
-    /// The journal id the state directory's mark of the changes the event stream carried says
-    /// (`offline_changes.rs`); `None` while it could not be saved.
+    /// The journal id the mark in the state directory says the event stream carried up to
+    /// (`journal/events_mark.rs`); `None` while it could not be saved.
     events_mark: Option<u64>,
     /// Merging, pending approvals and the recommendation history (crate::approvals).
     approvals: Desk,
@@ -1021,7 +1021,6 @@ impl Deciding {
         }
         self.guard.window_closed(window);
         self.guard.save();
-        self.save_events_mark();
         self.last_window = Some(window.clone());
         events.extend(self.advise(window));
         self.approvals.on_window(&self.path);
@@ -1463,27 +1462,28 @@ impl Deciding {
         }
         self.approvals.clear_what_no_longer_holds(&self.path);
         events.extend(self.take_events());
-        self.save_events_mark();
         events
     }
 
-    /// Moves the mark of the changes the event stream carried to the journal's last id, when
-    /// the journal has handed out ids since: only the commands run while no agent runs journal
-    /// changes that are not sent as events then (`offline_changes.rs`). A failure is logged when
-    /// it starts, and tried again every window.
-    fn save_events_mark(&mut self) {
+    /// The events so far are written to the stream: moves the mark of the changes it carried
+    /// to the journal's last id, when the journal has handed out ids since (the loop calls it
+    /// after each window's events and after the stop's). Only the commands run while no agent
+    /// runs journal changes no stream carries (`offline_changes.rs`); what an agent journaled
+    /// after its last mark, killed before its events were written or marked, is sent again at
+    /// the next start. A failure is logged when it starts, and tried again at the next call.
+    pub fn events_sent(&mut self) {
         let last = self.path.journal.last_id();
         if self.events_mark == Some(last) {
             return;
         }
-        match super::offline_changes::save(self.path.journal.dir(), last) {
+        match crate::journal::events_mark::save(self.path.journal.dir(), last) {
             Ok(()) => self.events_mark = Some(last),
             Err(e) => {
                 if self.events_mark.take().is_some() {
                     warn!(
                         "events: cannot keep the mark of the changes the event stream carried \
-                         ({e}); tried again every window, and a start before it succeeds sends \
-                         this run's changes since again"
+                         ({e}); tried again after the next window, and a start before it \
+                         succeeds sends this run's changes since again"
                     );
                 }
             }

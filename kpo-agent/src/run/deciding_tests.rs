@@ -6974,7 +6974,8 @@ fn changes_journaled_while_no_agent_ran_are_sent_at_the_next_start() {
             .unwrap();
         j.record_outcome(id, outcome).unwrap();
     };
-    let start = || {
+    // `written`: the loop wrote the start's events to the stream (and marked them sent).
+    let start = |written: bool| {
         let journal = Journal::open(&state, Holder::Agent, Duration::from_secs(5)).unwrap();
         let policy = Policy::parse(&policy(""), "policy.toml").unwrap();
         let actuators = TestActuators {
@@ -6986,7 +6987,10 @@ fn changes_journaled_while_no_agent_ran_are_sent_at_the_next_start() {
             after_read: AfterRead::default(),
         };
         let path = ChangePath::new(policy, journal, Box::new(actuators));
-        let (deciding, events) = Deciding::with_path(path, false).unwrap();
+        let (mut deciding, events) = Deciding::with_path(path, false).unwrap();
+        if written {
+            deciding.events_sent();
+        }
         drop(deciding);
         assert_valid(&as_written(&events));
         events
@@ -6998,7 +7002,7 @@ fn changes_journaled_while_no_agent_ran_are_sent_at_the_next_start() {
             .collect::<Vec<_>>()
     };
     offline(&|j| applied(j, 4096, 4097, IntentKind::Change));
-    assert_eq!(start(), [], "no mark: an upgrade sends no history");
+    assert_eq!(start(true), [], "no mark: an upgrade sends no history");
     offline(&|j| {
         applied(j, 4097, 8192, IntentKind::Change);
         j.record_refusal(
@@ -7012,7 +7016,10 @@ fn changes_journaled_while_no_agent_ran_are_sent_at_the_next_start() {
         .unwrap();
         applied(j, 8192, 4096, IntentKind::Revert { of: Some(2) });
     });
-    let sent = start();
+    // Killed before the events were written: the next start sends them again.
+    let lost = start(false);
+    let sent = start(true);
+    assert_eq!(sent, lost);
     let phases: Vec<_> = sent.iter().map(|(p, id, _)| (*p, *id)).collect();
     assert_eq!(
         phases,
@@ -7025,7 +7032,7 @@ fn changes_journaled_while_no_agent_ran_are_sent_at_the_next_start() {
     for (_, _, detail) in &sent {
         let detail = detail.as_deref().unwrap();
         assert!(
-            detail.starts_with("journaled while no agent ran, at 20"),
+            detail.starts_with("sent at start from the journal (journaled at 20"),
             "{detail}"
         );
     }
@@ -7033,10 +7040,20 @@ fn changes_journaled_while_no_agent_ran_are_sent_at_the_next_start() {
         .2
         .as_deref()
         .unwrap()
-        .ends_with(": out of bounds: 99999 is outside [128, 65535]"));
-    assert_eq!(start(), [], "sent once");
+        .ends_with("): out of bounds: 99999 is outside [128, 65535]"));
+    assert_eq!(start(true), [], "sent once");
+    let mark = state.join(crate::journal::events_mark::MARK_FILE);
     assert_eq!(
-        std::fs::read_to_string(state.join("events-mark.json")).unwrap(),
+        std::fs::read_to_string(&mark).unwrap(),
         "{\"journal_id\":4}\n"
+    );
+    // A journal that lost its records (emptied, restored from an older copy) does not hand out
+    // the ids the stream carried again: the next change is #5, and it is sent.
+    std::fs::remove_file(state.join("journal.log")).unwrap();
+    offline(&|j| applied(j, 4096, 5000, IntentKind::Change));
+    let sent = start(true);
+    assert_eq!(
+        sent.iter().map(|(p, id, _)| (*p, *id)).collect::<Vec<_>>(),
+        [(ChangePhase::Applied, Some(5))]
     );
 }

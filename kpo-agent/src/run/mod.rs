@@ -347,6 +347,7 @@ pub async fn run(
                     for event in decided {
                         sink.send(&event);
                     }
+                    deciding.events_sent();
                 }
                 // Sensors: what the next tick samples is attached after the read.
                 duty.after_read(&mut collector.sensors, next, pressure.escalated());
@@ -470,6 +471,7 @@ fn carry_out_on_exit(deciding: &mut Deciding, sink: &mut EventSink) {
             for event in events {
                 sink.send(&event);
             }
+            deciding.events_sent();
         }
         Err(e) => tracing::error!("{e:#}; parameters it had not put back yet stay as they are"),
     }

@@ -5,54 +5,26 @@
 //! kernel's changes through the stream would never see them (story AJ, session 53). A mark in the
 //! state directory, the highest journal id a running agent knew, says where they start; the
 //! agent keeps it at every window that journaled something, and at its stop.
-use std::{collections::BTreeSet, path::Path};
+use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::{
     change::ChangePath,
-    journal::{Entry, JournalError},
+    journal::{events_mark, Entry},
     output::change_events::{ChangeEvent, ChangePathEvent, ChangePhase},
 };
 
-/// The mark's file in the state directory.
-pub const MARK_FILE: &str = "events-mark.json";
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-struct Mark {
-    /// Every journal id up to this one was known to a running agent.
-    journal_id: u64,
-}
-
-/// The highest journal id an earlier agent knew; `None` without a file: a state directory no
-/// agent of this version ran on, whose journal the stream may never have carried (an upgrade
-/// does not send a whole history).
-pub fn load(dir: &Path) -> Result<Option<u64>, String> {
-    let path = dir.join(MARK_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    let mark: Mark =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(Some(mark.journal_id))
-}
-
-pub fn save(dir: &Path, journal_id: u64) -> Result<(), JournalError> {
-    let mut bytes = serde_json::to_vec(&Mark { journal_id }).expect("plain data");
-    bytes.push(b'\n');
-    crate::journal::store::replace(dir, MARK_FILE, &bytes)
-}
-
 /// Sends, through `path`'s event sink, one `change` event for each change or refusal journaled
-/// after the mark, except `settled` (reconciliation at this start sent its own); then moves the
-/// mark to the journal's last id. Returns the mark saved (`None`: it could not be, logged).
+/// after the mark, except `settled` (reconciliation at this start sent its own). Returns the mark
+/// on disk: the one read when events were sent, which the agent moves once they are written to
+/// the stream (moved now, a kill before they are written would lose them for good); else the
+/// journal's last id, saved now (`None`: it could not be, logged). A mark above the journal's
+/// last id was taken at the journal's open as a witness of lost records, so ids go on after it.
 pub fn announce(path: &mut ChangePath, settled: &BTreeSet<u64>) -> Option<u64> {
     let dir = path.journal.dir().to_path_buf();
     let last = path.journal.last_id();
-    let mark = load(&dir).unwrap_or_else(|e| {
+    let mark = events_mark::load(&dir).unwrap_or_else(|e| {
         warn!(
             "events: the mark of the changes the event stream carried cannot be read ({e}); \
              changes journaled while no agent ran are not sent as events this time"
@@ -68,8 +40,9 @@ pub fn announce(path: &mut ChangePath, settled: &BTreeSet<u64>) -> Option<u64> {
                 path.send_other(ChangePathEvent::Change(event));
             }
         }
+        return Some(mark);
     }
-    match save(&dir, last) {
+    match events_mark::save(&dir, last) {
         Ok(()) => Some(last),
         Err(e) => {
             warn!(
@@ -91,11 +64,10 @@ fn entries_after(path: &ChangePath, mark: u64) -> Vec<Entry> {
         .filter(|e| e.id > mark)
         .collect();
     let ids: BTreeSet<u64> = live.iter().map(|e| e.id).collect();
-    let first_live = ids.first().copied().unwrap_or(u64::MAX);
-    // Ids are handed out in order, each to a change or a refusal; one missing between the mark
-    // and the first live one may have been archived (or lost to damage: then it is not in the
-    // archive either, and the read finds nothing more).
-    if first_live == mark + 1 {
+    // Ids are handed out in order, each to a change or a refusal; one after the mark that the
+    // live journal lacks may have been archived (or lost to damage, or kept from use: then the
+    // archive lacks it too, and reading it finds nothing more).
+    if (mark + 1..=path.journal.last_id()).all(|id| ids.contains(&id)) {
         return live;
     }
     let (all, _) = path.journal.all_entries();
@@ -104,6 +76,9 @@ fn entries_after(path: &ChangePath, mark: u64) -> Vec<Entry> {
         .filter(|e| e.id > mark && seen.insert(e.id))
         .collect()
 }
+
+/// The start of the `detail` of an event sent at a start from the journal.
+pub const SENT_AT_START: &str = "sent at start from the journal";
 
 /// The event of an entry journaled while no agent ran: its phase as it ended, and when it was
 /// journaled in `detail`. None for one still incomplete (reconciliation settles it, or the next
@@ -118,7 +93,8 @@ pub fn event_of(e: &Entry) -> Option<ChangeEvent> {
         _ => return None,
     };
     let when = format!(
-        "journaled while no agent ran, at {}",
+        "{SENT_AT_START} (journaled at {}, while no agent ran or by an agent stopped before it \
+         marked its events sent)",
         crate::journal::format_ms(e.ts_ms)
     );
     Some(ChangeEvent {
