@@ -802,6 +802,11 @@ impl ChangePath {
             Some(held) => Some(self.quarantine_taken_out(address, held)?),
             None => None,
         };
+        // The revert's `reverted` event says it too: a log pipeline otherwise cannot tell why
+        // an advisor stops proposing the value until its first refusal (s52 story AG-7).
+        if let Some(words) = &quarantined {
+            report.detail = Some(words.clone());
+        }
         let mut report = self.execute(
             actuator,
             address,
@@ -817,6 +822,7 @@ impl ChangePath {
         )?;
         if let Some(words) = quarantined {
             report.detail = Some(match report.detail.take() {
+                Some(detail) if detail.contains(&words) => detail,
                 Some(detail) => format!("{detail}; {words}"),
                 None => words,
             });

@@ -4075,7 +4075,7 @@ fn revert_all_names_the_change_it_takes_out() {
 fn an_operators_revert_of_an_advisors_change_quarantines_its_value() {
     let dir = tempfile::tempdir().unwrap();
     let k = kernel(&[(SOMAX, Value::Int(4096))]);
-    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let (mut p, events) = path(dir.path(), POLICY, &k);
     let address: ParamAddress = SOMAX.parse().unwrap();
     let quarantined = |p: &ChangePath, v: i128| {
         p.journal
@@ -4109,6 +4109,16 @@ fn an_operators_revert_of_an_advisors_change_quarantines_its_value() {
         "{}",
         r.describe()
     );
+    // In the event stream too (s52 story AG-7): the revert's `reverted` event says it.
+    let reverted: Vec<Option<String>> = (events.lock().unwrap().iter())
+        .filter_map(|e| match e {
+            ChangePathEvent::Change(c) if c.phase == ChangePhase::Reverted => {
+                Some(c.detail.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reverted, [r.detail.clone()]);
     // The rules' same proposal is refused as quarantined, not merely held by the cooldown; an
     // operator's apply of it too (as after the guard's revert); another value is free.
     let r = p.propose(&rules).unwrap();
