@@ -4118,7 +4118,7 @@ fn an_operators_revert_of_an_advisors_change_quarantines_its_value() {
             _ => None,
         })
         .collect();
-    assert_eq!(reverted, [r.detail.clone()]);
+    assert_eq!(reverted, std::slice::from_ref(&r.detail));
     // The rules' same proposal is refused as quarantined, not merely held by the cooldown; an
     // operator's apply of it too (as after the guard's revert); another value is free.
     let r = p.propose(&rules).unwrap();
