@@ -905,6 +905,10 @@ pub(crate) fn watch_line(w: &crate::control::WatchStatus) -> String {
             "without_effect" => "the change had no effect in it (the governor holds it)",
             "blamed_on_later" => "its regression was blamed on a later change",
             "blind" => "a signal it is judged by was not measured",
+            "no_baseline" => {
+                "no window before the change measured its signals (made in the agent's first \
+                 window), so nothing judges it"
+            }
             other => other,
         };
         line.push_str(&format!("; last window not judged: {why}"));

@@ -398,6 +398,9 @@ pub enum NotJudged {
     BlamedOnLater,
     /// A signal it is judged by was not measured in it.
     Blind,
+    /// No window before the change measured any of its signals (made in an agent's first
+    /// window): nothing judges it, and its windows run out all the same (s52 story AG-8).
+    NoBaseline,
 }
 
 impl NotJudged {
@@ -408,6 +411,7 @@ impl NotJudged {
             NotJudged::WithoutEffect => "without_effect",
             NotJudged::BlamedOnLater => "blamed_on_later",
             NotJudged::Blind => "blind",
+            NotJudged::NoBaseline => "no_baseline",
         }
     }
 }
@@ -1126,6 +1130,11 @@ impl Guard {
                 .collect();
             w.judged
                 .extend(measured.iter().map(|&(signal, _, _)| signal));
+            // Said, and the window counted as it always was: waiting would not give it a
+            // baseline.
+            if w.signals.iter().all(|s| !w.baseline.0.contains_key(s)) {
+                w.not_judged = Some(NotJudged::NoBaseline);
+            }
             let worse = |&(signal, before, after): &(HealthSignal, f64, f64)| {
                 after > before * (1.0 + config.tolerance) + noise_floor(signal)
             };
@@ -1419,6 +1428,45 @@ mod tests {
         );
         assert!(observe(&mut guard, calm).is_empty());
         guard
+    }
+
+    /// A change made with no window before it (the agent's first) has no baseline: each window
+    /// says nothing judged it, and the watch ends with its windows, kept (s52 story AG-8: the
+    /// status promised six signals and counted its windows down without a word).
+    #[test]
+    fn a_change_without_a_baseline_says_nothing_judges_it() {
+        let calm = health(&[(HealthSignal::RunqP99, 100.0)]);
+        let busy = health(&[(HealthSignal::RunqP99, 900.0)]);
+        let mut guard = Guard::new(GuardConfig::default());
+        guard.watch_from(
+            1,
+            somaxconn_host(),
+            Scope::Host,
+            guard.config.signals.clone(),
+            Value::Int(1024),
+            Health::default(),
+        );
+        assert!(observe(&mut guard, &busy).is_empty());
+        let watches = guard.open_watches(|_| None);
+        assert_eq!(watches[0].not_judged.as_deref(), Some("no_baseline"));
+        assert!(
+            crate::cli::watch_line(&watches[0]).ends_with(
+                "; last window not judged: no window before the change measured its signals \
+                 (made in the agent's first window), so nothing judges it"
+            ),
+            "{}",
+            crate::cli::watch_line(&watches[0])
+        );
+        for _ in 2..guard.config.windows {
+            assert!(observe(&mut guard, &calm).is_empty());
+        }
+        assert!(
+            matches!(
+                observe(&mut guard, &calm).as_slice(),
+                [Verdict::Kept { change_id: 1, judged, .. }] if judged.is_empty()
+            ),
+            "kept at its end, judged by nothing"
+        );
     }
 
     /// The reviewer's probe: A (somaxconn) is made at window 0 and has a calm window; B
