@@ -1747,6 +1747,58 @@ fn a_revert_put_back_is_failed_and_its_switch_stays_off() {
     );
 }
 
+/// An operator's revert quarantines the advisor's value it takes out, never the switch KPO turned
+/// off to set it: no advisor proposes a switch's value, and a quarantine of "adaptive-rx off"
+/// would only hold a person's own later write of it (s52 review L10; no test covered it).
+#[test]
+fn an_operators_revert_quarantines_no_switch() {
+    const RX: &str = "ethtool:eth0:rx-usecs";
+    const ADAPTIVE: &str = "ethtool:eth0:adaptive-rx";
+    let quarantined = |p: &ChangePath, a: &str, v: Value| {
+        p.journal
+            .context(&a.parse().unwrap(), &v, SystemTime::now())
+            .quarantined_until
+            .is_some()
+    };
+    for by_id in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let nic = crate::actuate::coalesce::FakeCoalesce::new();
+        let adaptive = crate::actuate::coalesce::CoalesceSettings {
+            rx_usecs: 50,
+            adaptive_rx: true,
+        };
+        nic.add_nic("eth0", adaptive);
+        let policy = Policy::parse(
+            &format!("[params.\"{RX}\"]\nmode = \"auto\"\nallow_adaptive_off = true\n"),
+            "test.toml",
+        )
+        .unwrap();
+        crate::journal::store::make_private(dir.path());
+        let journal = Journal::open(dir.path(), Holder::Cli, Duration::ZERO).unwrap();
+        let mut p = ChangePath::new(policy, journal, Box::new(Nic(nic.clone())));
+        let mut optimizer = op(RX, Value::Int(20));
+        optimizer.source = Source::Optimizer;
+        let r = p.propose(&optimizer).unwrap();
+        assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+        let switch = (p.journal.entries().iter())
+            .find(|e| e.address.to_string() == ADAPTIVE)
+            .map(|e| e.id)
+            .expect("the switch's change");
+        if by_id {
+            let r = p.revert(switch, Source::Operator, "kpo revert").unwrap();
+            assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+        } else {
+            p.revert_all("all").unwrap();
+            assert!(quarantined(&p, RX, Value::Int(20)), "the advisor's value");
+        }
+        let now = nic.settings("eth0").unwrap();
+        assert!(now.adaptive_rx, "back on");
+        let off: Value = "off".parse().unwrap();
+        assert_eq!(p.journal.intent(switch).unwrap().after, off);
+        assert!(!quarantined(&p, ADAPTIVE, off), "by id: {by_id}");
+    }
+}
+
 /// somaxconn at 4096 behind a driver that rounds a write to 5000 and refuses to put a value back.
 fn rounding_kernel() -> FakeActuators {
     let k = kernel(&[(SOMAX, Value::Int(4096))]);
