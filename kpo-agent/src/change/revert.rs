@@ -502,7 +502,11 @@ impl ChangePath {
                 "yielded to an administrator; their value stays (kpo resume {address} hands it \
                  back)"
             ));
+            // And as the value before, as `kpo revert ID`'s yielded skip shows it: `256 -> 64
+            // (read back 256)`, not `64 (read back 256)`, which read as if 64 were written (s52
+            // storyAC AC-7).
             r.read_back = self.read(&address).ok();
+            r.before = r.read_back.clone();
             return Ok(r);
         }
         // The original is the value of the device its first change was made on; with that

@@ -1131,12 +1131,13 @@ fn revert_all_leaves_a_yielded_parameter_alone() {
         .unwrap();
     let r = p.revert_all("all").unwrap();
     assert_eq!(r[0].status, ChangeStatus::Skipped);
-    // Seen in a soak (s38 chaos): the line showed only the original, not the value that stays.
+    // Seen in a soak (s38 chaos): the line showed only the original, not the value that stays;
+    // then `4096 (read back 1000)`, as if 4096 were written (s52 storyAC AC-7).
     assert_eq!(
         r[0].describe(),
         format!(
-            "skipped {SOMAX}: 4096 (read back 1000): yielded to an administrator; their value \
-             stays (kpo resume {SOMAX} hands it back)"
+            "skipped {SOMAX}: 1000 -> 4096 (read back 1000): yielded to an administrator; their \
+             value stays (kpo resume {SOMAX} hands it back)"
         )
     );
     assert_eq!(value(&k, SOMAX), Value::Int(1000));
