@@ -178,6 +178,7 @@ pub(crate) fn warnings(policy: &Policy, proc_sys: &std::path::Path) -> Vec<Strin
     all.extend(missing_namespaces(policy));
     all.extend(policy.repeated_namespaces());
     all.extend(latency_signals_the_trials_skip(policy));
+    all.extend(raises_judged_by_nothing(policy));
     all.extend(optimizer_entries_without_bounds(policy));
     all.extend(out_of_reach_sysctls(policy, proc_sys));
     all.extend(every_namespace_from_outside_the_first(policy, proc_sys));
@@ -447,6 +448,56 @@ fn latency_signals_the_trials_skip(policy: &Policy) -> Vec<String> {
                     r.line,
                     r.name,
                     latencies.join(" and ")
+                )
+            })
+        })
+        .collect()
+}
+
+/// The queue lengths whose raise the guard would judge by nothing: every signal of their entry's
+/// `guard_signals` (or `[guard] signals`) is one a longer queue is not judged by, its own drops
+/// ([`crate::guard::queue_symptoms`]), so every raise is `kept` unjudged (s52 storyAC AC-9:
+/// `guard_signals = ["listen_overflows"]` for somaxconn, and `kpo check` said nothing).
+fn raises_judged_by_nothing(policy: &Policy) -> Vec<String> {
+    let file = origin(policy);
+    let queues = [
+        "net.core.somaxconn",
+        "net.ipv4.tcp_max_syn_backlog",
+        "net.core.netdev_max_backlog",
+    ];
+    queues
+        .into_iter()
+        .filter_map(|name| {
+            let rule = policy.rule_for(&name.parse().ok()?);
+            if rule.mode == Mode::Observe {
+                return None;
+            }
+            let (signals, from) = match &rule.guard_signals {
+                Some(own) if std::ptr::eq(rule, &policy.defaults) => {
+                    (own, format!("{file}: [defaults]: guard_signals"))
+                }
+                Some(own) => (
+                    own,
+                    format!(
+                        "{file}:{}: params.\"{}\": guard_signals",
+                        rule.line, rule.name
+                    ),
+                ),
+                None => (&policy.guard.signals, format!("{file}: [guard] signals")),
+            };
+            let symptoms = crate::guard::queue_symptoms(name);
+            // `signals = []` judges nothing by choice, and is not this mistake.
+            let unjudged = !signals.is_empty() && signals.iter().all(|s| symptoms.contains(s));
+            unjudged.then(|| {
+                let listed: Vec<String> = signals
+                    .iter()
+                    .map(|s| json!(s).as_str().unwrap_or_default().to_string())
+                    .collect();
+                format!(
+                    "{from} ({}) leaves a raise of {name} judged by nothing: a longer queue is \
+                     not judged by its own drops, so the guard keeps every raise unjudged; add a \
+                     signal such as request_p99",
+                    listed.join(", ")
                 )
             })
         })
@@ -1493,6 +1544,45 @@ proc_root = \"/proc\"
                     .to_string()
             ]
         );
+    }
+
+    /// s52 story AC-9: somaxconn's `guard_signals = ["listen_overflows"]` left every raise
+    /// judged by nothing without a word. Warned of for an entry's own list and for `[guard]
+    /// signals` a queue takes; not for a list with another signal, an entry in mode observe, or
+    /// `signals = []` (judging nothing by choice).
+    #[test]
+    fn a_queue_whose_raise_no_signal_judges_is_warned_of() {
+        let p = Policy::parse(
+            "[guard]\nsignals = [\"softnet_drops\"]\n\
+             [params.\"net.core.somaxconn\"]\nguard_signals = [\"listen_overflows\", \
+             \"tcp_retransmits\"]\n\
+             [params.\"net.ipv4.tcp_max_syn_backlog\"]\nguard_signals = [\"listen_overflows\", \
+             \"request_p99\"]\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            raises_judged_by_nothing(&p),
+            vec![
+                "p.toml:3: params.\"net.core.somaxconn\": guard_signals (listen_overflows, \
+                 tcp_retransmits) leaves a raise of net.core.somaxconn judged by nothing: a \
+                 longer queue is not judged by its own drops, so the guard keeps every raise \
+                 unjudged; add a signal such as request_p99"
+                    .to_string(),
+                "p.toml: [guard] signals (softnet_drops) leaves a raise of \
+                 net.core.netdev_max_backlog judged by nothing: a longer queue is not judged by \
+                 its own drops, so the guard keeps every raise unjudged; add a signal such as \
+                 request_p99"
+                    .to_string(),
+            ]
+        );
+        let quiet = |text: &str| raises_judged_by_nothing(&Policy::parse(text, "p.toml").unwrap());
+        assert_eq!(
+            quiet("[params.\"net.core.somaxconn\"]\nmode = \"observe\"\nguard_signals = [\"listen_overflows\"]\n"),
+            Vec::<String>::new()
+        );
+        assert_eq!(quiet("[guard]\nsignals = []\n"), Vec::<String>::new());
+        assert_eq!(quiet(""), Vec::<String>::new());
     }
 
     /// s51 story AA F6: an optimizer entry whose max_step cannot cross its range in one step,

@@ -595,7 +595,19 @@ fn judged_by(
     from: &Value,
     to: &Value,
 ) -> Vec<HealthSignal> {
-    let queue_symptoms: &[HealthSignal] = match address.name.as_str() {
+    let queue_symptoms = queue_symptoms(&address.name);
+    let longer = matches!((from, to), (Value::Int(a), Value::Int(b)) if b > a);
+    signals
+        .iter()
+        .copied()
+        .filter(|s| !(longer && queue_symptoms.contains(s)))
+        .collect()
+}
+
+/// The signals a raise of sysctl `name`, a queue's length, is not judged by ([`judged_by`]):
+/// the queue's own drops and what they cause.
+pub fn queue_symptoms(name: &str) -> &'static [HealthSignal] {
+    match name {
         // The SYN drops tcp_max_syn_backlog governs are the listener's drops too.
         "net.core.somaxconn" | "net.ipv4.tcp_max_syn_backlog" => &[
             HealthSignal::ListenOverflows,
@@ -604,13 +616,7 @@ fn judged_by(
         ],
         "net.core.netdev_max_backlog" => &[HealthSignal::SoftnetDrops],
         _ => &[],
-    };
-    let longer = matches!((from, to), (Value::Int(a), Value::Int(b)) if b > a);
-    signals
-        .iter()
-        .copied()
-        .filter(|s| !(longer && queue_symptoms.contains(s)))
-        .collect()
+    }
 }
 
 /// The file in the state directory that holds the open watches, one per line in the journal's
