@@ -1232,10 +1232,11 @@ impl LiveOptimizer {
             }
             // A value the guard or an operator quarantined would be refused: set aside without
             // asking, which sent a refused `change` and `optimizer` event once per search (s51
-            // storyAA F5).
+            // storyAA F5). Not counted among the set-asides per step, which keep a NIC that
+            // refuses every write from being written once per candidate in one window: it
+            // writes nothing, and each candidate is set aside once (s52 review L3).
             if p.point != self.current && !knobs.allowed_move(&self.current, &p.point) {
                 self.opt.exclude(p.index);
-                set_aside += 1;
                 continue;
             }
             let tried = knobs.try_config(&self.current, &p.point, ChangeReason::Explore);
@@ -2779,5 +2780,53 @@ mod tests {
         tried.dedup();
         // Every level but the quarantined one, the start (0) when the search settles on it.
         assert_eq!((tried, refused), (vec![0.0, 1.0, 3.0, 4.0], 0));
+    }
+
+    /// A quarantined proposal, set aside without a write or a journal record, does not count
+    /// toward the few set aside per step (s52 review L3): those are there so that a NIC refusing
+    /// every write is not written and rolled back once per candidate in one window; counted,
+    /// nine quarantined levels cost three windows in which the loop tried nothing.
+    #[test]
+    fn quarantined_proposals_cost_no_window() {
+        use crate::advise::optimizer::space::KnobSpec;
+        struct OnlyTheEnds {
+            now: Vec<f64>,
+        }
+        impl Knobs for OnlyTheEnds {
+            fn try_config(&mut self, _from: &[f64], to: &[f64], _why: ChangeReason) -> Tried {
+                self.now = to.to_vec();
+                Tried::Applied
+            }
+            fn revert_to(
+                &mut self,
+                _from: &[f64],
+                to: &[f64],
+                _why: GoBack,
+            ) -> Result<Vec<f64>, RevertFailure> {
+                self.now = to.to_vec();
+                Ok(to.to_vec())
+            }
+            fn allowed(&mut self, to: &[f64]) -> bool {
+                to[0] == 0.0 || to[0] == 10.0
+            }
+        }
+        let space = Space::new(vec![KnobSpec::range("a", 0.0, 10.0, 1.0)]).unwrap();
+        let mut live = LiveOptimizer::new(space, vec![0.0], LiveConfig::default()).unwrap();
+        let mut machine = OnlyTheEnds { now: vec![0.0] };
+        let mut converged_at = None;
+        for step in 0..6 {
+            let events = live.step(&within_slo(), &mut machine).unwrap();
+            if events
+                .iter()
+                .any(|e| matches!(e, LiveEvent::Converged { .. }))
+            {
+                converged_at.get_or_insert(step);
+            }
+        }
+        // Step 0 measures the start and tries 10, step 1 measures 10: the nine levels between
+        // are quarantined, so nothing is left to try, and the loop converges then, not three
+        // windows later.
+        assert_eq!(converged_at, Some(1));
+        assert_eq!(machine.now, vec![0.0]);
     }
 }
