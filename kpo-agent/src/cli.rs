@@ -207,9 +207,10 @@ pub struct RevertArgs {
     /// Every parameter back to its value before KPO.
     #[arg(long)]
     pub all: bool,
-    /// With ID: write the value back over someone else's too (one KPO did not write, which
-    /// `kpo revert ID` leaves). Not with --all (s52 storyAG AG-5: `requires` let it through,
-    /// ignored).
+    /// With ID: write the value back over someone else's too (one KPO did not write, or a
+    /// later change of an operator's, which `kpo revert ID` leaves). Not with --all.
+    // `conflicts_with`, not `requires`: that let `--all --force` through, the flag ignored (s52
+    // storyAG AG-5).
     #[arg(long, conflicts_with = "all")]
     pub force: bool,
     #[command(flatten)]
@@ -792,7 +793,8 @@ fn print_journal_entry(e: &crate::journal::Entry) {
     if let Some(of) = e.revert_of {
         line.push_str(&format!(" (undoes #{of})"));
     }
-    line.push_str(&format!("  [{}]", e.reason));
+    // One written before reasons were kept on one line (control::reason_by) is shown so.
+    line.push_str(&format!("  [{}]", crate::shown::one_line(&e.reason)));
     if let Some(d) = &e.detail {
         line.push_str(&format!(" {d}"));
     }

@@ -32,11 +32,14 @@ pub struct ApplyRequest {
     pub by: Option<String>,
 }
 
-/// The journaled reason of an operator's change or revert: what and who.
+/// The journaled reason of an operator's change or revert: what and who, on one line. A line
+/// break in `--reason` split a `kpo journal` row in two, and an escape sequence reached the
+/// terminal of whoever listed it (s53 storyAN AN-1), as in `kpo reject`'s reason before.
 fn reason_by(reason: &str, by: Option<&str>) -> String {
+    let reason = crate::shown::one_line(reason);
     match by.filter(|b| !b.is_empty()) {
         Some(by) => format!("{reason}; by {by}"),
-        None => reason.to_string(),
+        None => reason,
     }
 }
 
@@ -1004,6 +1007,21 @@ mod tests {
             file_of(&dir.path().join("none"), web.ino(), web.dev()),
             None
         );
+    }
+
+    /// An operator's reason is journaled on one line: a line break split a `kpo journal` row
+    /// in two, and an escape sequence reached the terminal of whoever listed it (s53 storyAN
+    /// AN-1).
+    #[test]
+    fn an_operators_reason_is_journaled_on_one_line() {
+        assert_eq!(
+            reason_by(
+                "raise\nfor\tthe \u{1b}[31mbatch\u{202e}",
+                Some("operator (uid 0)")
+            ),
+            "raise for the [31mbatch; by operator (uid 0)"
+        );
+        assert_eq!(reason_by("  plain  ", None), "plain");
     }
 
     /// A command acting while the agent is down acts only from the network namespace the agent
