@@ -38,6 +38,8 @@ mod reconcile;
 mod revert;
 mod whereabouts;
 
+pub(crate) use revert::quarantine_words;
+
 /// Why nothing is done in a network namespace that is gone for certain
 /// ([`ChangePath::namespace_gone_for_certain`]).
 pub const NAMESPACE_GONE: &str =

@@ -460,22 +460,18 @@ fn latency_signals_the_trials_skip(policy: &Policy) -> Vec<String> {
 /// `guard_signals = ["listen_overflows"]` for somaxconn, and `kpo check` said nothing).
 fn raises_judged_by_nothing(policy: &Policy) -> Vec<String> {
     let file = origin(policy);
-    let queues = [
-        "net.core.somaxconn",
-        "net.ipv4.tcp_max_syn_backlog",
-        "net.core.netdev_max_backlog",
-    ];
-    queues
+    crate::guard::QUEUE_LENGTHS
         .into_iter()
         .filter_map(|name| {
             let rule = policy.rule_for(&name.parse().ok()?);
             if rule.mode == Mode::Observe {
                 return None;
             }
+            // An entry without a list of its own takes `[defaults]`'s (at parse): said there.
+            let from_defaults = std::ptr::eq(rule, &policy.defaults)
+                || rule.guard_signals == policy.defaults.guard_signals;
             let (signals, from) = match &rule.guard_signals {
-                Some(own) if std::ptr::eq(rule, &policy.defaults) => {
-                    (own, format!("{file}: [defaults]: guard_signals"))
-                }
+                Some(own) if from_defaults => (own, format!("{file}: [defaults]: guard_signals")),
                 Some(own) => (
                     own,
                     format!(

@@ -909,7 +909,7 @@ pub(crate) fn watch_line(w: &crate::control::WatchStatus) -> String {
             "blind" => "a signal it is judged by was not measured",
             "no_baseline" => {
                 "no window before the change measured its signals (made in the agent's first \
-                 window), so nothing judges it"
+                 window, or signals not measured where it is), so nothing judges it"
             }
             other => other,
         };

@@ -2,6 +2,18 @@
 //! `kpo revert --all` and `on_exit = "revert"`.
 use super::*;
 
+/// The words a revert's report and its `reverted` event give of the quarantine of the value it
+/// took out: the journal's own end (its clock's millisecond), as `kpo status` names it.
+pub(crate) fn quarantine_words(value: &Value, until: SystemTime) -> String {
+    let until_ms = until
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    format!(
+        "{value} is quarantined until {}: no advisor proposes it here before then",
+        crate::journal::format_ms(until_ms)
+    )
+}
+
 impl ChangePath {
     /// Puts back the value change `id` replaced: an operator's `kpo revert ID`. A value someone
     /// else wrote since KPO's last write there (a person's fix the agent yielded to, or one it
@@ -172,11 +184,18 @@ impl ChangePath {
         // moderation), and a journal that may have lost a change of KPO's cannot tell KPO's
         // value from someone else's.
         let leave_theirs = !only_ours && !over_theirs;
-        // Its value still in the kernel: one that is not is someone else's, said below.
+        // Its value still in the kernel (as KPO last read it back: a driver may round a write);
+        // one that is not is someone else's, said below. One that is already the value this
+        // revert would write is `unchanged` below, as any.
         if let Some(holder) = leave_theirs
             .then(|| self.held_by_a_later_operators_change(&intent))
             .flatten()
-            .filter(|h| self.read(&address).is_ok_and(|now| now == h.after))
+            .filter(|h| h.after != intent.before)
+            .filter(|_| {
+                let last =
+                    (self.journal.param_by_key(&intent.key)).and_then(|p| p.last_applied.clone());
+                self.read(&address).is_ok_and(|now| Some(now) == last)
+            })
         {
             let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
             report.detail = Some(format!(
@@ -290,13 +309,7 @@ impl ChangePath {
                 in_force(&self.journal).unwrap_or(now + length)
             }
         };
-        let until_ms = until
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        Ok(format!(
-            "{value} is quarantined until {}: no advisor proposes it here before then",
-            crate::journal::format_ms(until_ms)
-        ))
+        Ok(quarantine_words(&value, until))
     }
 
     /// Why a revert of `intent` would undo someone else's decision, if it would: the parameter is

@@ -1288,6 +1288,30 @@ fn an_operators_revert_leaves_a_later_operators_change_unless_forced() {
     let r = p.revert(first, Source::Operator, "kpo revert").unwrap();
     assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    // A colleague's value someone else has replaced since is theirs: said so, as ever.
+    let r = p.propose(&op(SOMAX, Value::Int(6000))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
+    k.0.lock()
+        .unwrap()
+        .values
+        .insert(SOMAX.into(), Value::Int(300));
+    let r = p.revert(first, Source::Operator, "kpo revert").unwrap();
+    assert!(
+        (r.detail.as_deref())
+            .is_some_and(|d| d.starts_with("the kernel has 300, not the 6000 KPO applied")),
+        "{}",
+        r.describe()
+    );
+    assert!(r.theirs_left);
+    // The colleague's value the very one this revert would write: unchanged, as any.
+    k.0.lock()
+        .unwrap()
+        .values
+        .insert(SOMAX.into(), Value::Int(6000));
+    let r = p.propose(&op(SOMAX, Value::Int(4096))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
+    let r = p.revert(first, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Unchanged, "{}", r.describe());
     // Forced, over a colleague's.
     let colleague = p
         .propose(&op(SOMAX, Value::Int(6000)))

@@ -399,7 +399,8 @@ pub enum NotJudged {
     /// A signal it is judged by was not measured in it.
     Blind,
     /// No window before the change measured any of its signals (made in an agent's first
-    /// window): nothing judges it, and its windows run out all the same (s52 story AG-8).
+    /// window, or signals never measured where it is): nothing judges it, and its windows run
+    /// out all the same (s52 story AG-8).
     NoBaseline,
 }
 
@@ -603,6 +604,13 @@ fn judged_by(
         .filter(|s| !(longer && queue_symptoms.contains(s)))
         .collect()
 }
+
+/// The sysctls that are a queue's length, whose raise is not judged by [`queue_symptoms`].
+pub const QUEUE_LENGTHS: [&str; 3] = [
+    "net.core.somaxconn",
+    "net.ipv4.tcp_max_syn_backlog",
+    "net.core.netdev_max_backlog",
+];
 
 /// The signals a raise of sysctl `name`, a queue's length, is not judged by ([`judged_by`]):
 /// the queue's own drops and what they cause.
@@ -1138,7 +1146,8 @@ impl Guard {
                 .extend(measured.iter().map(|&(signal, _, _)| signal));
             // Said, and the window counted as it always was: waiting would not give it a
             // baseline.
-            if w.signals.iter().all(|s| !w.baseline.0.contains_key(s)) {
+            // (A watch with no signals at all says "judged by nothing" already.)
+            if !w.signals.is_empty() && w.signals.iter().all(|s| !w.baseline.0.contains_key(s)) {
                 w.not_judged = Some(NotJudged::NoBaseline);
             }
             let worse = |&(signal, before, after): &(HealthSignal, f64, f64)| {
@@ -1458,7 +1467,8 @@ mod tests {
         assert!(
             crate::cli::watch_line(&watches[0]).ends_with(
                 "; last window not judged: no window before the change measured its signals \
-                 (made in the agent's first window), so nothing judges it"
+                 (made in the agent's first window, or signals not measured where it is), so \
+                 nothing judges it"
             ),
             "{}",
             crate::cli::watch_line(&watches[0])

@@ -23,6 +23,11 @@ struct Mark {
 /// does not send a whole history).
 pub fn load(dir: &Path) -> Result<Option<u64>, String> {
     let path = dir.join(MARK_FILE);
+    // Not read through a FIFO or a device, which would hold every command's open.
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if !m.is_file() => return Err(format!("{}: not a regular file", path.display())),
+        _ => {}
+    }
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -30,6 +35,13 @@ pub fn load(dir: &Path) -> Result<Option<u64>, String> {
     };
     let mark: Mark =
         serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    if mark.journal_id.saturating_add(1) >= super::MAX_ID {
+        return Err(format!(
+            "{}: {} is past the largest journal id",
+            path.display(),
+            mark.journal_id
+        ));
+    }
     Ok(Some(mark.journal_id))
 }
 

@@ -899,7 +899,9 @@ impl Journal {
     /// not take the number the approvals, the event stream and an operator's notes give an
     /// older one. Opened to read only, it is said and kept in memory.
     fn keep_ids_named_elsewhere(&mut self, highest: u64, named_by: &str) {
-        if highest < self.st.next_id || highest >= MAX_ID {
+        // An id past the largest the journal hands out names no change of its (s53 storyAL
+        // F3: one at the largest made the next id one past it).
+        if highest < self.st.next_id || highest.saturating_add(1) >= MAX_ID {
             return;
         }
         let last = match self.st.next_id - 1 {

@@ -671,6 +671,30 @@ impl EventSink {
         })
     }
 
+    /// Events offered so far, written or not.
+    pub fn offered(&self) -> u64 {
+        self.offered
+    }
+
+    /// Whether the events offered up to `offered` (an earlier [`EventSink::offered`]) are all
+    /// written: none dropped, failed or still queued. Once one was lost, never again in this
+    /// run, which is the safe answer for what must not be lost.
+    pub fn written_through(&self, offered: u64) -> bool {
+        self.shared.written.load(Ordering::Acquire) >= offered
+    }
+
+    /// Waits at most `timeout` for [`EventSink::written_through`].
+    pub fn wait_written_through(&self, offered: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.written_through(offered) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
     /// Queues an event; never blocks. Past the queue's bound the event is dropped and counted.
     pub fn send(&mut self, event: &Event) {
         self.offer(event, false);

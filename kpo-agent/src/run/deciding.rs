@@ -1465,24 +1465,28 @@ impl Deciding {
         events
     }
 
-    /// The events so far are written to the stream: moves the mark of the changes it carried
-    /// to the journal's last id, when the journal has handed out ids since (the loop calls it
-    /// after each window's events and after the stop's). Only the commands run while no agent
-    /// runs journal changes no stream carries (`offline_changes.rs`); what an agent journaled
-    /// after its last mark, killed before its events were written or marked, is sent again at
-    /// the next start. A failure is logged when it starts, and tried again at the next call.
-    pub fn events_sent(&mut self) {
-        let last = self.path.journal.last_id();
-        if self.events_mark == Some(last) {
+    /// The journal's last id: the mark the loop moves to once the events queued up to now are
+    /// written (`offline_changes::MarkKeeper`).
+    pub fn journal_last_id(&self) -> u64 {
+        self.path.journal.last_id()
+    }
+
+    /// Moves the mark of the changes the event stream carried to `id`, whose events (and every
+    /// earlier one's) the stream has written (`offline_changes::MarkKeeper`). Only the commands
+    /// run while no agent runs journal changes no stream carries; what an agent journaled after
+    /// its last mark, killed or its events lost before they were written, is sent again at the
+    /// next start. A failure is logged when it starts, and tried again at the next call.
+    pub fn save_events_mark(&mut self, id: u64) {
+        if self.events_mark == Some(id) {
             return;
         }
-        match crate::journal::events_mark::save(self.path.journal.dir(), last) {
-            Ok(()) => self.events_mark = Some(last),
+        match crate::journal::events_mark::save(self.path.journal.dir(), id) {
+            Ok(()) => self.events_mark = Some(id),
             Err(e) => {
                 if self.events_mark.take().is_some() {
                     warn!(
                         "events: cannot keep the mark of the changes the event stream carried \
-                         ({e}); tried again after the next window, and a start before it \
+                         ({e}); tried again at the next window's, and a start before it \
                          succeeds sends this run's changes since again"
                     );
                 }

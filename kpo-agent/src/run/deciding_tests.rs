@@ -6989,7 +6989,8 @@ fn changes_journaled_while_no_agent_ran_are_sent_at_the_next_start() {
         let path = ChangePath::new(policy, journal, Box::new(actuators));
         let (mut deciding, events) = Deciding::with_path(path, false).unwrap();
         if written {
-            deciding.events_sent();
+            let last = deciding.journal_last_id();
+            deciding.save_events_mark(last);
         }
         drop(deciding);
         assert_valid(&as_written(&events));
@@ -7055,5 +7056,141 @@ fn changes_journaled_while_no_agent_ran_are_sent_at_the_next_start() {
     assert_eq!(
         sent.iter().map(|(p, id, _)| (*p, *id)).collect::<Vec<_>>(),
         [(ChangePhase::Applied, Some(5))]
+    );
+}
+
+/// The mark of the changes the stream carried moves once their events are written, not when
+/// they are queued (s53 review2 M-A): a stream that loses them (here `/dev/full`, whose every
+/// write fails) leaves the mark where it was, so the next start sends them again.
+#[test]
+fn the_events_mark_moves_only_once_the_events_are_written() {
+    use super::offline_changes::MarkKeeper;
+    use crate::output::sink::{EventSink, DEFAULT_QUEUE_BYTES};
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let open = || {
+        let journal = Journal::open(&state, Holder::Agent, Duration::from_secs(5)).unwrap();
+        let policy = Policy::parse(&policy(""), "policy.toml").unwrap();
+        let actuators = TestActuators {
+            roots: Roots {
+                proc_sys: tmp.path().join("proc_sys"),
+                sys: tmp.path().join("sys"),
+            },
+            nic: FakeCoalesce::new(),
+            after_read: AfterRead::default(),
+        };
+        let path = ChangePath::new(policy, journal, Box::new(actuators));
+        Deciding::with_path(path, false).unwrap()
+    };
+    let offline_change = || {
+        let mut j = Journal::open(&state, Holder::Cli, Duration::from_secs(5)).unwrap();
+        let address: ParamAddress = "net.core.somaxconn".parse().unwrap();
+        let id = j
+            .record_intent(
+                &address,
+                &Value::Int(4096),
+                &Value::Int(8192),
+                Source::Operator,
+                "offline",
+                IntentKind::Change,
+            )
+            .unwrap();
+        j.record_refusal(&address, None, &Value::Int(1), Source::Operator, "x", "y")
+            .unwrap();
+        id
+    };
+    let mark = || crate::journal::events_mark::load(&state).unwrap();
+    drop(open());
+    assert_eq!(mark(), Some(0));
+    offline_change();
+    // A stream that loses every event: the mark stays, however many windows go by.
+    let (mut deciding, events) = open();
+    assert_eq!(events.len(), 1, "the refusal; the intent is reconciled");
+    let mut lost = EventSink::open(Path::new("/dev/full"), DEFAULT_QUEUE_BYTES).unwrap();
+    for e in &events {
+        lost.send(e);
+    }
+    let mut keeper = MarkKeeper::default();
+    for _ in 0..3 {
+        keeper.after_queued(&mut deciding, &lost);
+        lost.wait_written_through(lost.offered(), Duration::from_millis(50));
+    }
+    keeper.at_stop(&mut deciding, &lost, Duration::from_millis(50));
+    assert_eq!(mark(), Some(0));
+    drop(deciding);
+    lost.close(Duration::from_secs(1));
+    // A stream that writes them: the mark moves at the window after they are written.
+    let (mut deciding, events) = open();
+    assert_eq!(events.len(), 1, "sent again");
+    let file = tmp.path().join("events.ndjson");
+    let mut sink = EventSink::open(&file, DEFAULT_QUEUE_BYTES).unwrap();
+    for e in &events {
+        sink.send(e);
+    }
+    let mut keeper = MarkKeeper::default();
+    keeper.after_queued(&mut deciding, &sink);
+    assert_eq!(mark(), Some(0), "queued, not yet known written");
+    assert!(sink.wait_written_through(sink.offered(), Duration::from_secs(10)));
+    keeper.after_queued(&mut deciding, &sink);
+    assert_eq!(mark(), Some(2));
+    drop(deciding);
+    sink.close(Duration::from_secs(1));
+    let (_, events) = open();
+    assert_eq!(events.len(), 0, "not sent again");
+}
+
+/// An operator's revert made while no agent ran, which took an advisor's value out, is sent at
+/// the next start with the quarantine's words, as its `reverted` event gives them through a
+/// running agent (s53 storyAL F7: the journal keeps the quarantine, not the words).
+#[test]
+fn an_offline_revert_is_sent_with_its_quarantine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let proc_sys = tmp.path().join("proc_sys");
+    std::fs::create_dir_all(proc_sys.join("net/core")).unwrap();
+    std::fs::write(proc_sys.join("net/core/somaxconn"), "4096\n").unwrap();
+    let text = "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmin = 128\nmax = 65535\n\
+                max_step = \"100%\"\n";
+    let path_as = |holder: Holder| {
+        let journal = Journal::open(&state, holder, Duration::from_secs(5)).unwrap();
+        let actuators = TestActuators {
+            roots: Roots {
+                proc_sys: proc_sys.clone(),
+                sys: tmp.path().join("sys"),
+            },
+            nic: FakeCoalesce::new(),
+            after_read: AfterRead::default(),
+        };
+        ChangePath::new(
+            Policy::parse(text, "policy.toml").unwrap(),
+            journal,
+            Box::new(actuators),
+        )
+    };
+    drop(Deciding::with_path(path_as(Holder::Agent), false).unwrap());
+    let words = {
+        let mut p = path_as(Holder::Cli);
+        let rules = crate::policy::Proposal {
+            address: "net.core.somaxconn".parse().unwrap(),
+            value: Value::Int(8192),
+            source: Source::Rules,
+            reason: "rules".into(),
+        };
+        let id = p.propose(&rules).unwrap().journal_id.unwrap();
+        let r = p.revert(id, Source::Operator, "kpo revert").unwrap();
+        r.detail.unwrap()
+    };
+    assert!(words.starts_with("8192 is quarantined until "), "{words}");
+    let (_, events) = Deciding::with_path(path_as(Holder::Agent), false).unwrap();
+    let reverted: Vec<String> = (events.iter())
+        .filter_map(|e| match e {
+            Event::Change(c) if c.phase == ChangePhase::Reverted => c.detail.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reverted.len(), 1, "{reverted:?}");
+    assert!(
+        reverted[0].ends_with(&format!("): {words}")),
+        "{reverted:?}"
     );
 }

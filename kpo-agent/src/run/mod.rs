@@ -73,6 +73,11 @@ const SYS_ROOT: &str = "/sys";
 /// A reader stalled for longer costs the events still queued (their count goes to stderr).
 pub const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long the stop waits for its events to be written before it moves the mark of the changes
+/// the stream carried (`offline_changes::MarkKeeper`): a writer that keeps up takes milliseconds,
+/// and a stalled reader costs the stop this much more before [`STOP_FLUSH_TIMEOUT`].
+const MARK_WAIT: Duration = Duration::from_secs(1);
+
 /// How long the runtime's blocking threads may take to finish at shutdown.
 pub const RUNTIME_STOP_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -269,6 +274,8 @@ pub async fn run(
     for event in reconciled {
         sink.send(&event);
     }
+    let mut mark = offline_changes::MarkKeeper::default();
+    mark.after_queued(&mut deciding, sink);
     let mut reported = sensor_report(&sensors, &config);
     sink.send(&Event::Sensors {
         sensors: reported.clone(),
@@ -347,7 +354,7 @@ pub async fn run(
                     for event in decided {
                         sink.send(&event);
                     }
-                    deciding.events_sent();
+                    mark.after_queued(&mut deciding, sink);
                 }
                 // Sensors: what the next tick samples is attached after the read.
                 duty.after_read(&mut collector.sensors, next, pressure.escalated());
@@ -460,6 +467,7 @@ pub async fn run(
         reason: reason.into(),
         windows: windows.count,
     });
+    mark.at_stop(&mut deciding, sink, MARK_WAIT);
     drop(second_signal);
     Ok(reason)
 }
@@ -471,7 +479,6 @@ fn carry_out_on_exit(deciding: &mut Deciding, sink: &mut EventSink) {
             for event in events {
                 sink.send(&event);
             }
-            deciding.events_sent();
         }
         Err(e) => tracing::error!("{e:#}; parameters it had not put back yet stay as they are"),
     }

@@ -3,16 +3,22 @@
 //! The commands run while no agent answers on the socket (`kpo apply`, `kpo revert`) write the
 //! kernel and the journal, but have no event stream to write to: a pipeline that audits the
 //! kernel's changes through the stream would never see them (story AJ, session 53). A mark in the
-//! state directory, the highest journal id a running agent knew, says where they start; the
-//! agent keeps it at every window that journaled something, and at its stop.
-use std::collections::BTreeSet;
+//! state directory (`journal/events_mark.rs`), the highest journal id whose events a running
+//! agent wrote to its stream, says where they start; the agent moves it once a window's events
+//! (and the stop's) are written ([`MarkKeeper`]).
+use std::{collections::BTreeSet, time::Duration};
 
 use tracing::warn;
 
+use super::deciding::Deciding;
 use crate::{
     change::ChangePath,
     journal::{events_mark, Entry},
-    output::change_events::{ChangeEvent, ChangePathEvent, ChangePhase},
+    output::{
+        change_events::{ChangeEvent, ChangePathEvent, ChangePhase},
+        sink::EventSink,
+    },
+    policy::Source,
 };
 
 /// Sends, through `path`'s event sink, one `change` event for each change or refusal journaled
@@ -27,7 +33,8 @@ pub fn announce(path: &mut ChangePath, settled: &BTreeSet<u64>) -> Option<u64> {
     let mark = events_mark::load(&dir).unwrap_or_else(|e| {
         warn!(
             "events: the mark of the changes the event stream carried cannot be read ({e}); \
-             changes journaled while no agent ran are not sent as events this time"
+             changes journaled while no agent ran since the last agent stopped, if any, are not \
+             sent as events (kpo journal lists them), and the mark is written anew"
         );
         None
     });
@@ -36,7 +43,8 @@ pub fn announce(path: &mut ChangePath, settled: &BTreeSet<u64>) -> Option<u64> {
             if settled.contains(&e.id) {
                 continue;
             }
-            if let Some(event) = event_of(&e) {
+            let quarantine = quarantined_by(path, &e);
+            if let Some(event) = event_of(&e, quarantine) {
                 path.send_other(ChangePathEvent::Change(event));
             }
         }
@@ -50,6 +58,41 @@ pub fn announce(path: &mut ChangePath, settled: &BTreeSet<u64>) -> Option<u64> {
                  tried again every window"
             );
             None
+        }
+    }
+}
+
+/// Moves the mark once the events that carry its changes are written to the stream, not when
+/// they are queued: the writer runs behind the loop, and a reader that stalls or goes away
+/// loses what was queued (story AJ review, session 53: moved at queueing, a change's only event
+/// could be lost for good).
+#[derive(Debug, Default)]
+pub struct MarkKeeper {
+    /// The journal's last id when events were queued, and the events offered by then.
+    pending: Option<(u64, u64)>,
+}
+
+impl MarkKeeper {
+    /// After the loop queued events (the start's, a window's): saves the mark a window before
+    /// asked for, once its events are written, and asks for the journal's last id now.
+    pub fn after_queued(&mut self, deciding: &mut Deciding, sink: &EventSink) {
+        if let Some((id, offered)) = self.pending {
+            if sink.written_through(offered) {
+                deciding.save_events_mark(id);
+                self.pending = None;
+            }
+        }
+        let last = deciding.journal_last_id();
+        if self.pending.is_none_or(|(id, _)| id != last) {
+            self.pending = Some((last, sink.offered()));
+        }
+    }
+
+    /// At the stop, its events queued: saves the mark if they are written within `wait` (a
+    /// reader that does not keep up gets them sent again at the next start instead).
+    pub fn at_stop(&mut self, deciding: &mut Deciding, sink: &EventSink, wait: Duration) {
+        if sink.wait_written_through(sink.offered(), wait) {
+            deciding.save_events_mark(deciding.journal_last_id());
         }
     }
 }
@@ -72,9 +115,29 @@ fn entries_after(path: &ChangePath, mark: u64) -> Vec<Entry> {
     }
     let (all, _) = path.journal.all_entries();
     let mut seen = BTreeSet::new();
-    all.into_iter()
+    let mut after: Vec<Entry> = all
+        .into_iter()
         .filter(|e| e.id > mark && seen.insert(e.id))
-        .collect()
+        .collect();
+    // The archive lists a change where it was archived, after some kept live: in id order, as
+    // they were made.
+    after.sort_by_key(|e| e.id);
+    after
+}
+
+/// For a revert carried out by an operator, the words of the quarantine of the value it took
+/// out, as its `reverted` event gives them through a running agent (docs/policy.md, `detail`):
+/// the journal keeps the quarantine, not the words (s53 storyAL F7).
+fn quarantined_by(path: &ChangePath, e: &Entry) -> Option<String> {
+    if (e.kind.as_str(), e.status.as_str(), e.source) != ("revert", "reverted", Source::Operator) {
+        return None;
+    }
+    let taken_out = e.before.as_ref()?;
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(e.ts_ms + 1);
+    let until = (path.journal.context(&e.address, taken_out, at))
+        .quarantined_until
+        .filter(|until| *until > at)?;
+    Some(crate::change::quarantine_words(taken_out, until))
 }
 
 /// The start of the `detail` of an event sent at a start from the journal.
@@ -83,7 +146,7 @@ pub const SENT_AT_START: &str = "sent at start from the journal";
 /// The event of an entry journaled while no agent ran: its phase as it ended, and when it was
 /// journaled in `detail`. None for one still incomplete (reconciliation settles it, or the next
 /// start).
-pub fn event_of(e: &Entry) -> Option<ChangeEvent> {
+pub fn event_of(e: &Entry, quarantine: Option<String>) -> Option<ChangeEvent> {
     // A revert carried out is journaled `reverted`, as is a change put back.
     let phase = match e.status.as_str() {
         "applied" => ChangePhase::Applied,
@@ -108,9 +171,12 @@ pub fn event_of(e: &Entry) -> Option<ChangeEvent> {
         decision: None,
         refusal: None,
         read_back: e.read_back.clone(),
-        detail: Some(match &e.detail {
-            Some(d) => format!("{when}: {d}"),
-            None => when,
-        }),
+        detail: Some(
+            std::iter::once(when)
+                .chain(e.detail.clone())
+                .chain(quarantine)
+                .collect::<Vec<_>>()
+                .join(": "),
+        ),
     })
 }
