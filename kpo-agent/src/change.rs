@@ -38,7 +38,7 @@ mod reconcile;
 mod revert;
 mod whereabouts;
 
-pub(crate) use revert::quarantine_words;
+pub(crate) use revert::{quarantine_words, OPERATORS_QUARANTINE};
 
 /// Why nothing is done in a network namespace that is gone for certain
 /// ([`ChangePath::namespace_gone_for_certain`]).

@@ -2,6 +2,10 @@
 //! `kpo revert --all` and `on_exit = "revert"`.
 use super::*;
 
+/// The start of the `why` of the quarantine an operator's revert journals for the advisor's
+/// value it takes out (a guard's names its signal).
+pub(crate) const OPERATORS_QUARANTINE: &str = "an operator reverted it";
+
 /// The words a revert's report and its `reverted` event give of the quarantine of the value it
 /// took out: the journal's own end (its clock's millisecond), as `kpo status` names it.
 pub(crate) fn quarantine_words(value: &Value, until: SystemTime) -> String {
@@ -272,7 +276,7 @@ impl ChangePath {
             (
                 holder.after.clone(),
                 format!(
-                    "an operator reverted it ({} by {}, #{})",
+                    "{OPERATORS_QUARANTINE} ({} by {}, #{})",
                     holder.after,
                     holder.source.as_str(),
                     holder.id

@@ -678,9 +678,10 @@ impl EventSink {
 
     /// Whether the events offered up to `offered` (an earlier [`EventSink::offered`]) are all
     /// written: none dropped, failed or still queued. Once one was lost, never again in this
-    /// run, which is the safe answer for what must not be lost.
+    /// run, which is the safe answer for what must not be lost: which one is not known, and
+    /// the lines written after it would make up the count (s53 review3 H1).
     pub fn written_through(&self, offered: u64) -> bool {
-        self.shared.written.load(Ordering::Acquire) >= offered
+        self.shared.lost.get() == 0 && self.shared.written.load(Ordering::Acquire) >= offered
     }
 
     /// Waits at most `timeout` for [`EventSink::written_through`].
@@ -1861,5 +1862,30 @@ mod tests {
         );
         sink.close(Duration::from_secs(30));
         assert_eq!(reader.join().unwrap(), "");
+    }
+
+    /// An event lost is never made up for by the lines written after it: the events mark moves
+    /// only while nothing was lost (s53 review3 H1: `written` catching up with an `offered`
+    /// taken before the loss moved it past the lost change).
+    #[test]
+    fn what_was_written_through_is_never_made_up_by_later_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.ndjson");
+        let mut sink = EventSink::open(&path, 1 << 20).unwrap();
+        sink.send(&stop(0));
+        let first = sink.offered();
+        assert!(sink.wait_written_through(first, Duration::from_secs(30)));
+        // One lost (as a failed write or a full queue counts it), then more written.
+        sink.shared.lost.inc();
+        sink.send(&stop(1));
+        sink.send(&stop(2));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sink.shared.written.load(Ordering::Acquire) < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(sink.shared.written.load(Ordering::Acquire), 3);
+        assert!(!sink.written_through(first));
+        assert!(!sink.written_through(sink.offered()));
+        sink.close(Duration::from_secs(30));
     }
 }

@@ -13,7 +13,7 @@ use tracing::warn;
 use super::deciding::Deciding;
 use crate::{
     change::ChangePath,
-    journal::{events_mark, Entry},
+    journal::{events_mark, Entry, Record},
     output::{
         change_events::{ChangeEvent, ChangePathEvent, ChangePhase},
         sink::EventSink,
@@ -77,15 +77,15 @@ impl MarkKeeper {
     /// asked for, once its events are written, and asks for the journal's last id now.
     pub fn after_queued(&mut self, deciding: &mut Deciding, sink: &EventSink) {
         if let Some((id, offered)) = self.pending {
-            if sink.written_through(offered) {
-                deciding.save_events_mark(id);
-                self.pending = None;
+            if !sink.written_through(offered) {
+                // Kept, not replaced by a later one: under a writer a window or more behind,
+                // each later one would be replaced in turn, and the mark never move.
+                return;
             }
+            deciding.save_events_mark(id);
+            self.pending = None;
         }
-        let last = deciding.journal_last_id();
-        if self.pending.is_none_or(|(id, _)| id != last) {
-            self.pending = Some((last, sink.offered()));
-        }
+        self.pending = Some((deciding.journal_last_id(), sink.offered()));
     }
 
     /// At the stop, its events queued: saves the mark if they are written within `wait` (a
@@ -125,18 +125,35 @@ fn entries_after(path: &ChangePath, mark: u64) -> Vec<Entry> {
     after
 }
 
-/// For a revert carried out by an operator, the words of the quarantine of the value it took
-/// out, as its `reverted` event gives them through a running agent (docs/policy.md, `detail`):
-/// the journal keeps the quarantine, not the words (s53 storyAL F7).
+/// For a revert carried out by an operator, the words of the quarantine of the advisor's value
+/// it took out, as its `reverted` event gives them through a running agent (docs/policy.md,
+/// `detail`): the journal keeps the quarantine, not the words (s53 storyAL F7). The quarantine
+/// is the one such a revert journals (`an operator reverted it ...`), of the value taken out,
+/// begun by the revert's time and in force then; a guard's, or one begun after, is not its.
 fn quarantined_by(path: &ChangePath, e: &Entry) -> Option<String> {
     if (e.kind.as_str(), e.status.as_str(), e.source) != ("revert", "reverted", Source::Operator) {
         return None;
     }
     let taken_out = e.before.as_ref()?;
-    let at = std::time::UNIX_EPOCH + Duration::from_millis(e.ts_ms + 1);
-    let until = (path.journal.context(&e.address, taken_out, at))
-        .quarantined_until
-        .filter(|until| *until > at)?;
+    let key = (e.key.clone()).unwrap_or_else(|| crate::journal::target_key(&e.address));
+    let until_ms = (path.journal.records().iter().rev()).find_map(|r| match r {
+        Record::Quarantine {
+            ts_ms,
+            key: of,
+            value,
+            until_ms,
+            why,
+        } if *of == key
+            && value == taken_out
+            && *ts_ms <= e.ts_ms
+            && *until_ms > e.ts_ms
+            && why.starts_with(crate::change::OPERATORS_QUARANTINE) =>
+        {
+            Some(*until_ms)
+        }
+        _ => None,
+    })?;
+    let until = std::time::UNIX_EPOCH + Duration::from_millis(until_ms);
     Some(crate::change::quarantine_words(taken_out, until))
 }
 

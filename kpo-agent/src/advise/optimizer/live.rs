@@ -42,6 +42,11 @@ pub const MAX_LIVE_CANDIDATES: usize = 50_000;
 /// journaled, once per candidate within one window.
 pub const MAX_SET_ASIDE_PER_STEP: usize = 3;
 
+/// Proposals set aside in one step for a quarantined value, which writes nothing, before the
+/// loop holds what it has until the next trial: each costs a refit and a scoring of every
+/// candidate, and a space of thousands must not hold up the agent's loop (s53 review3 L1).
+pub const MAX_QUARANTINED_PER_STEP: usize = 64;
+
 /// Ends an `apply_failed` error whose configuration is tried again (docs/events.md).
 const FAILED_FOR_A_WHILE: &str = "(not the value's fault: tried again later)";
 
@@ -1202,9 +1207,9 @@ impl LiveOptimizer {
     }
 
     fn explore(&mut self, knobs: &mut dyn Knobs, ev: &mut Vec<LiveEvent>) -> Result<(), LiveError> {
-        let mut set_aside = 0;
+        let (mut set_aside, mut quarantined) = (0, 0);
         loop {
-            if set_aside >= MAX_SET_ASIDE_PER_STEP {
+            if set_aside >= MAX_SET_ASIDE_PER_STEP || quarantined >= MAX_QUARANTINED_PER_STEP {
                 return Ok(());
             }
             if self.evaluations >= self.config.budget {
@@ -1232,11 +1237,12 @@ impl LiveOptimizer {
             }
             // A value the guard or an operator quarantined would be refused: set aside without
             // asking, which sent a refused `change` and `optimizer` event once per search (s51
-            // storyAA F5). Not counted among the set-asides per step, which keep a NIC that
+            // storyAA F5). Counted apart from the set-asides per step, which keep a NIC that
             // refuses every write from being written once per candidate in one window: it
             // writes nothing, and each candidate is set aside once (s52 review L3).
             if p.point != self.current && !knobs.allowed_move(&self.current, &p.point) {
                 self.opt.exclude(p.index);
+                quarantined += 1;
                 continue;
             }
             let tried = knobs.try_config(&self.current, &p.point, ChangeReason::Explore);
