@@ -191,27 +191,26 @@ impl ChangePath {
         // Its value still in the kernel (as KPO last read it back: a driver may round a write);
         // one that is not is someone else's, said below. One that is already the value this
         // revert would write is `unchanged` below, as any.
-        if let Some(holder) = leave_theirs
+        let later = leave_theirs
             .then(|| self.held_by_a_later_operators_change(&intent))
-            .flatten()
-            .filter(|h| h.after != intent.before)
-            .filter(|_| {
-                let last =
-                    (self.journal.param_by_key(&intent.key)).and_then(|p| p.last_applied.clone());
-                self.read(&address).is_ok_and(|now| Some(now) == last)
-            })
-        {
-            let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
-            report.detail = Some(format!(
-                "#{id} no longer holds it: a later change by an operator does (#{}, {}), and its \
-                 value stays (kpo revert {} takes that out; kpo revert {id} --force writes {} \
-                 over it)",
-                holder.id, holder.after, holder.id, intent.before
-            ));
-            report.before = Some(holder.after.clone());
-            report.read_back = Some(holder.after);
-            report.theirs_left = true;
-            return Ok(report);
+            .flatten();
+        if let Some(holder) = later {
+            let last =
+                (self.journal.param_by_key(&intent.key)).and_then(|p| p.last_applied.clone());
+            let now = self.read(&address).ok();
+            if now.is_some() && now == last && now.as_ref() != Some(&intent.before) {
+                let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
+                report.detail = Some(format!(
+                    "#{id} no longer holds it: a later change by an operator does (#{}, {}), and \
+                     its value stays (kpo revert {} takes that out; kpo revert {id} --force \
+                     writes {} over it)",
+                    holder.id, holder.after, holder.id, intent.before
+                ));
+                report.before = now.clone();
+                report.read_back = now;
+                report.theirs_left = true;
+                return Ok(report);
+            }
         }
         let only_over = if leave_theirs {
             (self.journal.param_by_key(&intent.key))
