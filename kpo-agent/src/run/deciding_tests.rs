@@ -6935,6 +6935,25 @@ fn on_exit_with_a_journal_failing_midway_still_logs_what_it_put_back() {
     );
 }
 
+/// A change path over `tmp`'s state directory (`state`) and sysctl tree (`proc_sys`), its journal
+/// held as `holder`: the agent's start, or a command run while no agent runs.
+fn path_over(tmp: &Path, holder: Holder, policy_text: &str) -> ChangePath {
+    let journal = Journal::open(&tmp.join("state"), holder, Duration::from_secs(5)).unwrap();
+    let actuators = TestActuators {
+        roots: Roots {
+            proc_sys: tmp.join("proc_sys"),
+            sys: tmp.join("sys"),
+        },
+        nic: FakeCoalesce::new(),
+        after_read: AfterRead::default(),
+    };
+    ChangePath::new(
+        Policy::parse(policy_text, "policy.toml").unwrap(),
+        journal,
+        Box::new(actuators),
+    )
+}
+
 /// Changes journaled while no agent ran (an operator's `kpo apply`, `kpo revert --all` with the
 /// agent down) reach the event stream at the next start, once, each as it ended and when
 /// (story AJ, session 53: they never did, and an audit through the stream missed kernel
@@ -6976,17 +6995,7 @@ fn changes_journaled_while_no_agent_ran_are_sent_at_the_next_start() {
     };
     // `written`: the loop wrote the start's events to the stream (and marked them sent).
     let start = |written: bool| {
-        let journal = Journal::open(&state, Holder::Agent, Duration::from_secs(5)).unwrap();
-        let policy = Policy::parse(&policy(""), "policy.toml").unwrap();
-        let actuators = TestActuators {
-            roots: Roots {
-                proc_sys: tmp.path().join("proc_sys"),
-                sys: tmp.path().join("sys"),
-            },
-            nic: FakeCoalesce::new(),
-            after_read: AfterRead::default(),
-        };
-        let path = ChangePath::new(policy, journal, Box::new(actuators));
+        let path = path_over(tmp.path(), Holder::Agent, &policy(""));
         let (mut deciding, events) = Deciding::with_path(path, false).unwrap();
         if written {
             let last = deciding.journal_last_id();
@@ -7068,20 +7077,8 @@ fn the_events_mark_moves_only_once_the_events_are_written() {
     use crate::output::sink::{EventSink, DEFAULT_QUEUE_BYTES};
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
-    let open = || {
-        let journal = Journal::open(&state, Holder::Agent, Duration::from_secs(5)).unwrap();
-        let policy = Policy::parse(&policy(""), "policy.toml").unwrap();
-        let actuators = TestActuators {
-            roots: Roots {
-                proc_sys: tmp.path().join("proc_sys"),
-                sys: tmp.path().join("sys"),
-            },
-            nic: FakeCoalesce::new(),
-            after_read: AfterRead::default(),
-        };
-        let path = ChangePath::new(policy, journal, Box::new(actuators));
-        Deciding::with_path(path, false).unwrap()
-    };
+    let open =
+        || Deciding::with_path(path_over(tmp.path(), Holder::Agent, &policy("")), false).unwrap();
     let offline_change = || {
         let mut j = Journal::open(&state, Holder::Cli, Duration::from_secs(5)).unwrap();
         let address: ParamAddress = "net.core.somaxconn".parse().unwrap();
@@ -7145,28 +7142,12 @@ fn the_events_mark_moves_only_once_the_events_are_written() {
 #[test]
 fn an_offline_revert_is_sent_with_its_quarantine() {
     let tmp = tempfile::tempdir().unwrap();
-    let state = tmp.path().join("state");
     let proc_sys = tmp.path().join("proc_sys");
     std::fs::create_dir_all(proc_sys.join("net/core")).unwrap();
     std::fs::write(proc_sys.join("net/core/somaxconn"), "4096\n").unwrap();
     let text = "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmin = 128\nmax = 65535\n\
                 max_step = \"100%\"\n";
-    let path_as = |holder: Holder| {
-        let journal = Journal::open(&state, holder, Duration::from_secs(5)).unwrap();
-        let actuators = TestActuators {
-            roots: Roots {
-                proc_sys: proc_sys.clone(),
-                sys: tmp.path().join("sys"),
-            },
-            nic: FakeCoalesce::new(),
-            after_read: AfterRead::default(),
-        };
-        ChangePath::new(
-            Policy::parse(text, "policy.toml").unwrap(),
-            journal,
-            Box::new(actuators),
-        )
-    };
+    let path_as = |holder: Holder| path_over(tmp.path(), holder, text);
     drop(Deciding::with_path(path_as(Holder::Agent), false).unwrap());
     let words = {
         let mut p = path_as(Holder::Cli);
