@@ -126,6 +126,11 @@ fn main() {
             request_latency::requests_in_flight_survive_listener_churn_elsewhere,
         ),
         trial(
+            "request_latency::a_service_restarted_on_its_port_is_timed_from_its_first_request",
+            req(),
+            request_latency::a_service_restarted_on_its_port_is_timed_from_its_first_request,
+        ),
+        trial(
             "runq_latency::preempted_and_woken_waits_land_in_their_buckets",
             req(),
             runq_latency::preempted_and_woken_waits_land_in_their_buckets,

@@ -207,3 +207,59 @@ pub fn requests_in_flight_survive_listener_churn_elsewhere() {
         "requests timed, of {HELD_REQUESTS} answered while the listener set changed"
     );
 }
+
+const RESTARTED_REQUESTS: usize = 50;
+
+/// s53 story AK F3: a service restarted on its port is timed from its first request. The
+/// collector samples a tick while the port is closed (the restart a tick falls into), then the
+/// service listens again on the same port and answers every request before the next tick. The
+/// window must hold one sample per request; when the tick that found the port closed removed its
+/// entry, none was counted until the next tick listed the port again.
+pub fn a_service_restarted_on_its_port_is_timed_from_its_first_request() {
+    let ns = Netns::new();
+    let (mut collector, mut builder) = start(true);
+    let first = ns.run(|| TcpListener::bind("127.0.0.1:0").unwrap());
+    let addr = first.local_addr().unwrap();
+    builder.push(collector.sample());
+    drop(first);
+    let sample = collector.sample();
+    let listed = |sample: &kpo_agent::collect::Sample| {
+        sample
+            .listeners
+            .keys()
+            .any(|k| u64::from(k.netns) == ns.inum() && k.port == addr.port())
+    };
+    // The tick this test is about did find the port closed.
+    assert!(!listed(&sample), "{addr} still listed");
+    builder.push(sample);
+
+    let listener = ns.run(|| TcpListener::bind(addr).unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut request = [0u8; 64];
+        for _ in 0..RESTARTED_REQUESTS {
+            s.read_exact(&mut request).unwrap();
+            s.write_all(&request).unwrap();
+        }
+    });
+    let mut client = ns.run(|| TcpStream::connect(addr).unwrap());
+    let mut buf = [7u8; 64];
+    for _ in 0..RESTARTED_REQUESTS {
+        client.write_all(&buf).unwrap();
+        client.read_exact(&mut buf).unwrap();
+    }
+    server.join().unwrap();
+
+    builder.push(collector.sample());
+    let (window, _) = builder.finish().unwrap();
+    let samples: u64 = window
+        .request_latency
+        .iter()
+        .filter(|r| r.netns == ns.inum() && r.port == addr.port())
+        .map(|r| r.latency.samples)
+        .sum();
+    assert_eq!(
+        samples, RESTARTED_REQUESTS as u64,
+        "requests timed, of {RESTARTED_REQUESTS} answered after the restart"
+    );
+}

@@ -481,7 +481,8 @@ impl BpfMaps {
         }
     }
 
-    /// Makes `ports` the set of listening ports whose requests the latency sensor times.
+    /// Makes `ports` (listed at `now`) the set of listening ports whose requests the latency
+    /// sensor times, with those missing from it for less than the grace of `services`.
     ///
     /// The kernel caches each socket's verdict (timed under an index, or untimed) while the
     /// generation it was made under is current: the index's own for a timed verdict, the untimed
@@ -501,8 +502,9 @@ impl BpfMaps {
         &mut self,
         services: &mut ServiceIndex,
         ports: &[ListenerKey],
+        now: Instant,
     ) -> Unwritten {
-        let changes = services.update(ports);
+        let changes = services.update(ports, now);
         // Taken out for the tick, so the maps can be written through `PortWrites` meanwhile.
         let mut owed = std::mem::take(&mut self.owed_ports);
         let unwritten = owed.write(&changes, self);
@@ -989,13 +991,23 @@ pub(crate) fn removed(result: Result<(), MapError>) -> Result<(), String> {
 
 /// Which histogram index of `MAP_REQ_HIST` belongs to which listening port.
 ///
-/// A listener that vanishes for a while (a restart, a namespace not readable for a tick) gets its
-/// own index back, histogram untouched, so its cumulative counts stay continuous across windows.
-/// Otherwise an index freed by a vanished listener is handed out again only when no never-used
-/// one is left, and then the one freed longest ago; its histogram is zeroed first.
+/// A listener missing from the listeners listed stays timed for `grace` (a restart, a namespace
+/// not readable for a tick): its entry stays in the map, so a service restarted on its port is
+/// timed from its first request, not from the first tick that lists it again (s53 story AK F3:
+/// a restart that a tick fell into lost every request until the next tick). Missing longer, it
+/// is gone: its entry is removed and its index freed. A listener that comes back after that gets
+/// its own index back, histogram untouched, so its cumulative counts stay continuous across
+/// windows. Otherwise an index freed by a vanished listener is handed out again only when no
+/// never-used one is left, and then the one freed longest ago; its histogram is zeroed first.
+/// When neither is left, a new listener takes the index of the one missing longest, if any is
+/// within its grace: a port listening now comes before one that may come back.
 #[derive(Debug, Default)]
 pub struct ServiceIndex {
     assigned: BTreeMap<ListenerKey, u32>,
+    /// How long a listener missing from the listed ones keeps its entry.
+    grace: std::time::Duration,
+    /// Of `assigned`, those missing from the latest update, with when each was first missed.
+    missing_since: BTreeMap<ListenerKey, Instant>,
     /// Freed indices, oldest first, with the listener that had each.
     freed: std::collections::VecDeque<(u32, ListenerKey)>,
     next_unused: u32,
@@ -1027,19 +1039,34 @@ impl ServiceChanges {
 }
 
 impl ServiceIndex {
-    /// Makes `ports` the timed set.
-    pub(crate) fn update(&mut self, ports: &[ListenerKey]) -> ServiceChanges {
+    /// An index whose listeners keep their entries for `grace` while missing from the list.
+    pub fn with_grace(grace: std::time::Duration) -> Self {
+        Self {
+            grace,
+            ..Default::default()
+        }
+    }
+
+    /// Makes `ports` the timed set at `now`, with the listeners missing from it for less than
+    /// the grace.
+    pub(crate) fn update(&mut self, ports: &[ListenerKey], now: Instant) -> ServiceChanges {
+        let listed: BTreeSet<ListenerKey> = ports.iter().copied().collect();
+        self.missing_since.retain(|key, _| !listed.contains(key));
+        for key in self.assigned.keys().filter(|k| !listed.contains(k)) {
+            self.missing_since.entry(*key).or_insert(now);
+        }
         let mut changes = ServiceChanges {
             gone: self
-                .assigned
+                .missing_since
                 .iter()
-                .filter(|(k, _)| !ports.contains(k))
-                .map(|(k, index)| (*k, *index))
+                .filter(|(_, &since)| now.saturating_duration_since(since) >= self.grace)
+                .filter_map(|(k, _)| Some((*k, *self.assigned.get(k)?)))
                 .collect(),
             ..Default::default()
         };
         for &(key, index) in &changes.gone {
             self.assigned.remove(&key);
+            self.missing_since.remove(&key);
             self.freed.push_back((index, key));
         }
         self.untimed.clear();
@@ -1065,7 +1092,10 @@ impl ServiceIndex {
                 self.next_unused += 1;
                 Some(self.next_unused - 1)
             } else {
-                let reused = self.freed.pop_front().map(|(index, _)| index);
+                let reused = match self.freed.pop_front() {
+                    Some((index, _)) => Some(index),
+                    None => self.end_grace_of_longest_missing(&mut changes),
+                };
                 changes.reused.extend(reused);
                 reused
             };
@@ -1078,6 +1108,16 @@ impl ServiceIndex {
             }
         }
         changes
+    }
+
+    /// Ends the grace of the listener missing longest, if any: it is gone, and its index is
+    /// returned to be handed to another.
+    fn end_grace_of_longest_missing(&mut self, changes: &mut ServiceChanges) -> Option<u32> {
+        let (&key, _) = self.missing_since.iter().min_by_key(|(_, &since)| since)?;
+        self.missing_since.remove(&key);
+        let index = self.assigned.remove(&key)?;
+        changes.gone.push((key, index));
+        Some(index)
     }
 
     /// Every index with an owner and the listener it is read under: those assigned, and those
@@ -1100,6 +1140,7 @@ impl ServiceIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// The maps of the compiled eBPF object, read from the ELF file as the loader would (no
     /// kernel needed). None when the object was not built (AYA_BUILD_SKIP=1).
@@ -1352,16 +1393,16 @@ mod tests {
     #[test]
     fn service_indices_are_stable_returned_to_their_owner_and_reused_oldest_first() {
         let mut services = ServiceIndex::default();
-        let c = services.update(&[key(80), key(443)]);
+        let c = services.update(&[key(80), key(443)], Instant::now());
         assert_eq!(c.added, vec![(key(80), 0), (key(443), 1)]);
         assert!(c.gone.is_empty() && c.reused.is_empty());
         // Unchanged set: nothing to write.
         assert_eq!(
-            services.update(&[key(443), key(80)]),
+            services.update(&[key(443), key(80)], Instant::now()),
             ServiceChanges::default()
         );
         // A vanished listener's index is not handed out while never-used ones remain...
-        let c = services.update(&[key(443), key(8080)]);
+        let c = services.update(&[key(443), key(8080)], Instant::now());
         assert_eq!(
             (c.added, c.gone),
             (vec![(key(8080), 2)], vec![(key(80), 0)])
@@ -1369,23 +1410,80 @@ mod tests {
         assert_eq!(services.key_of(0), None);
         assert_eq!(services.key_of(2), Some(key(8080)));
         // ...and the listener gets it back when it returns, histogram kept (not in `reused`).
-        let c = services.update(&[key(443), key(8080), key(80)]);
+        let c = services.update(&[key(443), key(8080), key(80)], Instant::now());
         assert_eq!(c.added, vec![(key(80), 0)]);
         assert!(c.reused.is_empty());
-        services.update(&[key(443), key(8080)]);
+        services.update(&[key(443), key(8080)], Instant::now());
 
         let many: Vec<ListenerKey> = (1000..1000 + MAX_SERVICES as u16).map(key).collect();
         let mut wanted = vec![key(443), key(8080)];
         wanted.extend_from_slice(&many[..MAX_SERVICES as usize - 3]);
-        services.update(&wanted);
+        services.update(&wanted, Instant::now());
         assert!(services.untimed.is_empty());
         // Every index is now used once; the next listener gets index 0, freed longest ago and
         // zeroed, and one beyond the table is counted as untimed.
         wanted.extend_from_slice(&many[MAX_SERVICES as usize - 3..MAX_SERVICES as usize - 1]);
-        let c = services.update(&wanted);
+        let c = services.update(&wanted, Instant::now());
         assert_eq!(c.added, vec![(many[MAX_SERVICES as usize - 3], 0)]);
         assert_eq!(c.reused, vec![0]);
         assert_eq!(services.untimed.len(), 1);
+    }
+
+    /// s53 story AK F3: a service restarted on its port lost every request until the next tick
+    /// that listed it, since the tick that found it missing removed its entry. Within the grace
+    /// the entry stays, with no write at all; after it the listener is gone as before.
+    #[test]
+    fn a_listener_missing_within_its_grace_keeps_its_entry() {
+        let grace = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut services = ServiceIndex::with_grace(grace);
+        assert_eq!(services.update(&[key(80)], at(0)).added, vec![(key(80), 0)]);
+        for (ports, secs) in [
+            (&[][..], 1),
+            (&[key(80)][..], 2),
+            (&[][..], 3),
+            (&[][..], 12),
+        ] {
+            assert_eq!(
+                services.update(ports, at(secs)),
+                ServiceChanges::default(),
+                "{ports:?} at {secs} s"
+            );
+        }
+        // Missing since 3 s: its grace ends at 13 s, counted from its latest miss, not its first.
+        let c = services.update(&[], at(13));
+        assert_eq!(c.invalidated(), BTreeSet::from([0]));
+        assert_eq!((c.gone, c.added), (vec![(key(80), 0)], vec![]));
+        // Back later: its own index again, histogram kept.
+        let c = services.update(&[key(80)], at(14));
+        assert_eq!((c.added, c.reused), (vec![(key(80), 0)], vec![]));
+    }
+
+    /// With every index taken, a new listener is timed on the index of the one missing longest
+    /// (ending its grace) rather than left untimed while a port that may come back holds it.
+    #[test]
+    fn a_new_listener_takes_the_index_of_the_one_missing_longest_when_none_is_free() {
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut services = ServiceIndex::with_grace(Duration::from_secs(60));
+        let mut ports: Vec<ListenerKey> = (0..MAX_SERVICES as u16).map(key).collect();
+        services.update(&ports, at(0));
+        ports.retain(|k| k.port != 7);
+        services.update(&ports, at(1));
+        ports.retain(|k| k.port != 3);
+        services.update(&ports, at(2));
+        ports.push(key(5000));
+        let c = services.update(&ports, at(3));
+        assert_eq!(c.gone, vec![(key(7), 7)]);
+        assert_eq!((c.added, c.reused), (vec![(key(5000), 7)], vec![7]));
+        assert!(services.untimed.is_empty());
+        // The other missing one keeps its index; one more new listener takes it, a third waits.
+        ports.extend([key(5001), key(5002)]);
+        let c = services.update(&ports, at(4));
+        assert_eq!(c.gone, vec![(key(3), 3)]);
+        assert_eq!(c.added, vec![(key(5001), 3)]);
+        assert_eq!(services.untimed, vec![key(5002)]);
     }
 
     /// Defect: any change to the timed set bumped one generation shared by every index, so each
@@ -1395,15 +1493,15 @@ mod tests {
     #[test]
     fn only_the_indices_of_gone_or_reused_listeners_are_invalidated() {
         let mut services = ServiceIndex::default();
-        let c = services.update(&[key(80)]);
+        let c = services.update(&[key(80)], Instant::now());
         assert_eq!(c.added, vec![(key(80), 0)]);
         // A listener appears elsewhere: no index loses its verdicts; keys were added, so the
         // untimed verdicts are judged again (`set_service_ports` bumps that generation then).
-        let c = services.update(&[key(80), key(81)]);
+        let c = services.update(&[key(80), key(81)], Instant::now());
         assert!(c.invalidated().is_empty(), "{c:?}");
         assert_eq!(c.added, vec![(key(81), 1)]);
         // It goes: its own index only, and nothing added.
-        let c = services.update(&[key(80)]);
+        let c = services.update(&[key(80)], Instant::now());
         assert_eq!(c.invalidated(), BTreeSet::from([1]));
         assert!(c.added.is_empty());
 
@@ -1416,7 +1514,7 @@ mod tests {
         verdicts.insert(key(80), (0, 0));
         for tick in 0..3 * MAX_SERVICES as u16 {
             let churned = key(2000 + tick);
-            let c = services.update(&[key(80), churned]);
+            let c = services.update(&[key(80), churned], Instant::now());
             for index in c.invalidated() {
                 generations[index as usize] += 1;
             }
@@ -1528,7 +1626,7 @@ mod tests {
         fn tick(&mut self, ports: &[ListenerKey]) -> Option<Tick> {
             self.maps.tried.clear();
             self.maps.untimed_again = false;
-            let changes = self.services.update(ports);
+            let changes = self.services.update(ports, Instant::now());
             let owed_before = !self.owed.owed.is_empty() || !self.owed.bumps.is_empty();
             let unwritten = self.owed.write(&changes, &mut self.maps);
             if changes == ServiceChanges::default() && !owed_before {
@@ -1932,14 +2030,14 @@ mod tests {
     fn a_returning_listener_gets_its_index_before_a_new_one_takes_it() {
         let mut services = ServiceIndex::default();
         let all: Vec<ListenerKey> = (0..MAX_SERVICES as u16).map(key).collect();
-        services.update(&all);
+        services.update(&all, Instant::now());
         // key(0) freed first, key(1) after: key(0)'s index is the oldest freed.
-        services.update(&all[1..]);
-        services.update(&all[2..]);
+        services.update(&all[1..], Instant::now());
+        services.update(&all[2..], Instant::now());
         let mut ports = vec![key(5000)];
         ports.extend_from_slice(&all[..1]);
         ports.extend_from_slice(&all[2..]);
-        let c = services.update(&ports);
+        let c = services.update(&ports, Instant::now());
         assert_eq!(c.added, vec![(key(0), 0), (key(5000), 1)]);
         assert_eq!(c.reused, vec![1]);
         // Read: every index with an owner, once.

@@ -148,7 +148,8 @@ impl Collector {
             proc_root,
             netns: NetnsSet::default(),
             owners: OwnerCache::default(),
-            services: Default::default(),
+            // A window: as long as a closed listener's counts are kept (`stale_listeners`).
+            services: bpf_maps::ServiceIndex::with_grace(window),
             untimed_warned: Default::default(),
             carry: Carry::default(),
             counter_carry: CounterCarry::default(),
@@ -194,7 +195,7 @@ impl Collector {
         if self.sensors.is_enabled(SensorKind::RequestLatency) {
             let ports: Vec<ListenerKey> = listeners.keys().copied().collect();
             let unwritten = match self.sensors.maps_mut() {
-                Some(maps) => maps.set_service_ports(&mut self.services, &ports),
+                Some(maps) => maps.set_service_ports(&mut self.services, &ports, at),
                 None => Default::default(),
             };
             let untimed = &self.services.untimed;

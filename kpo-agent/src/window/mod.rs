@@ -2209,7 +2209,7 @@ mod tests {
 
     impl ReqSlots {
         fn update(&mut self, services: &mut ServiceIndex, ports: &[ListenerKey]) {
-            for index in services.update(ports).reused {
+            for index in services.update(ports, std::time::Instant::now()).reused {
                 self.0[index as usize] = 0;
             }
         }
