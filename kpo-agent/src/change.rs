@@ -898,7 +898,9 @@ impl ChangePath {
         report
     }
 
-    /// Intent, write, read-back, outcome. `before` is the kernel's value just read.
+    /// Intent, write, read-back, outcome. `before` is the kernel's value just read. A namespace
+    /// named by a path is journaled and reported by the inode of the one the actuator holds when
+    /// the path no longer names it ([`pinned_to_held_namespace`]).
     #[allow(clippy::too_many_arguments)]
     fn execute(
         &mut self,
@@ -913,6 +915,8 @@ impl ChangePath {
         made_way_for: Option<String>,
     ) -> Result<ChangeReport, ChangeError> {
         let is_revert = matches!(kind, IntentKind::Revert { .. });
+        let pinned = pinned_to_held_namespace(address, actuator.netns_inode());
+        let address = pinned.as_ref().unwrap_or(address);
         // A switch turned off to make way for a value is that value's business, not the guard's.
         let watched = !is_revert && made_way_for.is_none();
         let netns_cookie = actuator.netns_cookie();
@@ -1235,6 +1239,29 @@ fn names_no_namespace_of_its_own(address: &ParamAddress) -> Option<String> {
             path.display()
         )
     })
+}
+
+/// `address` by the inode of `held`, the namespace its actuator holds open, when `address`
+/// names a namespace by a path that no longer names that one: deleted or made again for another
+/// namespace between the actuator's open and now (`ip netns del` while a change is made). The
+/// journal keys a path by the inode it names ([`target_key`]); a path that names none was
+/// journaled as itself, and the value check then took the next namespace of that name for
+/// someone's change, every window (s54 story AP F2). `None`: `address` as it is.
+fn pinned_to_held_namespace(address: &ParamAddress, held: Option<u64>) -> Option<ParamAddress> {
+    let held = held?;
+    let Target::Netns {
+        netns: NetnsRef::Path(_),
+    } = &address.target
+    else {
+        return None;
+    };
+    let by_inode = ParamAddress {
+        name: address.name.clone(),
+        target: Target::Netns {
+            netns: NetnsRef::Inode(held),
+        },
+    };
+    (target_key(address) != target_key(&by_inode)).then_some(by_inode)
 }
 
 /// The report of turning switch `s` (a change that turned it off) back on, not written.

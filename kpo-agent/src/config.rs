@@ -34,8 +34,9 @@ pub struct Config {
     pub proc_root: PathBuf,
     /// The LLM advisor (`[llm]`, docs/llm.md); off unless a key or an endpoint is set.
     pub llm: LlmConfig,
-    /// Where the actuators find cpufreq (`devices/system/cpu/cpufreq`) and the NICs
-    /// (`class/net`). The energy meters always read /sys.
+    /// Where the cpufreq actuator reads and writes (`devices/system/cpu/cpufreq`), and where the
+    /// optimizer lists the NICs an `ethtool:*` knob expands to (`class/net`); coalescing itself
+    /// goes over ethtool netlink to the real device. The energy meters always read /sys.
     pub sysfs_root: PathBuf,
     /// The optimizer's live loop (docs/optimizer.md): its SLO, trial length and grid.
     pub optimizer: crate::advise::optimizer::agent::OptimizerSettings,

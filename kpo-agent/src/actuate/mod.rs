@@ -229,6 +229,11 @@ pub trait Actuator: Send {
     fn netns_cookie(&self) -> Option<u64> {
         None
     }
+    /// The inode of the network namespace this actuator holds open (`None`: the host's, or
+    /// unknown): the one its writes go to, whatever a path to it names by now.
+    fn netns_inode(&self) -> Option<u64> {
+        None
+    }
     /// Whether this actuator may turn the NIC's adaptive moderation (net_dim) off as part of a
     /// change. Only the coalescing actuator has such a thing; the policy sets it. Others ignore it.
     fn set_adaptive_off_allowed(&mut self, allowed: bool) {

@@ -899,6 +899,10 @@ impl Actuator for SysctlActuator {
         cookie_of(self.netns.as_ref()?, &self.netns_text()).ok()
     }
 
+    fn netns_inode(&self) -> Option<u64> {
+        Some(self.netns.as_ref()?.metadata().ok()?.ino())
+    }
+
     fn read(&mut self) -> Result<Value, ActuateError> {
         let param = self.address.to_string();
         let where_ = where_text(&self.address);

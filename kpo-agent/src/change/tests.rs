@@ -21,6 +21,8 @@ pub(crate) struct FakeKernel {
     pub netns_cookie: Option<u64>,
     /// Every network namespace is gone: opening a parameter in one fails.
     pub netns_gone: bool,
+    /// The inode of the namespace every actuator in one holds (`None`: unknown).
+    pub netns_inode: Option<u64>,
     /// The next revert of this address stores this value instead (once): a read-back that
     /// differs, after which the change path puts the value before back.
     pub revert_clamp_once: Option<(String, Value)>,
@@ -43,6 +45,12 @@ impl Actuator for FakeActuator {
     fn netns_cookie(&self) -> Option<u64> {
         match self.address.target {
             crate::actuate::param::Target::Netns { .. } => self.kernel.lock().unwrap().netns_cookie,
+            _ => None,
+        }
+    }
+    fn netns_inode(&self) -> Option<u64> {
+        match self.address.target {
+            crate::actuate::param::Target::Netns { .. } => self.kernel.lock().unwrap().netns_inode,
             _ => None,
         }
     }
@@ -233,6 +241,41 @@ fn apply_journals_intent_then_outcome_and_revert_all_restores_the_original() {
         kinds.iter().all(|(_, s)| s == "applied" || s == "reverted"),
         "{kinds:?}"
     );
+}
+
+/// s54 story AP F2: the namespace a change named by path was deleted after its actuator opened
+/// it (`ip netns del NAME` racing `kpo apply --netns /run/netns/NAME`). The change was journaled
+/// under the path, which names nothing, so the value check later read the next namespace of that
+/// name and yielded it every window, and `kpo revert --all` found no original. It is journaled
+/// and reported under the inode of the namespace written to, the one the actuator holds.
+#[test]
+fn a_change_whose_namespace_path_is_gone_by_the_write_is_kept_under_the_namespace_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let gone = dir.path().join("netns-deleted-meanwhile");
+    let by_path = format!("net.core.somaxconn@netns:{}", gone.display());
+    let by_inode = "net.core.somaxconn@netns:4026539998";
+    let k = kernel(&[(&by_path, Value::Int(4096))]);
+    k.0.lock().unwrap().netns_inode = Some(4026539998);
+    let state = tempfile::tempdir().unwrap();
+    let (mut p, events) = path(state.path(), POLICY, &k);
+    let r = p.propose(&op(&by_path, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
+    assert_eq!(
+        value(&k, &by_path),
+        Value::Int(8192),
+        "written where opened"
+    );
+    let entries = p.journal.entries();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].key.as_deref(), Some(by_inode));
+    assert_eq!(entries[0].address.to_string(), by_inode);
+    let applied = events.lock().unwrap().iter().any(|e| {
+        matches!(e, ChangePathEvent::Change(c)
+            if c.phase == ChangePhase::Applied && c.target.to_string() == by_inode)
+    });
+    assert!(applied, "the applied event names the namespace written to");
+    let keys: Vec<String> = p.journal.params().map(|s| s.key.clone()).collect();
+    assert_eq!(keys, vec![by_inode.to_string()]);
 }
 
 /// Defect (qa-act): `kpo apply net.core.somaxconn=4500 --netns /proc/self/ns/net`, by an operator

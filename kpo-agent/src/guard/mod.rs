@@ -956,8 +956,11 @@ impl Guard {
     /// from now on on this change (while it is watched) rather than on itself: the host was
     /// healthy with the older change alone.
     fn start(&mut self, watch: Watch) {
-        let unjudged =
-            (self.watches.iter()).find(|w| w.address == watch.address && w.clean_windows == 0);
+        // One parameter however it was addressed: by a namespace's path or its inode (s54 story
+        // AP F1: a change by inode after one by path dropped the older watch unjudged).
+        let key = crate::journal::target_key(&watch.address);
+        let unjudged = (self.watches.iter())
+            .find(|w| same_param(&w.address, &watch.address, &key) && w.clean_windows == 0);
         let watch = match unjudged {
             // A change back to the value before the older one (or its chain) undoes it: nothing
             // is left of it to judge (s50 review G3). Nor is the undo anything to build on.
@@ -968,7 +971,8 @@ impl Guard {
             Some(older) if !older.undid => watch.on_top_of(older),
             _ => watch,
         };
-        self.watches.retain(|w| w.address != watch.address);
+        self.watches
+            .retain(|w| !same_param(&w.address, &watch.address, &key));
         for w in &mut self.watches {
             if w.clean_windows > 0 && w.strikes == 0 {
                 w.later.push(watch.change_id);
@@ -1033,11 +1037,9 @@ impl Guard {
     /// Whether a change of this parameter is watched (as [`Guard::forget`] matches it).
     pub fn watches(&self, address: &ParamAddress) -> bool {
         let key = crate::journal::target_key(address);
-        self.watches.iter().any(|w| {
-            &w.address == address
-                || crate::journal::target_key(&w.address) == key
-                || &crate::journal::reach(&w.address, &key) == address
-        })
+        self.watches
+            .iter()
+            .any(|w| same_param(&w.address, address, &key))
     }
 
     /// The parameters watched, each once.
@@ -1055,11 +1057,7 @@ impl Guard {
         let key = crate::journal::target_key(address);
         let (gone, kept): (Vec<Watch>, Vec<Watch>) = std::mem::take(&mut self.watches)
             .into_iter()
-            .partition(|w| {
-                &w.address == address
-                    || crate::journal::target_key(&w.address) == key
-                    || &crate::journal::reach(&w.address, &key) == address
-            });
+            .partition(|w| same_param(&w.address, address, &key));
         self.watches = kept;
         if !gone.is_empty() {
             self.save();
@@ -1313,6 +1311,15 @@ impl Guard {
             })
             .collect()
     }
+}
+
+/// Whether a watch's `watched` address and `address` (journal key `key`) name one parameter: the
+/// same address, the same journal key (a namespace by its path and by the inode it names), or a
+/// watch by a path deleted since whose inode `address` names ([`crate::journal::reach`]).
+pub(crate) fn same_param(watched: &ParamAddress, address: &ParamAddress, key: &str) -> bool {
+    watched == address
+        || crate::journal::target_key(watched) == key
+        || &crate::journal::reach(watched, key) == address
 }
 
 #[cfg(test)]
@@ -2026,6 +2033,51 @@ mod tests {
             "{verdicts:?}"
         );
         assert!(guard.judged_with(15).is_empty());
+    }
+
+    /// s54 story AP F1: a change of a namespace's parameter by its inode, on top of one by a path
+    /// to that namespace not yet judged, dropped the older watch unjudged (the addresses as
+    /// written differ), and a guard revert left the first change's value in place. One parameter
+    /// is one journal key however it is addressed: the second is judged with the first. (The
+    /// test's own namespace, by its inode and by /proc/PID/ns/net: one key, the host's.)
+    #[test]
+    fn a_change_by_inode_on_top_of_one_by_path_is_judged_with_it() {
+        let own = crate::policy::own_netns_inode().expect("/proc/self/ns/net");
+        let by_path: ParamAddress = format!(
+            "net.core.somaxconn@netns:/proc/{}/ns/net",
+            std::process::id()
+        )
+        .parse()
+        .unwrap();
+        let by_inode: ParamAddress = format!("net.core.somaxconn@netns:{own}").parse().unwrap();
+        let calm = health(&[(HealthSignal::ListenOverflows, 0.0)]);
+        let hurt = health(&[(HealthSignal::ListenOverflows, 1400.0)]);
+        let mut guard = Guard::new(GuardConfig::default());
+        let signals = guard.config.signals.clone();
+        guard.watch_from(
+            14,
+            by_path,
+            Scope::Host,
+            signals.clone(),
+            Value::Int(16),
+            calm,
+        );
+        guard.watch_from(
+            15,
+            by_inode,
+            Scope::Host,
+            signals,
+            Value::Int(12),
+            hurt.clone(),
+        );
+        assert_eq!(guard.watching(), 1);
+        assert!(observe(&mut guard, &hurt).is_empty(), "a first strike");
+        let verdicts = observe(&mut guard, &hurt);
+        assert!(
+            matches!(&verdicts[..], [Verdict::Revert { change_id: 15, before, .. }] if *before == 0.0),
+            "{verdicts:?}"
+        );
+        assert_eq!(guard.judged_with(15), [14]);
     }
 
     /// A chain is judged by every signal any of its changes is judged by (a raise on top of a

@@ -36,7 +36,8 @@ pub struct RunArgs {
     /// what the policy would apply waits for `kpo approve` (observe stays observe).
     #[arg(long)]
     pub recommend_only: bool,
-    /// Where the actuators find cpufreq and the NICs (default /sys; a copy of sysfs in tests).
+    /// Where cpufreq is changed and the optimizer lists NICs (default /sys; a copy of sysfs in
+    /// tests); NIC coalescing always goes to the real device over netlink.
     #[arg(long, value_name = "PATH")]
     pub sysfs_root: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (off by default).
