@@ -182,7 +182,44 @@ pub(crate) fn warnings(policy: &Policy, proc_sys: &std::path::Path) -> Vec<Strin
     all.extend(optimizer_entries_without_bounds(policy));
     all.extend(out_of_reach_sysctls(policy, proc_sys));
     all.extend(every_namespace_from_outside_the_first(policy, proc_sys));
+    all.extend(every_namespace_by_default(policy, proc_sys));
     all
+}
+
+/// Entries in `auto` that cover every network namespace only because no `namespaces` is written
+/// (in the entry or its `[defaults]`): the default, "all", takes in every container's and pod's
+/// namespace on the machine, which an operator writing `mode = "auto"` for the host may not mean
+/// (s54 story AO-1: accepted without a word). Said once for `[defaults]` when it is such an entry
+/// (those inheriting it are the same case), else for each such entry. Not outside the first
+/// namespace, where [`every_namespace_from_outside_the_first`] says more.
+fn every_namespace_by_default(policy: &Policy, proc_sys: &std::path::Path) -> Vec<String> {
+    if crate::actuate::sysctl::outside_the_first_netns("net.core.netdev_budget", proc_sys).is_some()
+    {
+        return Vec::new();
+    }
+    let file = origin(policy);
+    let unwritten_auto = |entry: &str, rule: &ParamRule| {
+        let net = entry == "[defaults]"
+            || rule.name.starts_with("net")
+            || rule.name.starts_with(['*', '?', '[']);
+        net && rule.mode == crate::policy::Mode::Auto
+            && matches!(rule.namespaces, Namespaces::All)
+            && !rule.namespaces_written
+    };
+    let defaults_warned = unwritten_auto("[defaults]", &policy.defaults);
+    entries_named(policy)
+        .filter(|(entry, rule)| unwritten_auto(entry, rule))
+        .filter(|(entry, _)| !defaults_warned || entry == "[defaults]")
+        .map(|(entry, rule)| {
+            format!(
+                "{file}:{}: {entry}: mode auto with no namespaces written: it covers every \
+                 network namespace on this machine (the default, \"all\"), every container's \
+                 and pod's included; write namespaces = \"all\" to mean that, or [\"host\"] to \
+                 keep it to the agent's own namespace",
+                rule.line
+            )
+        })
+        .collect()
 }
 
 /// Entries in `auto` that cover every network namespace (`namespaces = "all"`, the default) in an
@@ -1384,12 +1421,12 @@ proc_root = \"/proc\"
         std::fs::write(sys.join("vm/swappiness"), "60\n").unwrap();
         let p = Policy::parse(
             "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmin = 128\nmax = 65535\n\
-             max_step = \"100%\"\n\
+             max_step = \"100%\"\nnamespaces = [\"host\"]\n\
              [params.\"net.ipv4.tcp_rmem\"]\nmode = \"recommend\"\n\
              max = [8192, 65536, 6291456]\nmax_step = 4096\n\
              [params.\"vm.swappiness\"]\nmode = \"observe\"\nmin = 100\nmax_step = 1\n\
              [params.\"net.core.netdev_budget\"]\nmode = \"auto\"\nmin = 600\nmax = 900\n\
-             max_step = \"100%\"\n",
+             max_step = \"100%\"\nnamespaces = [\"host\"]\n",
             "p.toml",
         )
         .unwrap();
@@ -1400,7 +1437,7 @@ proc_root = \"/proc\"
                  min 128, and max_step 100% allows at most 32 from 16: no advisor can change \
                  it; widen max_step or lower min"
                     .to_string(),
-                "p.toml:6: params.\"net.ipv4.tcp_rmem\": net.ipv4.tcp_rmem's element 1 is \
+                "p.toml:7: params.\"net.ipv4.tcp_rmem\": net.ipv4.tcp_rmem's element 1 is \
                  131072 here, above max 65536, and max_step 4096 allows no lower than 126976 \
                  from 131072: no advisor can change it; widen max_step or raise max"
                     .to_string(),
@@ -1445,6 +1482,66 @@ proc_root = \"/proc\"
         );
         std::fs::write(sys.join("net/core/netdev_budget"), "300\n").unwrap();
         assert!(every_namespace_from_outside_the_first(&policy, sys).is_empty());
+    }
+
+    /// s54 story AO-1: `mode = "auto"` with no `namespaces` covers every namespace on the machine
+    /// by the default alone, without a word. Warned of once for `[defaults]` (its heirs are the
+    /// same case), else per entry; not where `namespaces` is written, even as "all", nor for an
+    /// entry in no namespace, nor outside the first namespace (the warning there says more).
+    #[test]
+    fn auto_in_every_namespace_by_default_is_warned_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path();
+        std::fs::create_dir_all(sys.join("net/core")).unwrap();
+        for f in ["somaxconn", "netdev_budget"] {
+            std::fs::write(sys.join("net/core").join(f), "300\n").unwrap();
+        }
+        let policy = Policy::parse(
+            "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n\n\
+             [params.\"net.ipv4.tcp_fin_timeout\"]\nmode = \"auto\"\nnamespaces = \"all\"\n\n\
+             [params.\"net.ipv4.tcp_*\"]\nmode = \"auto\"\nnamespaces = [\"host\"]\n\n\
+             [params.\"vm.swappiness\"]\nmode = \"auto\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        let warned = every_namespace_by_default(&policy, sys);
+        assert_eq!(
+            warned,
+            ["p.toml:1: params.\"net.core.somaxconn\": mode auto with no namespaces written: it \
+              covers every network namespace on this machine (the default, \"all\"), every \
+              container's and pod's included; write namespaces = \"all\" to mean that, or \
+              [\"host\"] to keep it to the agent's own namespace"]
+        );
+        // In [defaults]: said once, for it, and its heirs that write their own are not the case.
+        let policy = Policy::parse(
+            "[defaults]\nmode = \"auto\"\n\n\
+             [params.\"net.core.somaxconn\"]\nmax = 8192\n\n\
+             [params.\"net.ipv4.tcp_fin_timeout\"]\nnamespaces = [\"host\"]\n",
+            "p.toml",
+        )
+        .unwrap();
+        let warned = every_namespace_by_default(&policy, sys);
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(
+            warned[0].starts_with("p.toml:1: [defaults]: "),
+            "{warned:?}"
+        );
+        // Written in [defaults]: every heir has it written.
+        let policy = Policy::parse(
+            "[defaults]\nmode = \"auto\"\nnamespaces = \"all\"\n\n\
+             [params.\"net.core.somaxconn\"]\nmax = 8192\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert!(every_namespace_by_default(&policy, sys).is_empty());
+        // Outside the first namespace the other warning says it.
+        std::fs::remove_file(sys.join("net/core/netdev_budget")).unwrap();
+        let policy = Policy::parse("[defaults]\nmode = \"auto\"\n", "p.toml").unwrap();
+        assert!(every_namespace_by_default(&policy, sys).is_empty());
+        assert_eq!(
+            every_namespace_from_outside_the_first(&policy, sys).len(),
+            1
+        );
     }
 
     /// Outside the machine's first network namespace (a pod without host networking) the kernel

@@ -998,6 +998,7 @@ fn rule(
         r.guard_signals = Some(g.get_ref().clone());
     }
     if let Some(ns) = &f.namespaces {
+        r.namespaces_written = true;
         let k = format!("{key}.namespaces");
         r.namespaces = match ns.get_ref() {
             NsFile::Word(w) if w == "all" => Namespaces::All,

@@ -539,6 +539,9 @@ pub struct ParamRule {
     pub sources: Vec<Source>,
     pub on_exit: OnExit,
     pub namespaces: Namespaces,
+    /// Whether `namespaces` was written, in the entry or in the `[defaults]` it inherits: an
+    /// `auto` entry covering every namespace by the default alone is warned of.
+    pub namespaces_written: bool,
     /// Coalescing: a change may turn the NIC's adaptive moderation off.
     pub allow_adaptive_off: bool,
     /// The signals the guard judges this parameter's changes by, instead of `[guard] signals`
@@ -580,6 +583,7 @@ impl ParamRule {
             sources: Source::ALL.to_vec(),
             on_exit: OnExit::Keep,
             namespaces: Namespaces::All,
+            namespaces_written: false,
             allow_adaptive_off: false,
             guard_signals: None,
             optimizer_levels: None,
