@@ -181,6 +181,8 @@ pub(crate) fn warnings(policy: &Policy, proc_sys: &std::path::Path) -> Vec<Strin
     all.extend(raises_judged_by_nothing(policy));
     all.extend(optimizer_entries_without_bounds(policy));
     all.extend(out_of_reach_sysctls(policy, proc_sys));
+    all.extend(bounds_of_another_length(policy, proc_sys));
+    all.extend(adaptive_off_outside_coalescing(policy));
     all.extend(every_namespace_from_outside_the_first(policy, proc_sys));
     all.extend(every_namespace_by_default(policy, proc_sys));
     all
@@ -313,6 +315,74 @@ fn out_of_reach_sysctls(policy: &Policy, proc_sys: &std::path::Path) -> Vec<Stri
                 ))
             })?;
             Some(format!("{file}:{}: params.\"{}\": {why}", r.line, r.name))
+        })
+        .collect()
+}
+
+/// Entries naming one sysctl exactly, covering the host's, whose `min` or `max` is a list of
+/// another length than the value in `proc_sys`: every change is refused as out of bounds (s54
+/// story AO-3: `min = [128, 256]` on somaxconn was `valid`, and each change refused at run
+/// time). A list bound is checked element by element, so its length is the value's.
+fn bounds_of_another_length(policy: &Policy, proc_sys: &std::path::Path) -> Vec<String> {
+    let file = origin(policy);
+    let mut found = Vec::new();
+    let exact_sysctls = policy.params.iter().filter(|r| {
+        r.is_exact()
+            && r.namespaces.covers(&Target::Host)
+            && r.name
+                .parse::<ParamAddress>()
+                .is_ok_and(|a| a.kind() == ParamKind::Sysctl)
+    });
+    for r in exact_sysctls {
+        let Ok(text) = std::fs::read_to_string(proc_sys.join(sysctl_rel_path(&r.name))) else {
+            continue;
+        };
+        let here = text.split_whitespace().count();
+        for (key, bound) in [("min", &r.min), ("max", &r.max)] {
+            let Some(Bound::Each(list)) = bound else {
+                continue;
+            };
+            if list.len() != here {
+                found.push(format!(
+                    "{file}:{}: params.\"{}\": {key} has {} elements and {} has {here} here: \
+                     every change of it is refused as out of bounds; give {here} (or one \
+                     integer for every element)",
+                    r.line,
+                    r.name,
+                    list.len(),
+                    r.name
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// Entries with `allow_adaptive_off = true` that cover no coalescing parameter (`ethtool:...`):
+/// it changes nothing there, and the entry it was meant for may still refuse such a NIC (s54
+/// story AO-4: accepted without a word). An entry covers one when the literal start of its name
+/// (up to a glob's first wildcard) and `ethtool:` agree.
+fn adaptive_off_outside_coalescing(policy: &Policy) -> Vec<String> {
+    let file = origin(policy);
+    entries_named(policy)
+        // Set in the entry: [defaults]' own is for the coalescing entries among its heirs.
+        .filter(|(entry, rule)| {
+            entry != "[defaults]" && rule.allow_adaptive_off && !policy.defaults.allow_adaptive_off
+        })
+        .filter(|(_, rule)| {
+            let literal = rule
+                .name
+                .split(['*', '?', '[', '{'])
+                .next()
+                .unwrap_or_default();
+            !(literal.starts_with("ethtool:") || "ethtool:".starts_with(literal))
+        })
+        .map(|(entry, rule)| {
+            format!(
+                "{file}:{}: {entry}: allow_adaptive_off is for NIC coalescing (`ethtool:...`) \
+                 only, and this entry covers none: it changes nothing here",
+                rule.line
+            )
         })
         .collect()
 }
@@ -1482,6 +1552,64 @@ proc_root = \"/proc\"
         );
         std::fs::write(sys.join("net/core/netdev_budget"), "300\n").unwrap();
         assert!(every_namespace_from_outside_the_first(&policy, sys).is_empty());
+    }
+
+    /// s54 story AO-3: a list bound of another length than the value here refuses every change
+    /// at run time; `kpo check` says so. One integer, or a list of the right length, is fine.
+    #[test]
+    fn a_list_bound_of_another_length_than_the_value_is_warned_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path();
+        std::fs::create_dir_all(sys.join("net/core")).unwrap();
+        std::fs::create_dir_all(sys.join("net/ipv4")).unwrap();
+        std::fs::write(sys.join("net/core/somaxconn"), "4096\n").unwrap();
+        std::fs::write(sys.join("net/ipv4/tcp_rmem"), "4096\t131072\t6291456\n").unwrap();
+        let p = Policy::parse(
+            "[params.\"net.core.somaxconn\"]\nmin = [128, 256]\nmax = 8192\n\
+             [params.\"net.ipv4.tcp_rmem\"]\nmin = 4096\nmax = [8192, 262144, 8388608]\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            bounds_of_another_length(&p, sys),
+            [
+                "p.toml:1: params.\"net.core.somaxconn\": min has 2 elements and \
+              net.core.somaxconn has 1 here: every change of it is refused as out of bounds; \
+              give 1 (or one integer for every element)"
+            ]
+        );
+    }
+
+    /// s54 story AO-4: `allow_adaptive_off` on an entry that covers no coalescing parameter
+    /// changes nothing; warned of. Not for `ethtool:` entries, globs that may cover them, or
+    /// `[defaults]`, whose heirs may be coalescing entries.
+    #[test]
+    fn allow_adaptive_off_outside_coalescing_is_warned_of() {
+        let p = Policy::parse(
+            "[params.\"net.core.somaxconn\"]\nallow_adaptive_off = true\n\
+             [params.\"ethtool:eth0:rx-usecs\"]\nallow_adaptive_off = true\n\
+             [params.\"ethtool:*:tx-usecs\"]\nallow_adaptive_off = true\n\
+             [params.\"e*\"]\nallow_adaptive_off = true\n\
+             [params.\"cpufreq:*:scaling_max_freq\"]\nallow_adaptive_off = false\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            adaptive_off_outside_coalescing(&p),
+            [
+                "p.toml:1: params.\"net.core.somaxconn\": allow_adaptive_off is for NIC \
+              coalescing (`ethtool:...`) only, and this entry covers none: it changes nothing \
+              here"
+            ]
+        );
+        // From [defaults]: for whichever heirs are coalescing entries; not said for the others.
+        let p = Policy::parse(
+            "[defaults]\nallow_adaptive_off = true\n\
+             [params.\"net.core.somaxconn\"]\nmax = 8192\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert!(adaptive_off_outside_coalescing(&p).is_empty());
     }
 
     /// s54 story AO-1: `mode = "auto"` with no `namespaces` covers every namespace on the machine
