@@ -193,6 +193,9 @@ pub struct ApplyArgs {
     /// Why, for the journal.
     #[arg(long, value_name = "TEXT", value_parser = reason_arg)]
     pub reason: Option<String>,
+    /// The change report as JSON (docs/api.md) instead of a line.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub state: StateArgs,
 }
@@ -213,6 +216,9 @@ pub struct RevertArgs {
     // storyAG AG-5).
     #[arg(long, conflicts_with = "all")]
     pub force: bool,
+    /// The change reports as a JSON array (docs/api.md) instead of lines.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub state: StateArgs,
 }
@@ -627,12 +633,21 @@ fn cmd_apply(a: ApplyArgs) -> anyhow::Result<ExitCode> {
     let req = parse_assignment(&a.assignment, a.netns.as_deref(), a.reason)?;
     let mut c = open(&a.state, Access::Starts)?;
     let report = c.apply(&req)?;
-    crate::out!("{}", report.describe());
+    if a.json {
+        crate::out!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        crate::out!("{}", report.describe());
+    }
     if let (ChangeStatus::Applied, false) = (report.status, c.guards_changes()) {
         // The output was the same as the running agent's, which watches what it applies (s50
-        // storyX F5).
+        // storyX F5). With --json, standard output stays the report alone.
         let revert = report.journal_id.map_or("ID".into(), |id| id.to_string());
-        crate::out!("{UNGUARDED} (kpo revert {revert} puts it back)");
+        let line = format!("{UNGUARDED} (kpo revert {revert} puts it back)");
+        if a.json {
+            eprintln!("kpo: warning: {line}");
+        } else {
+            crate::out!("{line}");
+        }
     }
     // A change that was put back after a mismatch did not take: that is a failure here.
     Ok(match report.status {
@@ -653,6 +668,10 @@ fn cmd_revert(a: RevertArgs) -> anyhow::Result<ExitCode> {
     };
     let mut c = open(&a.state, Access::Acts)?;
     let reports = c.revert(&req, &who())?;
+    if a.json {
+        crate::out!("{}", serde_json::to_string_pretty(&reports)?);
+        return Ok(exit_for(&reports));
+    }
     if reports.is_empty() {
         // Every parameter a write of KPO's took effect on in this boot has a report (reverted,
         // unchanged, skipped with the reason): none means there is none, not that KPO never

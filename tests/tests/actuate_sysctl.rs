@@ -668,3 +668,60 @@ pub fn a_namespace_made_after_one_died_is_not_taken_for_it() {
         }
     }
 }
+
+/// `kpo apply --json` prints the change report and `kpo revert --all --json` the array of
+/// reports (s53 story AN: a script had to parse the lines), each with the values the kernel
+/// holds in a namespace the test creates; standard output is that document alone, the note
+/// that no agent watches the change on standard error.
+pub fn apply_and_revert_report_as_json() {
+    let ns = namespace();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[guard]\nsignals = []\n\n[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n\
+         namespaces = \"all\"\n",
+    )
+    .unwrap();
+    let netns = format!("/run/netns/{}", ns.name);
+    let somaxconn = || {
+        let v = ns.exec(&["cat", "/proc/sys/net/core/somaxconn"]);
+        v.trim().parse::<u64>().unwrap()
+    };
+    let original = somaxconn();
+    let wanted = original + 17;
+    let kpo = |args: &[&str]| {
+        let out = std::process::Command::new(crate::agent_binary::kpo_binary())
+            .args(args)
+            .args(crate::agent_decides::state_args(dir.path()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kpo {args:?}: {out:?}");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("kpo {args:?}: not one JSON document ({e}): {out:?}"));
+        (json, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let assignment = format!("net.core.somaxconn={wanted}");
+    let (report, stderr) = kpo(&["apply", &assignment, "--netns", &netns, "--json"]);
+    assert_eq!(somaxconn(), wanted);
+    assert_eq!(report["status"], "applied", "{report}");
+    assert_eq!(report["before"], original, "{report}");
+    assert_eq!(report["after"], wanted, "{report}");
+    assert_eq!(report["read_back"], wanted, "{report}");
+    let id = report["journal_id"].as_u64().expect("a journal id");
+    assert!(
+        stderr.contains("kpo: warning: not watched by the guard")
+            && stderr.contains(&format!("kpo revert {id} puts it back")),
+        "{stderr}"
+    );
+
+    let (reports, _) = kpo(&["revert", "--all", "--json"]);
+    assert_eq!(somaxconn(), original);
+    let reports = reports.as_array().expect("an array of reports");
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0]["status"], "reverted", "{reports:?}");
+    assert_eq!(reports[0]["read_back"], original, "{reports:?}");
+    // Again: the parameter is at its original already, said as a report too.
+    let (reports, _) = kpo(&["revert", "--all", "--json"]);
+    assert_eq!(reports[0]["status"], "unchanged", "{reports}");
+    assert_eq!(reports[0]["after"], original, "{reports}");
+}

@@ -29,7 +29,7 @@ fn ns_somaxconn(ns: &Netns) -> i64 {
 }
 
 /// The policy, state directory and socket of a test's agent, all in `dir`.
-fn state_args(dir: &Path) -> [std::path::PathBuf; 6] {
+pub(crate) fn state_args(dir: &Path) -> [std::path::PathBuf; 6] {
     [
         "--policy".into(),
         dir.join("policy.toml"),

@@ -346,6 +346,11 @@ fn main() {
             sysctl_watch::an_agent_in_its_own_cgroup_namespace_says_what_its_watch_cannot_see,
         ),
         trial(
+            "actuate_sysctl::apply_and_revert_report_as_json",
+            actuate_sysctl::requirement(),
+            actuate_sysctl::apply_and_revert_report_as_json,
+        ),
+        trial(
             "actuate_sysctl::somaxconn_and_tcp_rmem_by_path",
             actuate_sysctl::requirement(),
             actuate_sysctl::somaxconn_and_tcp_rmem_by_path,
