@@ -496,6 +496,21 @@ impl ChangePath {
             Ok(a) => a,
             Err(e) => return Ok(self.fail_early(p, None, e.to_string(), report)),
         };
+        // From here on the namespace is the one the actuator holds, by its inode when the path
+        // names another or none by now: what the journal holds of it, the policy's word on it,
+        // and the report, are that namespace's (s54 review M2).
+        let pinned;
+        let p = match pinned_to_held_namespace(&p.address, actuator.netns_inode()) {
+            Some(address) => {
+                report.address = address.clone();
+                pinned = Proposal {
+                    address,
+                    ..p.clone()
+                };
+                &pinned
+            }
+            None => p,
+        };
         // A namespace that replaced a dead one inherits nothing: settled before the policy reads
         // its yields, quarantines and rate limits.
         let cookie = actuator.netns_cookie();
@@ -917,6 +932,7 @@ impl ChangePath {
         let is_revert = matches!(kind, IntentKind::Revert { .. });
         let pinned = pinned_to_held_namespace(address, actuator.netns_inode());
         let address = pinned.as_ref().unwrap_or(address);
+        report.address = address.clone();
         // A switch turned off to make way for a value is that value's business, not the guard's.
         let watched = !is_revert && made_way_for.is_none();
         let netns_cookie = actuator.netns_cookie();

@@ -201,8 +201,11 @@ fn every_namespace_by_default(policy: &Policy, proc_sys: &std::path::Path) -> Ve
     }
     let file = origin(policy);
     let unwritten_auto = |entry: &str, rule: &ParamRule| {
+        // An exact host-wide key (`net.core.netdev_budget`) has one value, the first
+        // namespace's: `namespaces` changes nothing for it (s54 review L2).
         let net = entry == "[defaults]"
-            || rule.name.starts_with("net")
+            || (rule.name.starts_with("net")
+                && !(rule.is_exact() && !crate::actuate::sysctl::is_per_netns(&rule.name)))
             || rule.name.starts_with(['*', '?', '[']);
         net && rule.mode == crate::policy::Mode::Auto
             && matches!(rule.namespaces, Namespaces::All)
@@ -1628,6 +1631,7 @@ proc_root = \"/proc\"
             "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n\n\
              [params.\"net.ipv4.tcp_fin_timeout\"]\nmode = \"auto\"\nnamespaces = \"all\"\n\n\
              [params.\"net.ipv4.tcp_*\"]\nmode = \"auto\"\nnamespaces = [\"host\"]\n\n\
+             [params.\"net.core.netdev_budget\"]\nmode = \"auto\"\n\n\
              [params.\"vm.swappiness\"]\nmode = \"auto\"\n",
             "p.toml",
         )

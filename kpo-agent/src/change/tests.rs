@@ -261,6 +261,11 @@ fn a_change_whose_namespace_path_is_gone_by_the_write_is_kept_under_the_namespac
     let r = p.propose(&op(&by_path, Value::Int(8192))).unwrap();
     assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
     assert_eq!(
+        r.address.to_string(),
+        by_inode,
+        "reported, and watched, as written"
+    );
+    assert_eq!(
         value(&k, &by_path),
         Value::Int(8192),
         "written where opened"

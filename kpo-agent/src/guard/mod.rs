@@ -311,6 +311,11 @@ impl GuardEvent {
 struct Watch {
     change_id: u64,
     address: ParamAddress,
+    /// The journal key of `address` when the watch began: a namespace by the inode its path
+    /// named then, never looked up again (the name may be made again for another namespace, or
+    /// gone). Empty in a file of an earlier version: taken from `address` then ([`Watch::key`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    key: String,
     scope: Scope,
     /// The signals this change is judged by: the parameter's `guard_signals`, else the config's.
     signals: Vec<HealthSignal>,
@@ -483,6 +488,7 @@ impl Watch {
     ) -> Watch {
         Watch {
             change_id,
+            key: crate::journal::target_key(&address),
             address,
             scope,
             signals,
@@ -506,6 +512,14 @@ impl Watch {
             undid: false,
             not_judged: None,
             revert_failed: false,
+        }
+    }
+
+    /// The journal key of the watched parameter ([`Watch`]'s `key`).
+    fn key(&self) -> std::borrow::Cow<'_, str> {
+        match self.key.as_str() {
+            "" => crate::journal::target_key(&self.address).into(),
+            key => key.into(),
         }
     }
 
@@ -958,9 +972,8 @@ impl Guard {
     fn start(&mut self, watch: Watch) {
         // One parameter however it was addressed: by a namespace's path or its inode (s54 story
         // AP F1: a change by inode after one by path dropped the older watch unjudged).
-        let key = crate::journal::target_key(&watch.address);
-        let unjudged = (self.watches.iter())
-            .find(|w| same_param(&w.address, &watch.address, &key) && w.clean_windows == 0);
+        let unjudged =
+            (self.watches.iter()).find(|w| same_param(w, &watch.key()) && w.clean_windows == 0);
         let watch = match unjudged {
             // A change back to the value before the older one (or its chain) undoes it: nothing
             // is left of it to judge (s50 review G3). Nor is the undo anything to build on.
@@ -971,8 +984,7 @@ impl Guard {
             Some(older) if !older.undid => watch.on_top_of(older),
             _ => watch,
         };
-        self.watches
-            .retain(|w| !same_param(&w.address, &watch.address, &key));
+        self.watches.retain(|w| !same_param(w, &watch.key()));
         for w in &mut self.watches {
             if w.clean_windows > 0 && w.strikes == 0 {
                 w.later.push(watch.change_id);
@@ -1037,14 +1049,16 @@ impl Guard {
     /// Whether a change of this parameter is watched (as [`Guard::forget`] matches it).
     pub fn watches(&self, address: &ParamAddress) -> bool {
         let key = crate::journal::target_key(address);
-        self.watches
-            .iter()
-            .any(|w| same_param(&w.address, address, &key))
+        self.watches.iter().any(|w| same_param(w, &key))
     }
 
     /// The parameters watched, each once.
+    /// A namespace named by a path is given by the inode the path named when the watch began,
+    /// where the path names another namespace or none now ([`crate::journal::reach`]).
     pub fn watched_addresses(&self) -> Vec<ParamAddress> {
-        let mut all: Vec<ParamAddress> = self.watches.iter().map(|w| w.address.clone()).collect();
+        let mut all: Vec<ParamAddress> = (self.watches.iter())
+            .map(|w| crate::journal::reach(&w.address, &w.key()))
+            .collect();
         all.dedup();
         all
     }
@@ -1057,7 +1071,7 @@ impl Guard {
         let key = crate::journal::target_key(address);
         let (gone, kept): (Vec<Watch>, Vec<Watch>) = std::mem::take(&mut self.watches)
             .into_iter()
-            .partition(|w| same_param(&w.address, address, &key));
+            .partition(|w| same_param(w, &key));
         self.watches = kept;
         if !gone.is_empty() {
             self.save();
@@ -1313,13 +1327,12 @@ impl Guard {
     }
 }
 
-/// Whether a watch's `watched` address and `address` (journal key `key`) name one parameter: the
-/// same address, the same journal key (a namespace by its path and by the inode it names), or a
-/// watch by a path deleted since whose inode `address` names ([`crate::journal::reach`]).
-pub(crate) fn same_param(watched: &ParamAddress, address: &ParamAddress, key: &str) -> bool {
-    watched == address
-        || crate::journal::target_key(watched) == key
-        || &crate::journal::reach(watched, key) == address
+/// Whether `watched` is a watch of the parameter with journal key `key` (taken now): the watch's key as it was when the watch began, a namespace by the inode its path
+/// named then. A path is not looked up again, nor compared as written: made again for another
+/// namespace it names that one (s54 review M3), and a watch by a path that names nothing now was
+/// matched before by any inode (`crate::journal::reach`).
+fn same_param(watched: &Watch, key: &str) -> bool {
+    watched.key() == key
 }
 
 #[cfg(test)]
@@ -2078,6 +2091,45 @@ mod tests {
             "{verdicts:?}"
         );
         assert_eq!(guard.judged_with(15), [14]);
+    }
+
+    /// s54 review M3: a watch by a namespace path that names nothing now was matched by a change
+    /// of the same parameter in any namespace by inode (its path "reached" whatever inode the
+    /// other named), so that change superseded it unjudged, and forgetting one forgot both. A
+    /// watch keeps the key it began with; the path is not looked up again.
+    #[test]
+    fn a_watch_by_a_path_gone_is_not_another_namespaces_parameter() {
+        let dir = tempfile::tempdir().unwrap();
+        let by_path: ParamAddress = format!(
+            "net.core.somaxconn@netns:{}",
+            dir.path().join("web").display()
+        )
+        .parse()
+        .unwrap();
+        let elsewhere: ParamAddress = "net.core.somaxconn@netns:4026539998".parse().unwrap();
+        let calm = health(&[(HealthSignal::ListenOverflows, 0.0)]);
+        let mut guard = Guard::new(GuardConfig::default());
+        let signals = guard.config.signals.clone();
+        guard.watch_from(
+            14,
+            by_path.clone(),
+            Scope::Host,
+            signals.clone(),
+            Value::Int(16),
+            calm.clone(),
+        );
+        guard.watch_from(
+            15,
+            elsewhere.clone(),
+            Scope::Host,
+            signals,
+            Value::Int(12),
+            calm,
+        );
+        assert_eq!(guard.watching(), 2);
+        assert!(guard.judged_with(15).is_empty());
+        assert_eq!(guard.forget(&elsewhere), [15]);
+        assert!(guard.watches(&by_path));
     }
 
     /// A chain is judged by every signal any of its changes is judged by (a raise on top of a

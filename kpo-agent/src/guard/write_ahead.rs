@@ -250,9 +250,7 @@ impl WriteAhead {
         )
         .over_windows(baseline.windows, baseline.left_out)
         .made(file.tick.is_some(), file.at_boundary, file.closed + 1);
-        let key = crate::journal::target_key(&watch.address);
-        file.ahead
-            .retain(|w| !super::same_param(&w.address, &watch.address, &key));
+        file.ahead.retain(|w| !super::same_param(w, &watch.key()));
         file.ahead.push(watch);
         file.write();
     }
