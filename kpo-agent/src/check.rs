@@ -205,7 +205,7 @@ fn every_namespace_by_default(policy: &Policy, proc_sys: &std::path::Path) -> Ve
         // namespace's: `namespaces` changes nothing for it (s54 review L2).
         let net = entry == "[defaults]"
             || (rule.name.starts_with("net")
-                && !(rule.is_exact() && !crate::actuate::sysctl::is_per_netns(&rule.name)))
+                && (!rule.is_exact() || crate::actuate::sysctl::is_per_netns(&rule.name)))
             || rule.name.starts_with(['*', '?', '[']);
         net && rule.mode == crate::policy::Mode::Auto
             && matches!(rule.namespaces, Namespaces::All)
