@@ -271,6 +271,9 @@ pub struct SockSlot {
 pub enum NotableKind {
     /// A listener's accept queue reached its limit.
     ListenerFull = 1,
+    /// A TCP socket began to listen (`key`; `backlog` and `backlog_limit` are 0): its requests
+    /// are timed from then, not from the next tick that lists it.
+    Listening = 2,
 }
 
 /// A rare event sent at once through the ring buffer.

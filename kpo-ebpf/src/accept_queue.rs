@@ -24,7 +24,7 @@ static LISTENERS: LruPerCpuHashMap<ListenerKey, ListenerCounters> =
     LruPerCpuHashMap::with_max_entries(4096, 0);
 
 #[map(name = "KPO_NOTABLE")]
-static NOTABLE: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+pub(crate) static NOTABLE: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
 /// Events [`NOTABLE`] had no room for. Per CPU, so counting one costs no atomic operation.
 #[map(name = "KPO_NOTABLE_LOST")]

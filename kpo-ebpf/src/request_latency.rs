@@ -21,12 +21,16 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use kpo_common::{
-    bucket_of, slot_of, Hist, ListenerKey, ServicePort, SockSlot, MAX_SERVICES, SOCK_SLOTS,
-    SOCK_SLOT_BITS, TCP_CLOSE,
+    bucket_of, slot_of, Hist, ListenerKey, NotableEvent, NotableKind, ServicePort, SockSlot,
+    MAX_SERVICES, SOCK_SLOTS, SOCK_SLOT_BITS, TCP_CLOSE, TCP_LISTEN,
 };
 
-use crate::helpers::{
-    now_ns, offsets, report, sample_start_ns, tcp_socket_key_and_state, untimed_generation, Exit,
+use crate::{
+    accept_queue::NOTABLE,
+    helpers::{
+        now_ns, offsets, report, sample_start_ns, tcp_socket_key_and_state, untimed_generation,
+        Exit,
+    },
 };
 
 #[map(name = "KPO_SERVICE_PORTS")]
@@ -166,6 +170,10 @@ pub fn kpo_sock_send(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn kpo_sock_closed(ctx: RawTracePointContext) -> i32 {
     let new: i32 = ctx.arg(2);
+    if new == TCP_LISTEN as i32 {
+        report_listening(&ctx, ctx.arg(0));
+        return 0;
+    }
     if new != TCP_CLOSE as i32 {
         return 0;
     }
@@ -178,4 +186,33 @@ pub fn kpo_sock_closed(ctx: RawTracePointContext) -> i32 {
         }
     }
     0
+}
+
+/// Tells user space at once that a TCP socket began to listen, so that its port is timed from its
+/// first request rather than from the next tick whose listener discovery lists it (s53 story AK
+/// F3: a new service's first tick of requests was never counted). The state is set before the
+/// kernel takes an unbound socket's port: such a listener (port 0 here) waits for the tick.
+#[inline(always)]
+fn report_listening(ctx: &RawTracePointContext, sk: u64) {
+    let key = match tcp_socket_key_and_state(sk as *const u8, &offsets()) {
+        Ok((key, _)) if key.port != 0 => key,
+        Ok(_) | Err(Exit::Skip) => return,
+        Err(exit) => {
+            report(ctx, "inet_sock_set_state", exit);
+            return;
+        }
+    };
+    if let Some(mut entry) = NOTABLE.reserve::<NotableEvent>(0) {
+        entry.write(NotableEvent {
+            kind: NotableKind::Listening as u32,
+            backlog: 0,
+            backlog_limit: 0,
+            _pad: 0,
+            key,
+            ts_ns: now_ns(),
+        });
+        entry.submit(0);
+    }
+    // A full ring loses only the head start: the next tick's discovery times the port. Not
+    // counted in NOTABLE_LOST, which counts the full accept queues not told (`listener_full_lost`).
 }

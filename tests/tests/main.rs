@@ -126,6 +126,11 @@ fn main() {
             request_latency::requests_in_flight_survive_listener_churn_elsewhere,
         ),
         trial(
+            "request_latency::a_new_service_is_timed_from_its_listen",
+            req(),
+            request_latency::a_new_service_is_timed_from_its_listen,
+        ),
+        trial(
             "request_latency::a_service_restarted_on_its_port_is_timed_from_its_first_request",
             req(),
             request_latency::a_service_restarted_on_its_port_is_timed_from_its_first_request,

@@ -263,3 +263,73 @@ pub fn a_service_restarted_on_its_port_is_timed_from_its_first_request() {
         "requests timed, of {RESTARTED_REQUESTS} answered after the restart"
     );
 }
+
+const NEW_SERVICE_REQUESTS: usize = 50;
+
+/// s53 story AK F3: a new service is timed from its `listen()`, not from the first tick whose
+/// discovery lists it. The kernel reports the socket that began to listen through the notable
+/// ring buffer (read here as the agent's loop reads it), the collector times its port then, and
+/// every request answered before the next tick is counted. No tick lists the port before the
+/// requests: before, none of them was.
+pub fn a_new_service_is_timed_from_its_listen() {
+    let ns = Netns::new();
+    let (mut collector, mut builder) = start(true);
+    let ring = collector
+        .sensors
+        .take_map(kpo_common::MAP_NOTABLE)
+        .expect("the notable ring buffer");
+    let mut ring = aya::maps::RingBuf::try_from(ring).unwrap();
+    let listener = ns.run(|| TcpListener::bind("127.0.0.1:0").unwrap());
+    let addr = listener.local_addr().unwrap();
+    let mut seen = None;
+    crate::common::wait_until(
+        "the kernel's report of the new listener",
+        Duration::from_secs(10),
+        || {
+            while let Some(item) = ring.next() {
+                assert!(item.len() >= std::mem::size_of::<kpo_common::NotableEvent>());
+                // SAFETY: the length was checked; NotableEvent is plain old data, read unaligned.
+                let event: kpo_common::NotableEvent =
+                    unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                let key = event.key;
+                if event.kind == kpo_common::NotableKind::Listening as u32
+                    && u64::from(key.netns) == ns.inum()
+                    && key.port == addr.port()
+                {
+                    seen = Some(key);
+                }
+            }
+            seen.is_some()
+        },
+    );
+    collector.time_listener(seen.expect("seen"));
+
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut request = [0u8; 64];
+        for _ in 0..NEW_SERVICE_REQUESTS {
+            s.read_exact(&mut request).unwrap();
+            s.write_all(&request).unwrap();
+        }
+    });
+    let mut client = ns.run(|| TcpStream::connect(addr).unwrap());
+    let mut buf = [9u8; 64];
+    for _ in 0..NEW_SERVICE_REQUESTS {
+        client.write_all(&buf).unwrap();
+        client.read_exact(&mut buf).unwrap();
+    }
+    server.join().unwrap();
+
+    builder.push(collector.sample());
+    let (window, _) = builder.finish().unwrap();
+    let samples: u64 = window
+        .request_latency
+        .iter()
+        .filter(|r| r.netns == ns.inum() && r.port == addr.port())
+        .map(|r| r.latency.samples)
+        .sum();
+    assert_eq!(
+        samples, NEW_SERVICE_REQUESTS as u64,
+        "requests timed, of {NEW_SERVICE_REQUESTS} answered before any tick listed the port"
+    );
+}

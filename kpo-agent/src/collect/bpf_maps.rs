@@ -505,9 +505,20 @@ impl BpfMaps {
         now: Instant,
     ) -> Unwritten {
         let changes = services.update(ports, now);
-        // Taken out for the tick, so the maps can be written through `PortWrites` meanwhile.
+        self.write_service_changes(&changes)
+    }
+
+    /// Adds `key`, seen beginning to listen, to the timed set between ticks (see
+    /// [`ServiceIndex::listening`]); the other listeners stay as they are until the next tick.
+    pub fn add_service_port(&mut self, services: &mut ServiceIndex, key: ListenerKey) -> Unwritten {
+        let changes = services.listening(key);
+        self.write_service_changes(&changes)
+    }
+
+    fn write_service_changes(&mut self, changes: &ServiceChanges) -> Unwritten {
+        // Taken out for the call, so the maps can be written through `PortWrites` meanwhile.
         let mut owed = std::mem::take(&mut self.owed_ports);
-        let unwritten = owed.write(&changes, self);
+        let unwritten = owed.write(changes, self);
         self.owed_ports = owed;
         unwritten
     }
@@ -1074,40 +1085,66 @@ impl ServiceIndex {
         // oldest freed index in the same update could otherwise take one whose owner is back,
         // and that owner would restart on another, zeroed, index.
         for key in ports {
-            if self.assigned.contains_key(key) {
-                continue;
-            }
-            if let Some(pos) = self.freed.iter().position(|(_, k)| k == key) {
-                if let Some((index, _)) = self.freed.remove(pos) {
-                    self.assigned.insert(*key, index);
-                    changes.added.push((*key, index));
-                }
-            }
+            self.assign_returning(*key, &mut changes);
         }
         for key in ports {
-            if self.assigned.contains_key(key) {
-                continue;
-            }
-            let index = if self.next_unused < MAX_SERVICES {
-                self.next_unused += 1;
-                Some(self.next_unused - 1)
-            } else {
-                let reused = match self.freed.pop_front() {
-                    Some((index, _)) => Some(index),
-                    None => self.end_grace_of_longest_missing(&mut changes),
-                };
-                changes.reused.extend(reused);
-                reused
-            };
-            match index {
-                Some(index) => {
-                    self.assigned.insert(*key, index);
-                    changes.added.push((*key, index));
-                }
-                None => self.untimed.push(*key),
+            if !self.assign_new(*key, &mut changes) {
+                self.untimed.push(*key);
             }
         }
         changes
+    }
+
+    /// Adds `key`, seen beginning to listen, to the timed set between two updates,
+    /// as [`ServiceIndex::update`] would with it listed: its own index back if it had one, else
+    /// a new one. Every other listener stays as the last update left it; one that cannot be
+    /// given an index waits for the next update, which counts it as untimed.
+    pub(crate) fn listening(&mut self, key: ListenerKey) -> ServiceChanges {
+        self.missing_since.remove(&key);
+        let mut changes = ServiceChanges::default();
+        self.assign_returning(key, &mut changes);
+        self.assign_new(key, &mut changes);
+        changes
+    }
+
+    /// Gives `key` back the index it had, if it had one that no other listener has taken.
+    fn assign_returning(&mut self, key: ListenerKey, changes: &mut ServiceChanges) {
+        if self.assigned.contains_key(&key) {
+            return;
+        }
+        if let Some(pos) = self.freed.iter().position(|(_, k)| *k == key) {
+            if let Some((index, _)) = self.freed.remove(pos) {
+                self.assigned.insert(key, index);
+                changes.added.push((key, index));
+            }
+        }
+    }
+
+    /// Gives `key` an index if it has none: a never-used one, else the one freed longest ago,
+    /// else the one of the listener missing longest. Whether it has one now.
+    fn assign_new(&mut self, key: ListenerKey, changes: &mut ServiceChanges) -> bool {
+        if self.assigned.contains_key(&key) {
+            return true;
+        }
+        let index = if self.next_unused < MAX_SERVICES {
+            self.next_unused += 1;
+            Some(self.next_unused - 1)
+        } else {
+            let reused = match self.freed.pop_front() {
+                Some((index, _)) => Some(index),
+                None => self.end_grace_of_longest_missing(changes),
+            };
+            changes.reused.extend(reused);
+            reused
+        };
+        match index {
+            Some(index) => {
+                self.assigned.insert(key, index);
+                changes.added.push((key, index));
+                true
+            }
+            None => false,
+        }
     }
 
     /// Ends the grace of the listener missing longest, if any: it is gone, and its index is
@@ -1458,6 +1495,35 @@ mod tests {
         // Back later: its own index again, histogram kept.
         let c = services.update(&[key(80)], at(14));
         assert_eq!((c.added, c.reused), (vec![(key(80), 0)], vec![]));
+    }
+
+    /// A socket the kernel saw begin to listen is timed between ticks as the next update would
+    /// time it: a new index, or its own back, and a listener missing in its grace is back; the
+    /// next update that lists it changes nothing.
+    #[test]
+    fn a_listener_seen_listening_between_ticks_is_timed_as_an_update_would() {
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut services = ServiceIndex::with_grace(Duration::from_secs(1));
+        services.update(&[key(80), key(81)], at(0));
+        assert_eq!(services.listening(key(443)).added, vec![(key(443), 2)]);
+        assert_eq!(services.listening(key(443)), ServiceChanges::default());
+        assert_eq!(
+            services.update(&[key(80), key(81), key(443)], at(1)),
+            ServiceChanges::default()
+        );
+        // 81 gone past its grace, back by the kernel's word: its own index, histogram kept.
+        services.update(&[key(80), key(443)], at(2));
+        assert_eq!(
+            services.update(&[key(80), key(443)], at(3)).gone,
+            vec![(key(81), 1)]
+        );
+        let c = services.listening(key(81));
+        assert_eq!((c.added, c.reused), (vec![(key(81), 1)], vec![]));
+        // 80 missing within its grace, listening again: no write, no longer missing.
+        services.update(&[key(81), key(443)], at(4));
+        assert_eq!(services.listening(key(80)), ServiceChanges::default());
+        assert!(services.update(&[key(81), key(443)], at(5)).gone.is_empty());
     }
 
     /// With every index taken, a new listener is timed on the index of the one missing longest

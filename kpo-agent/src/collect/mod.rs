@@ -159,6 +159,18 @@ impl Collector {
         }
     }
 
+    /// Times the requests of `key`, a socket the kernel just saw begin to listen, from now on
+    /// rather than from the next tick whose discovery lists it (s53 story AK F3). Writes that
+    /// fail are owed and tried again at the next tick, which reports them.
+    pub fn time_listener(&mut self, key: ListenerKey) {
+        if !self.sensors.is_enabled(SensorKind::RequestLatency) {
+            return;
+        }
+        if let Some(maps) = self.sensors.maps_mut() {
+            maps.add_service_port(&mut self.services, key);
+        }
+    }
+
     pub fn sample(&mut self) -> Sample {
         // The sample's instant is the map read's: the eBPF counts and the sensors' attached
         // time end there, so a tick's length and its sampled span are measured between the same

@@ -42,7 +42,9 @@ fn full_listeners(sample: &Sample) -> Vec<ListenerFull> {
         .collect()
 }
 
-/// The programs' ring buffer of rare events, polled on its own beside the tick.
+/// The programs' ring buffer of rare events, polled on its own beside the tick: full accept
+/// queues, and sockets that began to listen (whose requests are then timed at once:
+/// [`super::Collector::time_listener`]).
 pub struct NotableStream {
     ring: Option<AsyncFd<RingBuf<MapData>>>,
     /// Listeners eBPF reported full since the last tick's reading: not reported again from it.
@@ -101,8 +103,11 @@ impl NotableStream {
             events.extend(decode(&item));
         }
         guard.clear_ready();
-        self.reported_since_tick
-            .extend(events.iter().map(|e: &NotableEvent| e.key));
+        self.reported_since_tick.extend(
+            (events.iter())
+                .filter(|e: &&NotableEvent| e.kind == NotableKind::ListenerFull as u32)
+                .map(|e| e.key),
+        );
         Ok(events)
     }
 }
@@ -116,7 +121,8 @@ fn decode(bytes: &[u8]) -> Option<NotableEvent> {
     // SAFETY: the length was checked, NotableEvent is plain old data, and the ring buffer gives no
     // alignment guarantee for it, hence the unaligned copy.
     let event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<NotableEvent>()) };
-    if event.kind != NotableKind::ListenerFull as u32 {
+    let known = [NotableKind::ListenerFull, NotableKind::Listening].map(|k| k as u32);
+    if !known.contains(&event.kind) {
         warn!(kind = event.kind, "unknown notable event ignored");
         return None;
     }

@@ -373,6 +373,10 @@ pub async fn run(
                 };
                 if let Err(e) = stage("a kernel notice", || {
                     for event in batch {
+                        if event.kind == kpo_common::NotableKind::Listening as u32 {
+                            collector.time_listener(event.key);
+                            continue;
+                        }
                         let full = ListenerFull::from_notable(&event, windows.last_sample());
                         sink.send(&full.into());
                     }
