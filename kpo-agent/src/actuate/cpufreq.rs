@@ -90,6 +90,14 @@ fn sysfs_error_in(
             path: path.into(),
             detail: format!("{e}; {}", permission_hint()),
         },
+        // s54 story AP F5: a bare OS error, where the operator needs to know what to remount.
+        (Some(libc::EROFS), _) => ActuateError::PermissionDenied {
+            param: param.into(),
+            path: path.into(),
+            detail: format!(
+                "{e}; the file system holding it is mounted read-only here (a container given                  /sys read-only): mount it read-write for the agent"
+            ),
+        },
         (Some(libc::EBUSY | libc::EINVAL), Some(inactive)) => match value {
             Some(value) => ActuateError::Refused {
                 param: param.into(),
@@ -851,6 +859,19 @@ mod tests {
             "changing cpufreq limits needs root"
         };
         assert!(e.to_string().contains(expected), "{e}");
+        // s54 story AP F5: EROFS was a bare "Read-only file system (os error 30)". Said what to
+        // remount, and still a refusal that may pass later (the optimizer keeps the value).
+        let e = sysfs_error_in(
+            "cpufreq:policy0:scaling_max_freq",
+            Path::new("/x"),
+            std::io::Error::from_raw_os_error(libc::EROFS),
+            Some(&Value::Int(2_000_000)),
+            None,
+        );
+        assert!(
+            e.to_string().contains("mounted read-only here") && e.is_passing(),
+            "{e}"
+        );
     }
 
     fn roots(tmp: &Path) -> Roots {
