@@ -640,14 +640,8 @@ fn cmd_apply(a: ApplyArgs) -> anyhow::Result<ExitCode> {
     }
     if let (ChangeStatus::Applied, false) = (report.status, c.guards_changes()) {
         // The output was the same as the running agent's, which watches what it applies (s50
-        // storyX F5). With --json, standard output stays the report alone.
-        let revert = report.journal_id.map_or("ID".into(), |id| id.to_string());
-        let line = format!("{UNGUARDED} (kpo revert {revert} puts it back)");
-        if a.json {
-            eprintln!("kpo: warning: {line}");
-        } else {
-            crate::out!("{line}");
-        }
+        // storyX F5).
+        say_unguarded(report.journal_id, a.json);
     }
     // A change that was put back after a mismatch did not take: that is a failure here.
     Ok(match report.status {
@@ -656,7 +650,20 @@ fn cmd_apply(a: ApplyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// What `kpo apply` adds when no agent runs to watch the change.
+/// Says that change `id`, just applied with no agent running, is not watched: on standard
+/// output after the change's line, or with `json` on standard error (standard output stays the
+/// JSON document alone).
+pub(crate) fn say_unguarded(id: Option<u64>, json: bool) {
+    let revert = id.map_or("ID".into(), |id| id.to_string());
+    let line = format!("{UNGUARDED} (kpo revert {revert} puts it back)");
+    if json {
+        eprintln!("kpo: warning: {line}");
+    } else {
+        crate::out!("{line}");
+    }
+}
+
+/// What `kpo apply` and `kpo approve` add when no agent runs to watch the change.
 const UNGUARDED: &str = "not watched by the guard: no agent is running, and a change made while \
      it is down is not judged when it starts";
 

@@ -475,6 +475,33 @@ pub fn what_the_cli_resolved_while_the_agent_was_down_is_posted_at_the_next_star
     check_schema(&events);
 }
 
+/// An approval approved while the agent is down is applied by the CLI on the state directory,
+/// and said to be unwatched, as `kpo apply` says it then (s53 story AN-9: it was not).
+pub fn an_approval_approved_while_the_agent_is_down_is_said_to_be_unwatched() {
+    let host_before = host_somaxconn();
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    auto_policy(dir.path(), &ns, "");
+    let events = dir.path().join("events.ndjson");
+    let agent = Agent::start(dir.path(), &events, &["--recommend-only"]);
+    let (listener, clients) = burst(&ns);
+    let advice = wait_for_new_approval(&events, &[], &agent);
+    let id = advice["id"].as_str().unwrap().to_string();
+    drop(agent); // SIGKILL
+    drop((listener, clients));
+    let out = kpo(dir.path(), &["approve", &id]);
+    assert_eq!(ns_somaxconn(&ns), advice["value"], "applied: {out}");
+    assert!(
+        out.contains(&format!("{id}: approved by"))
+            && out.contains(
+                "not watched by the guard: no agent is running, and a change made while it is \
+                 down is not judged when it starts (kpo revert "
+            ),
+        "{out}"
+    );
+    assert_eq!(host_somaxconn(), host_before);
+}
+
 /// The policy file of the second test: somaxconn in auto in the test's namespace only (other
 /// namespaces on this machine are not the test's), and `[approvals]` as given.
 fn auto_policy(dir: &Path, ns: &Netns, approvals: &str) {

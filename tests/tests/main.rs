@@ -461,6 +461,11 @@ fn main() {
             approvals::what_the_cli_resolved_while_the_agent_was_down_is_posted_at_the_next_start,
         ),
         trial(
+            "approvals::an_approval_approved_while_the_agent_is_down_is_said_to_be_unwatched",
+            req(),
+            approvals::an_approval_approved_while_the_agent_is_down_is_said_to_be_unwatched,
+        ),
+        trial(
             "approvals::recommend_only_holds_an_auto_change_and_rejected_or_expired_ones_are_not_applied",
             req(),
             approvals::recommend_only_holds_an_auto_change_and_rejected_or_expired_ones_are_not_applied,

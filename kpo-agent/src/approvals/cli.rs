@@ -213,14 +213,23 @@ fn act_on<T>(
     id: &str,
     act: impl FnOnce(&mut dyn ApprovalControl) -> Result<T, crate::control::ControlError>,
 ) -> anyhow::Result<T> {
+    Ok(act_on_either(state, id, act)?.0)
+}
+
+/// [`act_on`], and whether it was done with the agent down (nothing then watches a change).
+fn act_on_either<T>(
+    state: &StateArgs,
+    id: &str,
+    act: impl FnOnce(&mut dyn ApprovalControl) -> Result<T, crate::control::ControlError>,
+) -> anyhow::Result<(T, bool)> {
     match open_either(state, false)? {
-        Ok(mut agent) => Ok(act(&mut agent)?),
+        Ok(mut agent) => Ok((act(&mut agent)?, false)),
         Err(mut offline) => {
             let (done, expired) = act_offline(&mut offline, id, act);
             for line in expired {
                 eprintln!("{line}");
             }
-            Ok(done?)
+            Ok((done?, true))
         }
     }
 }
@@ -277,7 +286,7 @@ pub fn pending(a: PendingArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn approve(a: ApproveArgs) -> anyhow::Result<ExitCode> {
-    let outcome = act_on(&a.state, &a.id, |c| c.approve(&a.id, &who()))?;
+    let (outcome, offline) = act_on_either(&a.state, &a.id, |c| c.approve(&a.id, &who()))?;
     if a.json {
         crate::out!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {
@@ -287,6 +296,10 @@ pub fn approve(a: ApproveArgs) -> anyhow::Result<ExitCode> {
             outcome.approval.id,
             outcome.approval.state.describe()
         );
+    }
+    // As `kpo apply` says it (s53 story AN-9: an approved change is as unwatched).
+    if let (ChangeStatus::Applied, true) = (outcome.report.status, offline) {
+        crate::cli::say_unguarded(outcome.report.journal_id, a.json);
     }
     Ok(match outcome.report.status {
         ChangeStatus::Applied | ChangeStatus::Unchanged => ExitCode::SUCCESS,
