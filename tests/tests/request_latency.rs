@@ -302,7 +302,7 @@ pub fn a_new_service_is_timed_from_its_listen() {
             seen.is_some()
         },
     );
-    collector.time_listener(seen.expect("seen"));
+    collector.time_listeners(&[seen.expect("seen")]);
 
     let server = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();

@@ -508,10 +508,21 @@ impl BpfMaps {
         self.write_service_changes(&changes)
     }
 
-    /// Adds `key`, seen beginning to listen, to the timed set between ticks (see
-    /// [`ServiceIndex::listening`]); the other listeners stay as they are until the next tick.
-    pub fn add_service_port(&mut self, services: &mut ServiceIndex, key: ListenerKey) -> Unwritten {
-        let changes = services.listening(key);
+    /// Adds `keys`, seen beginning to listen, to the timed set between ticks (see
+    /// [`ServiceIndex::listening`]), in one write; the other listeners stay as they are until
+    /// the next tick.
+    pub fn add_service_ports(
+        &mut self,
+        services: &mut ServiceIndex,
+        keys: &[ListenerKey],
+    ) -> Unwritten {
+        let mut changes = ServiceChanges::default();
+        for &key in keys {
+            let one = services.listening(key);
+            changes.added.extend(one.added);
+            changes.reused.extend(one.reused);
+            changes.gone.extend(one.gone);
+        }
         self.write_service_changes(&changes)
     }
 
@@ -1088,22 +1099,24 @@ impl ServiceIndex {
             self.assign_returning(*key, &mut changes);
         }
         for key in ports {
-            if !self.assign_new(*key, &mut changes) {
+            if !self.assign_new(*key, &mut changes, true) {
                 self.untimed.push(*key);
             }
         }
         changes
     }
 
-    /// Adds `key`, seen beginning to listen, to the timed set between two updates,
-    /// as [`ServiceIndex::update`] would with it listed: its own index back if it had one, else
-    /// a new one. Every other listener stays as the last update left it; one that cannot be
-    /// given an index waits for the next update, which counts it as untimed.
+    /// Adds `key`, seen beginning to listen, to the timed set between two updates, as
+    /// [`ServiceIndex::update`] would with it listed: its own index back if it had one, else a
+    /// never-used or freed one. Every other listener stays as the last update left it: none in
+    /// its grace loses its index to a report (a listener that opens and closes at once would
+    /// take the place of a service restarting on its port); one that cannot be given an index
+    /// waits for the next update, which decides with every listener listed.
     pub(crate) fn listening(&mut self, key: ListenerKey) -> ServiceChanges {
         self.missing_since.remove(&key);
         let mut changes = ServiceChanges::default();
         self.assign_returning(key, &mut changes);
-        self.assign_new(key, &mut changes);
+        self.assign_new(key, &mut changes, false);
         changes
     }
 
@@ -1121,8 +1134,13 @@ impl ServiceIndex {
     }
 
     /// Gives `key` an index if it has none: a never-used one, else the one freed longest ago,
-    /// else the one of the listener missing longest. Whether it has one now.
-    fn assign_new(&mut self, key: ListenerKey, changes: &mut ServiceChanges) -> bool {
+    /// else (`end_a_grace`) the one of the listener missing longest. Whether it has one now.
+    fn assign_new(
+        &mut self,
+        key: ListenerKey,
+        changes: &mut ServiceChanges,
+        end_a_grace: bool,
+    ) -> bool {
         if self.assigned.contains_key(&key) {
             return true;
         }
@@ -1132,7 +1150,8 @@ impl ServiceIndex {
         } else {
             let reused = match self.freed.pop_front() {
                 Some((index, _)) => Some(index),
-                None => self.end_grace_of_longest_missing(changes),
+                None if end_a_grace => self.end_grace_of_longest_missing(changes),
+                None => None,
             };
             changes.reused.extend(reused);
             reused
@@ -1537,6 +1556,9 @@ mod tests {
         services.update(&ports, at(0));
         ports.retain(|k| k.port != 7);
         services.update(&ports, at(1));
+        // A report of a listen between ticks ends no grace (s54 review2 L3): the next update
+        // decides, with every listener listed.
+        assert_eq!(services.listening(key(5000)), ServiceChanges::default());
         ports.retain(|k| k.port != 3);
         services.update(&ports, at(2));
         ports.push(key(5000));

@@ -159,15 +159,21 @@ impl Collector {
         }
     }
 
-    /// Times the requests of `key`, a socket the kernel just saw begin to listen, from now on
-    /// rather than from the next tick whose discovery lists it (s53 story AK F3). Writes that
-    /// fail are owed and tried again at the next tick, which reports them.
-    pub fn time_listener(&mut self, key: ListenerKey) {
+    /// Times the requests of `keys`, sockets the kernel just saw begin to listen, from now on
+    /// rather than from the next tick whose discovery lists them (s53 story AK F3). Only those in
+    /// a namespace the last tick's discovery read: any process on the machine may listen, and a
+    /// namespace discovery holds back or has not found yet waits for it (s54 review2 L3). Writes
+    /// that fail are owed and tried again at the next tick, which reports them.
+    pub fn time_listeners(&mut self, keys: &[ListenerKey]) {
         if !self.sensors.is_enabled(SensorKind::RequestLatency) {
             return;
         }
-        if let Some(maps) = self.sensors.maps_mut() {
-            maps.add_service_port(&mut self.services, key);
+        let read: Vec<ListenerKey> = (keys.iter())
+            .filter(|k| self.netns.get(u64::from(k.netns)).is_some())
+            .copied()
+            .collect();
+        if let (false, Some(maps)) = (read.is_empty(), self.sensors.maps_mut()) {
+            maps.add_service_ports(&mut self.services, &read);
         }
     }
 

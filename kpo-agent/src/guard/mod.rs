@@ -844,7 +844,8 @@ impl Guard {
                 // The window that held a tick's change is over: windows from now on are after it.
                 w.skip_windows = 0;
                 resumed.watching.push(named);
-                self.watches.retain(|x| x.address != w.address);
+                let key = w.key().into_owned();
+                self.watches.retain(|x| !same_param(x, &key));
                 self.watches.push(w);
             }
         }
@@ -1006,6 +1007,21 @@ impl Guard {
         }
     }
 
+    /// Gives each watch taken up from a file of an earlier version, which kept no key, the key
+    /// its change was journaled under (`key_of`: the intent's, by change id), or else its
+    /// address's key now, once: a path looked up at every comparison could name another
+    /// namespace later, or none (s54 review2 L2).
+    pub fn fill_missing_keys(&mut self, key_of: impl Fn(u64) -> Option<String>) {
+        let mut filled = false;
+        for w in self.watches.iter_mut().filter(|w| w.key.is_empty()) {
+            w.key = key_of(w.change_id).unwrap_or_else(|| crate::journal::target_key(&w.address));
+            filled = true;
+        }
+        if filled {
+            self.save();
+        }
+    }
+
     /// The revert of `change_id`, for which the last window gave a `Revert` verdict, was not
     /// carried out (the write failed): the change is still there, so it is watched again, and a
     /// regression still there in the next window gives the verdict again.
@@ -1019,7 +1035,8 @@ impl Guard {
                 w.value = held.clone();
             }
             w.revert_failed = true;
-            self.watches.retain(|x| x.address != w.address);
+            let key = w.key().into_owned();
+            self.watches.retain(|x| !same_param(x, &key));
             self.watches.push(w);
         }
     }
@@ -2199,6 +2216,55 @@ mod tests {
         let mut again = Guard::new(GuardConfig::default());
         let resumed = again.resume(dir.path(), now, |_, _, _| true).unwrap();
         assert_eq!(resumed.watching, vec![(8, somaxconn().to_string())]);
+    }
+
+    /// s54 review2 L2: a watch file of an earlier version keeps no key; a watch taken up from it
+    /// gets its change's journal key once, at the start, so a path that names nothing by then is
+    /// still its namespace's parameter by inode (and no other namespace's).
+    #[test]
+    fn a_watch_from_an_earlier_file_gets_its_changes_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::journal::now_ms();
+        let by_path: ParamAddress = format!(
+            "net.core.somaxconn@netns:{}",
+            dir.path().join("web").display()
+        )
+        .parse()
+        .unwrap();
+        let by_inode: ParamAddress = "net.core.somaxconn@netns:4026539998".parse().unwrap();
+        let mut guard = Guard::new(GuardConfig::default());
+        guard.resume(dir.path(), now, |_, _, _| true).unwrap();
+        let signals = guard.config.signals.clone();
+        let calm = health(&[(HealthSignal::ListenOverflows, 0.0)]);
+        guard.watch_from(9, by_path, Scope::Host, signals, Value::Int(16), calm);
+        drop(guard);
+        let file = dir.path().join(WATCHES_FILE);
+        let text = std::fs::read_to_string(&file).unwrap();
+        let earlier: String = text
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = crate::journal::store::decode(l.as_bytes()).unwrap();
+                fn strip(v: &mut serde_json::Value) {
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("key");
+                        o.values_mut().for_each(strip);
+                    }
+                }
+                strip(&mut v);
+                String::from_utf8(crate::journal::store::encode(&v)).unwrap()
+            })
+            .collect();
+        assert!(!earlier.contains("\"key\""), "{earlier}");
+        std::fs::write(&file, earlier).unwrap();
+
+        let mut guard = Guard::new(GuardConfig::default());
+        let resumed = guard.resume(dir.path(), now, |_, _, _| true).unwrap();
+        assert_eq!(resumed.watching.len(), 1);
+        guard.fill_missing_keys(|id| (id == 9).then(|| by_inode.to_string()));
+        assert!(guard.watches(&by_inode));
+        let elsewhere: ParamAddress = "net.core.somaxconn@netns:4026539997".parse().unwrap();
+        assert!(!guard.watches(&elsewhere));
+        assert_eq!(guard.forget(&by_inode), [9]);
     }
 
     /// Watches kept in a state directory come back after a restart with their baseline, signals

@@ -244,6 +244,7 @@ fn resume_guard(path: &ChangePath) -> Guard {
     let journal = &path.journal;
     match guard.resume(journal.dir(), crate::journal::now_ms(), in_place(journal)) {
         Ok(resumed) => {
+            guard.fill_missing_keys(|id| journal.intent(id).map(|i| i.key.clone()));
             for w in &resumed.warnings {
                 warn!("guard: {w}");
             }

@@ -372,11 +372,12 @@ pub async fn run(
                     Err(e) => break Err(e.into()),
                 };
                 if let Err(e) = stage("a kernel notice", || {
-                    for event in batch {
-                        if event.kind == kpo_common::NotableKind::Listening as u32 {
-                            collector.time_listener(event.key);
-                            continue;
-                        }
+                    let listening = kpo_common::NotableKind::Listening as u32;
+                    let (new, full): (Vec<_>, Vec<_>) =
+                        batch.into_iter().partition(|e| e.kind == listening);
+                    let keys: Vec<_> = new.iter().map(|e| e.key).collect();
+                    collector.time_listeners(&keys);
+                    for event in full {
                         let full = ListenerFull::from_notable(&event, windows.last_sample());
                         sink.send(&full.into());
                     }
