@@ -95,7 +95,8 @@ fn sysfs_error_in(
             param: param.into(),
             path: path.into(),
             detail: format!(
-                "{e}; the file system holding it is mounted read-only here (a container given                  /sys read-only): mount it read-write for the agent"
+                "{e}; the file system holding it is mounted read-only here (a container given \
+                 /sys read-only): mount it read-write for the agent"
             ),
         },
         (Some(libc::EBUSY | libc::EINVAL), Some(inactive)) => match value {
@@ -869,7 +870,11 @@ mod tests {
             None,
         );
         assert!(
-            e.to_string().contains("mounted read-only here") && e.is_passing(),
+            e.to_string().ends_with(
+                "Read-only file system (os error 30); the file system holding it is mounted \
+                 read-only here (a container given /sys read-only): mount it read-write for the \
+                 agent"
+            ) && e.is_passing(),
             "{e}"
         );
     }

@@ -516,13 +516,7 @@ impl BpfMaps {
         services: &mut ServiceIndex,
         keys: &[ListenerKey],
     ) -> Unwritten {
-        let mut changes = ServiceChanges::default();
-        for &key in keys {
-            let one = services.listening(key);
-            changes.added.extend(one.added);
-            changes.reused.extend(one.reused);
-            changes.gone.extend(one.gone);
-        }
+        let changes = services.listening(keys);
         self.write_service_changes(&changes)
     }
 
@@ -1030,6 +1024,11 @@ pub struct ServiceIndex {
     grace: std::time::Duration,
     /// Of `assigned`, those missing from the latest update, with when each was first missed.
     missing_since: BTreeMap<ListenerKey, Instant>,
+    /// Of `assigned`, those a report of a listen gave a place that no update has listed yet: an
+    /// update that does not list one frees its place at once, with no grace, so that listens
+    /// that close at once (any local user may make them) cannot hold the table's places for a
+    /// window and take a restarting service's (s54 review3 L3-1).
+    provisional: BTreeSet<ListenerKey>,
     /// Freed indices, oldest first, with the listener that had each.
     freed: std::collections::VecDeque<(u32, ListenerKey)>,
     next_unused: u32,
@@ -1073,6 +1072,9 @@ impl ServiceIndex {
     /// the grace.
     pub(crate) fn update(&mut self, ports: &[ListenerKey], now: Instant) -> ServiceChanges {
         let listed: BTreeSet<ListenerKey> = ports.iter().copied().collect();
+        let unlisted_provisional: BTreeSet<ListenerKey> =
+            self.provisional.difference(&listed).copied().collect();
+        self.provisional.clear();
         self.missing_since.retain(|key, _| !listed.contains(key));
         for key in self.assigned.keys().filter(|k| !listed.contains(k)) {
             self.missing_since.entry(*key).or_insert(now);
@@ -1081,7 +1083,10 @@ impl ServiceIndex {
             gone: self
                 .missing_since
                 .iter()
-                .filter(|(_, &since)| now.saturating_duration_since(since) >= self.grace)
+                .filter(|(key, &since)| {
+                    unlisted_provisional.contains(key)
+                        || now.saturating_duration_since(since) >= self.grace
+                })
                 .filter_map(|(k, _)| Some((*k, *self.assigned.get(k)?)))
                 .collect(),
             ..Default::default()
@@ -1112,11 +1117,20 @@ impl ServiceIndex {
     /// its grace loses its index to a report (a listener that opens and closes at once would
     /// take the place of a service restarting on its port); one that cannot be given an index
     /// waits for the next update, which decides with every listener listed.
-    pub(crate) fn listening(&mut self, key: ListenerKey) -> ServiceChanges {
-        self.missing_since.remove(&key);
+    ///
+    /// Several at once are taken as [`ServiceIndex::update`] takes them: those returning first,
+    /// so that a new one is not handed the index of one that is back in the same call.
+    pub(crate) fn listening(&mut self, keys: &[ListenerKey]) -> ServiceChanges {
         let mut changes = ServiceChanges::default();
-        self.assign_returning(key, &mut changes);
-        self.assign_new(key, &mut changes, false);
+        for &key in keys {
+            self.missing_since.remove(&key);
+            self.assign_returning(key, &mut changes);
+        }
+        for &key in keys {
+            self.assign_new(key, &mut changes, false);
+        }
+        self.provisional
+            .extend(changes.added.iter().map(|&(key, _)| key));
         changes
     }
 
@@ -1525,8 +1539,8 @@ mod tests {
         let at = |secs: u64| t0 + Duration::from_secs(secs);
         let mut services = ServiceIndex::with_grace(Duration::from_secs(1));
         services.update(&[key(80), key(81)], at(0));
-        assert_eq!(services.listening(key(443)).added, vec![(key(443), 2)]);
-        assert_eq!(services.listening(key(443)), ServiceChanges::default());
+        assert_eq!(services.listening(&[key(443)]).added, vec![(key(443), 2)]);
+        assert_eq!(services.listening(&[key(443)]), ServiceChanges::default());
         assert_eq!(
             services.update(&[key(80), key(81), key(443)], at(1)),
             ServiceChanges::default()
@@ -1537,12 +1551,40 @@ mod tests {
             services.update(&[key(80), key(443)], at(3)).gone,
             vec![(key(81), 1)]
         );
-        let c = services.listening(key(81));
+        let c = services.listening(&[key(81)]);
         assert_eq!((c.added, c.reused), (vec![(key(81), 1)], vec![]));
         // 80 missing within its grace, listening again: no write, no longer missing.
         services.update(&[key(81), key(443)], at(4));
-        assert_eq!(services.listening(key(80)), ServiceChanges::default());
+        assert_eq!(services.listening(&[key(80)]), ServiceChanges::default());
         assert!(services.update(&[key(81), key(443)], at(5)).gone.is_empty());
+    }
+
+    /// s54 review3: a place a listen report gave is freed by the first update that does not list
+    /// it, with no grace (listens that close at once would otherwise hold places for a window:
+    /// L3-1); one listed stays as any other. Several reports at once: one that is back gets its
+    /// own index before a new one is handed the oldest freed (N3-f).
+    #[test]
+    fn places_given_by_listen_reports_are_provisional_until_an_update_lists_them() {
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut services = ServiceIndex::with_grace(Duration::from_secs(600));
+        services.update(&[key(80)], at(0));
+        services.listening(&[key(9000), key(9001)]);
+        let c = services.update(&[key(80), key(9001)], at(1));
+        assert_eq!(c.gone, vec![(key(9000), 1)]);
+        // 9001 was listed: missing later, it has its grace.
+        assert!(services.update(&[key(80)], at(2)).gone.is_empty());
+
+        let mut ports: Vec<ListenerKey> = (0..MAX_SERVICES as u16).map(key).collect();
+        let mut services = ServiceIndex::with_grace(Duration::ZERO);
+        services.update(&ports, at(0));
+        ports.retain(|k| k.port != 3 && k.port != 7);
+        services.update(&ports, at(1));
+        // 7 freed after 3; a new listener first in the report would take 3's index, the oldest
+        // freed, were 3 not given it back first.
+        let c = services.listening(&[key(5000), key(3)]);
+        assert_eq!(c.added, vec![(key(3), 3), (key(5000), 7)]);
+        assert_eq!(c.reused, vec![7]);
     }
 
     /// With every index taken, a new listener is timed on the index of the one missing longest
@@ -1558,7 +1600,7 @@ mod tests {
         services.update(&ports, at(1));
         // A report of a listen between ticks ends no grace (s54 review2 L3): the next update
         // decides, with every listener listed.
-        assert_eq!(services.listening(key(5000)), ServiceChanges::default());
+        assert_eq!(services.listening(&[key(5000)]), ServiceChanges::default());
         ports.retain(|k| k.port != 3);
         services.update(&ports, at(2));
         ports.push(key(5000));
