@@ -795,6 +795,15 @@ fn sysctl_error(
                 }
             }
         }
+        // s54 review3 N3-e: a container runtime mounts /proc/sys read-only unless told not to.
+        Some(libc::EROFS) => ActuateError::PermissionDenied {
+            param: param.into(),
+            path: path.into(),
+            detail: format!(
+                "{e}; /proc/sys is mounted read-only here (a container's default): run the agent \
+                 with /proc/sys read-write (a privileged pod)"
+            ),
+        },
         Some(libc::EPERM) => ActuateError::PermissionDenied {
             param: param.into(),
             path: path.into(),
@@ -1781,5 +1790,18 @@ mod tests {
         // EINVAL on a read is not a refused value.
         let e = sysctl_error("x", p, io::Error::from_raw_os_error(libc::EINVAL), None, "");
         assert!(matches!(e, ActuateError::Io { .. }), "{e}");
+        // s54 review3 N3-e: EROFS was a bare os error; a container's /proc/sys is read-only.
+        let e = sysctl_error(
+            "x",
+            p,
+            io::Error::from_raw_os_error(libc::EROFS),
+            Some(&v),
+            "",
+        );
+        assert!(
+            matches!(&e, ActuateError::PermissionDenied { detail, .. }
+                if detail.contains("/proc/sys is mounted read-only here")),
+            "{e}"
+        );
     }
 }
