@@ -486,7 +486,10 @@ impl SysctlActuator {
         // Only the machine's first namespace may change that list: elsewhere the kernel shows it
         // read-only (0444), so the step named above is for an agent there (s54 story AP F3).
         let first = if self.netns.is_some() {
-            format!("{first} (in the machine's first network namespace: the list is read-only in any other)")
+            format!(
+                "{first} (in the machine's first network namespace: the list is read-only in \
+                 any other)"
+            )
         } else {
             first
         };

@@ -1344,10 +1344,11 @@ impl Guard {
     }
 }
 
-/// Whether `watched` is a watch of the parameter with journal key `key` (taken now): the watch's key as it was when the watch began, a namespace by the inode its path
-/// named then. A path is not looked up again, nor compared as written: made again for another
-/// namespace it names that one (s54 review M3), and a watch by a path that names nothing now was
-/// matched before by any inode (`crate::journal::reach`).
+/// Whether `watched` is a watch of the parameter with journal key `key` (taken now): the watch's
+/// key as it was when the watch began, a namespace by the inode its path named then. A path is
+/// not looked up again, nor compared as written: made again for another namespace it names that
+/// one (s54 review M3), and a watch by a path that names nothing now was matched before by any
+/// inode (`crate::journal::reach`).
 fn same_param(watched: &Watch, key: &str) -> bool {
     watched.key() == key
 }
