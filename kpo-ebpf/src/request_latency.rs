@@ -15,6 +15,9 @@
 //! set, the index went to another), an untimed one until keys are added. So a listener coming
 //! or going elsewhere on the host does not re-judge, and lose the pending request of, every
 //! timed socket: that would drop the longest requests most often and bias the tail low.
+//!
+//! A socket that begins to listen is reported at once through the notable ring buffer, so that
+//! user space can time its port from its first request instead of from the next tick.
 use aya_ebpf::{
     macros::{map, raw_tracepoint},
     maps::{Array, HashMap, PerCpuArray},

@@ -161,9 +161,10 @@ impl Collector {
 
     /// Times the requests of `keys`, sockets the kernel just saw begin to listen, from now on
     /// rather than from the next tick whose discovery lists them (s53 story AK F3). Only those in
-    /// a namespace the last tick's discovery read: any process on the machine may listen, and a
-    /// namespace discovery holds back or has not found yet waits for it (s54 review2 L3). Writes
-    /// that fail are owed and tried again at the next tick, which reports them.
+    /// a namespace the agent watches (found by discovery at an earlier tick): any process on the
+    /// machine may listen, and a namespace discovery holds back or has not found yet waits for
+    /// it (s54 review2 L3). Writes that fail are owed and tried again at the next tick, which
+    /// reports them.
     pub fn time_listeners(&mut self, keys: &[ListenerKey]) {
         if !self.sensors.is_enabled(SensorKind::RequestLatency) {
             return;

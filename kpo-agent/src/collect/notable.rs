@@ -44,7 +44,7 @@ fn full_listeners(sample: &Sample) -> Vec<ListenerFull> {
 
 /// The programs' ring buffer of rare events, polled on its own beside the tick: full accept
 /// queues, and sockets that began to listen (whose requests are then timed at once:
-/// [`super::Collector::time_listener`]).
+/// [`super::Collector::time_listeners`]).
 pub struct NotableStream {
     ring: Option<AsyncFd<RingBuf<MapData>>>,
     /// Listeners eBPF reported full since the last tick's reading: not reported again from it.
