@@ -20,6 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use kpo_agent::{collect::Collector, window::WindowBuilder};
 use kpo_common::{bucket_lower_ns, bucket_of};
 use kpo_integration::Netns;
 
@@ -194,14 +195,7 @@ pub fn requests_in_flight_survive_listener_churn_elsewhere() {
     }
     server.join().unwrap();
 
-    builder.push(collector.sample());
-    let (window, _) = builder.finish().unwrap();
-    let samples: u64 = window
-        .request_latency
-        .iter()
-        .filter(|r| r.netns == served_ns.inum() && r.port == addr.port())
-        .map(|r| r.latency.samples)
-        .sum();
+    let samples = samples_at(collector, builder, served_ns.inum(), addr.port());
     assert_eq!(
         samples, HELD_REQUESTS as u64,
         "requests timed, of {HELD_REQUESTS} answered while the listener set changed"
@@ -234,30 +228,8 @@ pub fn a_service_restarted_on_its_port_is_timed_from_its_first_request() {
     builder.push(sample);
 
     let listener = ns.run(|| TcpListener::bind(addr).unwrap());
-    let server = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut request = [0u8; 64];
-        for _ in 0..RESTARTED_REQUESTS {
-            s.read_exact(&mut request).unwrap();
-            s.write_all(&request).unwrap();
-        }
-    });
-    let mut client = ns.run(|| TcpStream::connect(addr).unwrap());
-    let mut buf = [7u8; 64];
-    for _ in 0..RESTARTED_REQUESTS {
-        client.write_all(&buf).unwrap();
-        client.read_exact(&mut buf).unwrap();
-    }
-    server.join().unwrap();
-
-    builder.push(collector.sample());
-    let (window, _) = builder.finish().unwrap();
-    let samples: u64 = window
-        .request_latency
-        .iter()
-        .filter(|r| r.netns == ns.inum() && r.port == addr.port())
-        .map(|r| r.latency.samples)
-        .sum();
+    answer(&ns, listener, RESTARTED_REQUESTS);
+    let samples = samples_at(collector, builder, ns.inum(), addr.port());
     assert_eq!(
         samples, RESTARTED_REQUESTS as u64,
         "requests timed, of {RESTARTED_REQUESTS} answered after the restart"
@@ -273,7 +245,7 @@ const NEW_SERVICE_REQUESTS: usize = 50;
 /// requests: before, none of them was.
 pub fn a_new_service_is_timed_from_its_listen() {
     let ns = Netns::new();
-    let (mut collector, mut builder) = start(true);
+    let (mut collector, builder) = start(true);
     let ring = collector
         .sensors
         .take_map(kpo_common::MAP_NOTABLE)
@@ -304,32 +276,43 @@ pub fn a_new_service_is_timed_from_its_listen() {
     );
     collector.time_listeners(&[seen.expect("seen")]);
 
+    answer(&ns, listener, NEW_SERVICE_REQUESTS);
+    let samples = samples_at(collector, builder, ns.inum(), addr.port());
+    assert_eq!(
+        samples, NEW_SERVICE_REQUESTS as u64,
+        "requests timed, of {NEW_SERVICE_REQUESTS} answered before any tick listed the port"
+    );
+}
+
+/// Answers `n` requests of 64 bytes, one at a time, on the first connection to `listener`, from a
+/// client in `ns`.
+fn answer(ns: &Netns, listener: TcpListener, n: usize) {
+    let addr = listener.local_addr().unwrap();
     let server = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         let mut request = [0u8; 64];
-        for _ in 0..NEW_SERVICE_REQUESTS {
+        for _ in 0..n {
             s.read_exact(&mut request).unwrap();
             s.write_all(&request).unwrap();
         }
     });
     let mut client = ns.run(|| TcpStream::connect(addr).unwrap());
-    let mut buf = [9u8; 64];
-    for _ in 0..NEW_SERVICE_REQUESTS {
+    let mut buf = [7u8; 64];
+    for _ in 0..n {
         client.write_all(&buf).unwrap();
         client.read_exact(&mut buf).unwrap();
     }
     server.join().unwrap();
+}
 
+/// One more tick, then the window's request-latency samples of `port` in namespace `netns`.
+fn samples_at(mut collector: Collector, mut builder: WindowBuilder, netns: u64, port: u16) -> u64 {
     builder.push(collector.sample());
     let (window, _) = builder.finish().unwrap();
-    let samples: u64 = window
+    window
         .request_latency
         .iter()
-        .filter(|r| r.netns == ns.inum() && r.port == addr.port())
+        .filter(|r| r.netns == netns && r.port == port)
         .map(|r| r.latency.samples)
-        .sum();
-    assert_eq!(
-        samples, NEW_SERVICE_REQUESTS as u64,
-        "requests timed, of {NEW_SERVICE_REQUESTS} answered before any tick listed the port"
-    );
+        .sum()
 }
