@@ -12,6 +12,21 @@ pub enum Change {
     Recovered(String),
 }
 
+/// The source that stands for listening ports left out of request latency's table: not a
+/// failure of a file, so its recovery is said in its own words, without the list it had when it
+/// first broke (s54 story AQ-3: "request latency ports works again (it failed with: ...)" read
+/// as an error and quoted a stale list).
+pub const UNTIMED_PORTS: &str = "request latency ports";
+
+/// The line logged when `source` recovers from `problem`.
+fn recovered_line(source: &str, problem: &str) -> String {
+    if source == UNTIMED_PORTS {
+        "request latency: every listening port is timed again".to_string()
+    } else {
+        format!("{source} works again (it failed with: {problem})")
+    }
+}
+
 /// Sources grouped in scopes: every source of a scope is read together (the host's /proc files;
 /// one namespace's sock_diag and netstat), so one that reports no problem in a round works.
 #[derive(Debug, Default)]
@@ -59,9 +74,7 @@ impl Health {
         for (source, change) in &changes {
             match change {
                 Change::Broke(problem) => tracing::warn!("{problem}"),
-                Change::Recovered(problem) => {
-                    tracing::info!("{source} works again (it failed with: {problem})")
-                }
+                Change::Recovered(problem) => tracing::info!("{}", recovered_line(source, problem)),
             }
         }
         if !now.is_empty() {
@@ -88,6 +101,19 @@ mod tests {
 
     fn problem(source: &str, text: &str) -> (String, String) {
         (source.to_string(), text.to_string())
+    }
+
+    /// Defect (s54 story AQ-3): all ports timed again was logged as a failure that recovered.
+    #[test]
+    fn untimed_ports_timed_again_are_said_in_their_own_words() {
+        assert_eq!(
+            recovered_line(UNTIMED_PORTS, "... 20 are not: port 9101"),
+            "request latency: every listening port is timed again"
+        );
+        assert_eq!(
+            recovered_line("/proc/stat", "bad"),
+            "/proc/stat works again (it failed with: bad)"
+        );
     }
 
     /// Defect: only the first failure of a source was ever logged.

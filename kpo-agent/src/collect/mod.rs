@@ -239,7 +239,7 @@ impl Collector {
                     untimed.len(),
                     named_listeners(untimed)
                 );
-                ("request latency ports".to_string(), problem)
+                (health::UNTIMED_PORTS.to_string(), problem)
             });
             // Logged when a write first fails and when none fails any more, not every tick.
             let unbumped = unwritten.generations.into_iter().map(|failed| {
