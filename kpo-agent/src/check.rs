@@ -177,6 +177,7 @@ pub(crate) fn warnings(policy: &Policy, proc_sys: &std::path::Path) -> Vec<Strin
     let mut all = missing_sysctls(policy, proc_sys);
     all.extend(missing_namespaces(policy));
     all.extend(policy.repeated_namespaces());
+    all.extend(repeated_signals_and_sources(policy));
     all.extend(latency_signals_the_trials_skip(policy));
     all.extend(raises_judged_by_nothing(policy));
     all.extend(optimizer_entries_without_bounds(policy));
@@ -186,6 +187,63 @@ pub(crate) fn warnings(policy: &Policy, proc_sys: &std::path::Path) -> Vec<Strin
     all.extend(every_namespace_from_outside_the_first(policy, proc_sys));
     all.extend(every_namespace_by_default(policy, proc_sys));
     all
+}
+
+/// `[guard] signals`, an entry's `sources` or its `guard_signals` naming one item twice: harmless
+/// in itself, but as likely a typo for another item as a namespace named twice, which is warned
+/// of (s54 story AO-2: accepted without a word, and shown twice by `kpo check`). A missing signal
+/// means a change judged by fewer signals than the operator meant.
+fn repeated_signals_and_sources(policy: &Policy) -> Vec<String> {
+    fn repeats<T: PartialEq + std::fmt::Display>(list: &[T]) -> Vec<String> {
+        list.iter()
+            .enumerate()
+            .filter(|(i, item)| !list[..*i].contains(item))
+            .filter_map(
+                |(_, item)| match list.iter().filter(|i| *i == item).count() {
+                    1 => None,
+                    2 => Some(format!("{item} twice")),
+                    n => Some(format!("{item} {n} times")),
+                },
+            )
+            .collect()
+    }
+    let file = origin(policy);
+    let mut found: Vec<String> = repeats(&policy.guard.signals)
+        .into_iter()
+        .map(|r| {
+            format!(
+                "{file}: [guard] signals names {r}: a typo for another signal? Changes are judged \
+                 by the signals named"
+            )
+        })
+        .collect();
+    for (entry, rule) in entries_named(policy) {
+        let inherited = !std::ptr::eq(rule, &policy.defaults);
+        // An entry that inherits `[defaults]`' list was said there.
+        if !(inherited && rule.sources == policy.defaults.sources) {
+            for r in repeats(&rule.sources) {
+                found.push(format!(
+                    "{file}:{}: {entry}: sources names {r}: a typo for another advisor? The \
+                     entry takes advice only from the sources named",
+                    rule.line
+                ));
+            }
+        }
+        let Some(signals) = &rule.guard_signals else {
+            continue;
+        };
+        if inherited && policy.defaults.guard_signals.as_ref() == Some(signals) {
+            continue;
+        }
+        for r in repeats(signals) {
+            found.push(format!(
+                "{file}:{}: {entry}: guard_signals names {r}: a typo for another signal? \
+                 Changes are judged by the signals named",
+                rule.line
+            ));
+        }
+    }
+    found
 }
 
 /// Entries in `auto` that cover every network namespace only because no `namespaces` is written
@@ -1524,6 +1582,38 @@ proc_root = \"/proc\"
         )
         .unwrap();
         assert!(out_of_reach_sysctls(&elsewhere, sys).is_empty());
+    }
+
+    /// Gap (s54 story AO-2): a signal or a source named twice was accepted without a word,
+    /// while a namespace named twice is warned of. Said once per item, at the entry that wrote
+    /// it, not at the entries that inherit `[defaults]`' list.
+    #[test]
+    fn a_signal_or_source_named_twice_is_warned_of() {
+        let policy = Policy::parse(
+            "[guard]\nsignals = [\"request_p99\", \"runq_p99\", \"request_p99\", \"request_p99\"]\n\n\
+             [defaults]\nsources = [\"rules\", \"rules\"]\n\n\
+             [params.\"net.core.somaxconn\"]\nguard_signals = [\"listen_overflows\", \
+             \"listen_overflows\"]\n\n\
+             [params.\"net.ipv4.tcp_fin_timeout\"]\nsources = [\"llm\", \"rules\"]\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            repeated_signals_and_sources(&policy),
+            vec![
+                "p.toml: [guard] signals names request_p99 3 times: a typo for another signal? \
+                 Changes are judged by the signals named"
+                    .to_string(),
+                "p.toml:4: [defaults]: sources names rules twice: a typo for another advisor? \
+                 The entry takes advice only from the sources named"
+                    .to_string(),
+                "p.toml:7: params.\"net.core.somaxconn\": guard_signals names listen_overflows \
+                 twice: a typo for another signal? Changes are judged by the signals named"
+                    .to_string(),
+            ]
+        );
+        let clean = Policy::parse("[guard]\nsignals = [\"request_p99\"]\n", "p.toml").unwrap();
+        assert!(repeated_signals_and_sources(&clean).is_empty());
     }
 
     /// Gap (s46 storyK K1): an agent in a network namespace of its own, with the default
