@@ -575,7 +575,10 @@ pub(crate) fn optimizer_held_back_by_the_limits(policy: &Policy, config: &Config
     let trial = config.window.as_secs_f64() * f64::from(config.optimizer.windows_per_trial.max(1));
     let budget = config.optimizer.budget;
     let per_hour = budget.min((3600.0 / trial.max(1.0)).floor() as usize);
-    if !searched.is_empty() && (limit as usize) < per_hour {
+    // Only entries the optimizer searches count: one it leaves out for want of bounds is said
+    // by `optimizer_entries_without_bounds` (s54 story AO-15: this one was said too).
+    let knobs_searched = searched.iter().any(|r| has_search_bounds(r));
+    if knobs_searched && (limit as usize) < per_hour {
         out.push(format!(
             "{file}: [guard] max_changes_per_hour {limit} is below the {per_hour} changes an \
              hour the optimizer's search makes of each knob (one a trial, budget {budget}, a \
@@ -678,9 +681,7 @@ fn optimizer_entries_without_bounds(policy: &Policy) -> Vec<String> {
         .iter()
         .filter(|r| r.sources.contains(&crate::policy::Source::Optimizer) && r.mode == Mode::Auto)
         .filter(|r| names_an_optimizer_knob(&r.name))
-        .filter(|r| {
-            !matches!((&r.min, &r.max), (Some(Bound::All(lo)), Some(Bound::All(hi))) if lo < hi)
-        })
+        .filter(|r| !has_search_bounds(r))
         .map(|r| {
             format!(
                 "{file}:{}: params.\"{}\": the optimizer leaves this entry out: it needs an \
@@ -689,6 +690,12 @@ fn optimizer_entries_without_bounds(policy: &Policy) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Whether an entry has the bounds the optimizer searches between: an integer min below an
+/// integer max. Without them it leaves the entry out.
+fn has_search_bounds(r: &ParamRule) -> bool {
+    matches!((&r.min, &r.max), (Some(Bound::All(lo)), Some(Bound::All(hi))) if lo < hi)
 }
 
 /// Whether an entry can cover a knob the optimizer searches: its attribute (after the NIC or the
@@ -1952,6 +1959,17 @@ proc_root = \"/proc\"
             ..Config::default()
         };
         assert_eq!(optimizer_held_back_by_the_limits(&p, &slow).len(), 2);
+        // An entry the optimizer leaves out for want of bounds searches nothing: no limit holds
+        // it back (s54 story AO-15: both were said).
+        let unbounded = "[guard]\nmax_changes_per_hour = 6\n\
+                         [params.\"ethtool:eth0:rx-usecs\"]\nmode = \"auto\"\n\
+                         sources = [\"optimizer\"]\n";
+        let p = Policy::parse(unbounded, "p.toml").unwrap();
+        assert_eq!(
+            optimizer_held_back_by_the_limits(&p, &config),
+            Vec::<String>::new()
+        );
+        assert_eq!(optimizer_entries_without_bounds(&p).len(), 1);
     }
 
     /// Gap: an optimizer knob in mode auto without an integer min and max passed `kpo check`
