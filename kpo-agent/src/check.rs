@@ -1591,6 +1591,56 @@ proc_root = \"/proc\"
         assert!(out_of_reach_sysctls(&elsewhere, sys).is_empty());
     }
 
+    /// Gap (s54 story AO-11): the example docs/policy.md gives under "Format", the one an
+    /// operator copies key by key, drew two warnings of `kpo check`, and let advisors change
+    /// every `net.ipv4.tcp_*` key in auto without bounds. It loads, and draws only the warning it
+    /// says it draws: its example path does not exist.
+    #[test]
+    fn the_docs_format_example_loads_with_only_its_own_warning() {
+        const DOC: &str = include_str!("../../docs/policy.md");
+        let format = DOC.split("\n## Format\n").nth(1).expect("a Format section");
+        let example = format
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("a toml block under Format");
+        let policy = Policy::parse(example, "policy.toml").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path();
+        for key in [
+            "net/core/somaxconn",
+            "net/core/netdev_budget",
+            "net/ipv4/tcp_rmem",
+        ] {
+            std::fs::create_dir_all(sys.join(key).parent().unwrap()).unwrap();
+        }
+        std::fs::write(sys.join("net/core/somaxconn"), "4096\n").unwrap();
+        std::fs::write(sys.join("net/core/netdev_budget"), "300\n").unwrap();
+        std::fs::write(sys.join("net/ipv4/tcp_rmem"), "4096\t131072\t6291456\n").unwrap();
+        let mut said = warnings(&policy, sys);
+        said.extend(optimizer_held_back_by_the_limits(
+            &policy,
+            &Config::default(),
+        ));
+        assert!(
+            !std::path::Path::new("/run/netns/web").exists(),
+            "the test needs /run/netns/web absent"
+        );
+        assert_eq!(said.len(), 1, "{said:#?}");
+        assert!(said[0].contains("namespaces names /run/netns/web, which does not exist now"));
+        let tcp_mem = crate::actuate::param::ParamAddress::sysctl(
+            "net.ipv4.tcp_mem",
+            crate::actuate::param::Target::Host,
+        )
+        .unwrap();
+        let tcp = policy.rule_for(&tcp_mem);
+        assert_ne!(
+            tcp.mode,
+            Mode::Auto,
+            "a glob in auto without bounds is no template"
+        );
+    }
+
     /// Gap (s54 story AO-2): a signal or a source named twice was accepted without a word,
     /// while a namespace named twice is warned of. Said once per item, at the entry that wrote
     /// it, not at the entries that inherit `[defaults]`' list.
