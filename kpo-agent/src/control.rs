@@ -716,9 +716,11 @@ fn refuse_if_other_netns(state_dir: &Path) -> Result<(), ControlError> {
 /// Refuses to start the agent on a state directory that an agent last used from another network
 /// namespace, one that still exists: the journal's parameters without a namespace are that
 /// namespace's, and this agent would reconcile, judge and put them back in its own. When that
-/// namespace is gone, the agent goes ahead (and [`record_agent_netns`] then names its own).
+/// namespace is gone, the agent goes ahead (and [`record_agent_netns`] then names its own); gone
+/// within this boot, the reason is returned, for the journal to settle what it knew of that
+/// namespace's keys (`Journal::forget_dead_agent_namespace`; a reboot settles them itself).
 /// Checked under the journal's lock, before anything is recorded.
-pub fn refuse_start_in_other_netns(state_dir: &Path) -> Result<(), ControlError> {
+pub fn refuse_start_in_other_netns(state_dir: &Path) -> Result<Option<String>, ControlError> {
     let file = state_dir.join(AGENT_NETNS_FILE);
     let how = format!(
         "start the agent in that namespace (`nsenter --net=FILE kpo run ...` with a file of it, \
@@ -728,11 +730,11 @@ pub fn refuse_start_in_other_netns(state_dir: &Path) -> Result<(), ControlError>
         file.display()
     );
     let Some((recorded, boot)) = recorded_netns(&file, &how)? else {
-        return Ok(());
+        return Ok(None);
     };
     let here = this_netns()?;
     if same_netns(recorded, here) {
-        return Ok(());
+        return Ok(None);
     }
     // No namespace outlives a reboot. Within one boot, inodes are unique among the namespaces
     // alive: the recorded one's inode, here with another cookie, means that namespace is gone.
@@ -756,7 +758,15 @@ pub fn refuse_start_in_other_netns(state_dir: &Path) -> Result<(), ControlError>
             },
             describe_netns(here)
         );
-        return Ok(());
+        return Ok((!earlier_boot).then(|| {
+            format!(
+                "the agent's network namespace {}, whose keys the journal names without a \
+                 namespace, is gone (the agent runs in {} now): what KPO knew of it there is \
+                 forgotten",
+                describe_netns(recorded),
+                describe_netns(here)
+            )
+        }));
     }
     // A name `ip netns` gave it (a bind mount under /run/netns) shows it alive even to an agent
     // that cannot see every process: said so, not "cannot be told" beside that very name (s45

@@ -296,6 +296,11 @@ fn main() {
             netns_deleted::a_namespace_that_is_gone_is_reported_and_settled,
         ),
         trial(
+            "netns_deleted::an_agent_whose_own_namespace_died_forgets_its_keys_there",
+            netns_deleted::requirement(),
+            netns_deleted::an_agent_whose_own_namespace_died_forgets_its_keys_there,
+        ),
+        trial(
             "journal_crash::apply_of_core_pattern_is_refused",
             None,
             journal_crash::apply_of_core_pattern_is_refused,

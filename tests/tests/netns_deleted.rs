@@ -311,3 +311,101 @@ pub fn a_namespace_that_is_gone_is_reported_and_settled() {
     );
     assert_eq!(host_somaxconn(), host, "the host's somaxconn moved");
 }
+
+/// The agent's own namespace dies (a pod restarted, `ip netns del` of the one it ran in) and an
+/// agent starts on the same state directory in a new one: what the journal knew of the dead
+/// namespace's keys (those it names without a namespace) is settled as gone, as for any
+/// namespace that dies. Defect (s55 story AT-1): the new namespace's own values were taken for a
+/// person's change of KPO's (an `admin_override`, the key yielded), the guard judged the dead
+/// changes by the new namespace's health, an interrupted change there was reconciled against
+/// the new namespace's value, and after `kpo resume`, `kpo revert --all` wrote the dead
+/// namespace's original into a namespace KPO never touched. The host's somaxconn never moves.
+pub fn an_agent_whose_own_namespace_died_forgets_its_keys_there() {
+    let host = host_somaxconn();
+    let dead = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[guard]\nsignals = []\n\n[defaults]\nmode = \"recommend\"\nnamespaces = [\"host\"]\n",
+    )
+    .unwrap();
+    let in_ns = |ns: &Netns, args: &[&str], crash_at: Option<&str>| {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns.name])
+            .arg(kpo_binary())
+            .args(args)
+            .args(crate::agent_decides::state_args(dir.path()))
+            .env_remove("KPO_TEST_CRASH_AT");
+        if let Some(at) = crash_at {
+            cmd.env("KPO_TEST_CRASH_AT", at);
+        }
+        cmd.output().unwrap()
+    };
+    // The dead namespace's own value before KPO's, unlike any new namespace's default.
+    dead.exec(&["sysctl", "-q", "-w", "net.core.somaxconn=777"]);
+    let out = in_ns(&dead, &["apply", "net.core.somaxconn=1001"], None);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = in_ns(
+        &dead,
+        &["apply", "net.ipv4.tcp_fin_timeout=31"],
+        Some("after_write"),
+    );
+    assert_eq!(out.status.signal(), Some(9), "{:?}", text(&out));
+    delete_name(&dead);
+
+    let alive = Netns::new();
+    let read = |key: &str| alive.exec(&["sysctl", "-n", key]).trim().to_string();
+    let (somaxconn, fin_timeout) = (read("net.core.somaxconn"), read("net.ipv4.tcp_fin_timeout"));
+    let events = dir.path().join("events.jsonl");
+    let mut run = Command::new("ip");
+    run.args(["netns", "exec", &alive.name])
+        .arg(kpo_binary())
+        .args(["run", "--tick", "100ms", "--window", "500ms", "--events"])
+        .arg(&events)
+        .args(crate::agent_decides::state_args(dir.path()))
+        .env_remove("KPO_TEST_CRASH_AT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut agent = Running(run.spawn().unwrap());
+    // Two windows: the value check runs at each, and would have yielded at the first.
+    wait_until("two windows", Duration::from_secs(30), || {
+        crate::agent_binary::lines(&events)
+            .iter()
+            .filter(|e| e["kind"] == "window")
+            .count()
+            >= 2
+    });
+    let all = crate::agent_binary::lines(&events);
+    let overrides: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["kind"] == "admin_override")
+        .collect();
+    assert!(overrides.is_empty(), "{overrides:?}");
+    let reconciled: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["kind"] == "change" && e["journal_id"] == 2)
+        .collect();
+    assert_eq!(reconciled.len(), 1, "{all:?}");
+    assert_eq!(reconciled[0]["phase"], "failed", "{reconciled:?}");
+    let detail = reconciled[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("interrupted, then the agent's network namespace"),
+        "{detail}"
+    );
+    assert!(detail.contains("is gone"), "{detail}");
+
+    let out = in_ns(&alive, &["revert", "--all"], None);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("reverted"), "{stdout}");
+    assert_eq!(read("net.core.somaxconn"), somaxconn, "{stdout}");
+    assert_eq!(read("net.ipv4.tcp_fin_timeout"), fin_timeout, "{stdout}");
+    let status = kpo(dir.path(), &["status", "--json"]);
+    assert!(
+        !status.contains("777"),
+        "the dead namespace's original: {status}"
+    );
+    agent.sigterm_and_wait();
+    assert_eq!(read("net.core.somaxconn"), somaxconn);
+    assert_eq!(host_somaxconn(), host, "the host's somaxconn moved");
+}

@@ -267,6 +267,8 @@ impl ChangePath {
                         .to_string()
                 }
             })
+        } else if let Some(why) = self.journal.gone_after(i) {
+            Some(format!("{what}, then {why}"))
         } else {
             match (i.netns_cookie, self.netns_cookie(&address)) {
                 (Some(then), Some(now)) if then != now => Some(format!(

@@ -29,6 +29,21 @@ impl Folded {
 
     /// Whether a later change or revert of the same parameter at the same target that set a
     /// value (applied, or reverted) follows intent `i`: the kernel's value is then that one's.
+    /// The reason of a `gone` record of intent `i`'s key that follows it, if one does: its
+    /// target went away after the change began (the agent's own namespace, settled at start by
+    /// [`super::Journal::forget_dead_agent_namespace`]), so the kernel's value now says nothing
+    /// of the change.
+    pub fn gone_after(&self, i: &Intent) -> Option<&str> {
+        let at = self
+            .records
+            .iter()
+            .position(|r| matches!(r, Record::Intent(x) if x.id == i.id))?;
+        self.records[at + 1..].iter().find_map(|r| match r {
+            Record::Gone { key, why, .. } if key == &i.key => Some(why.as_str()),
+            _ => None,
+        })
+    }
+
     pub fn superseded(&self, i: &Intent) -> bool {
         self.superseded_at(i.id, &i.key)
     }

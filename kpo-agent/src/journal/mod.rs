@@ -638,6 +638,20 @@ impl ParamState {
         }
     }
 
+    /// Whether anything KPO knows of it would be forgotten by [`Record::Gone`]: an original, a
+    /// change, a value held or yielded, a quarantine, a doubt from a damaged line. An intent
+    /// records its original, so one interrupted counts.
+    fn knows_anything(&self) -> bool {
+        self.original.is_some()
+            || !self.applied.is_empty()
+            || !self.put_back.is_empty()
+            || self.last_applied.is_some()
+            || self.holding.is_some()
+            || self.yielded.is_some()
+            || !self.quarantine.is_empty()
+            || self.unsettled.is_some()
+    }
+
     /// The namespace it was in is gone (a [`Record::Gone`], or an intent with another cookie):
     /// nothing KPO knew of it holds for the namespace that has the inode now. Likewise for a
     /// NIC's device that is gone from under its name (a [`Record::Gone`] of its key): the device
@@ -1006,6 +1020,11 @@ impl Journal {
         self.st.next_change(i)
     }
 
+    /// See [`fold::Folded::gone_after`].
+    pub fn gone_after(&self, i: &Intent) -> Option<&str> {
+        self.st.gone_after(i)
+    }
+
     /// Whether intent `i` was made before the machine last rebooted: its boot id differs from
     /// this boot's, or, written before boot ids were recorded, it is older than this boot.
     pub fn before_this_boot(&self, i: &Intent) -> bool {
@@ -1198,6 +1217,33 @@ impl Journal {
             key: target_key(address),
             why: why.to_string(),
         })
+    }
+
+    /// The agent's own network namespace, which the journal's keys without a namespace name, is
+    /// gone (this agent starts in another within the same boot): each per-namespace sysctl KPO
+    /// knew anything of there is settled as gone, as a namespace that dies under any other key
+    /// is. Otherwise the new namespace's own values were taken for a person's change of KPO's
+    /// (a yield), the guard judged the dead namespace's changes by the new one's health, and
+    /// `kpo revert --all` wrote the dead namespace's originals here (s55 story AT-1). Host-wide
+    /// keys (`vm.*`, `kernel.*`, the first namespace's `net.*`) are the machine's and stay.
+    /// Returns the keys settled.
+    pub fn forget_dead_agent_namespace(&mut self, why: &str) -> Result<Vec<String>, JournalError> {
+        let keys: Vec<String> = self
+            .st
+            .params
+            .values()
+            .filter(|p| !p.key.contains('@') && crate::actuate::sysctl::is_per_netns(&p.key))
+            .filter(|p| p.knows_anything())
+            .map(|p| p.key.clone())
+            .collect();
+        for key in &keys {
+            self.append(Record::Gone {
+                ts_ms: now_ms(),
+                key: key.clone(),
+                why: why.to_string(),
+            })?;
+        }
+        Ok(keys)
     }
 
     /// Records that the network device of the NIC parameter under `key` is gone from under its

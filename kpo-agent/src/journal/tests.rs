@@ -1578,3 +1578,68 @@ fn a_damaged_pause_is_kept_in_force_unless_a_resume_follows_it() {
     damage_field(dir.path(), line_of(dir.path(), "pause", 0), "by");
     assert_eq!(open(dir.path()).paused(), None);
 }
+
+/// Defect (s55 story AT-1): an agent started in a new namespace after its own died kept what the
+/// journal knew of the dead one's keys. Settled: the host's per-namespace keys with anything
+/// known; not a host-wide key, another namespace's key, or one known of nothing; and once only.
+#[test]
+fn a_dead_agent_namespace_settles_only_its_own_per_namespace_keys_once() {
+    let dir = private_tempdir();
+    let mut j = open(dir.path());
+    for (address, before, after) in [
+        ("net.core.somaxconn", 777, 1001),
+        ("vm.swappiness", 60, 10),
+        ("net.core.somaxconn@netns:4026539999", 4096, 8192),
+    ] {
+        let id = j
+            .record_intent(
+                &addr(address),
+                &Value::Int(before),
+                &Value::Int(after),
+                Source::Operator,
+                "t",
+                IntentKind::Change,
+            )
+            .unwrap();
+        j.record_outcome(
+            id,
+            Outcome::Applied {
+                read_back: Value::Int(after),
+                reconciled: false,
+                why: None,
+            },
+        )
+        .unwrap();
+    }
+    // Interrupted: its original is all that is known.
+    j.record_intent(
+        &addr("net.ipv4.tcp_fin_timeout"),
+        &Value::Int(60),
+        &Value::Int(31),
+        Source::Operator,
+        "t",
+        IntentKind::Change,
+    )
+    .unwrap();
+    let settled = j.forget_dead_agent_namespace("dead").unwrap();
+    assert_eq!(settled.len(), 2, "{settled:?}");
+    assert!(settled.contains(&"net.core.somaxconn".to_string()));
+    assert!(settled.contains(&"net.ipv4.tcp_fin_timeout".to_string()));
+    let interrupted = j.incomplete();
+    assert_eq!(interrupted.len(), 1);
+    assert_eq!(j.gone_after(&interrupted[0]), Some("dead"));
+    drop(j);
+    let mut j = open(dir.path());
+    let host = j.param_state(&addr("net.core.somaxconn")).unwrap();
+    assert_eq!((host.original.clone(), host.holding), (None, None));
+    let swappiness = j.param_state(&addr("vm.swappiness")).unwrap();
+    assert_eq!(swappiness.original, Some(Value::Int(60)));
+    let other = j
+        .param_state(&addr("net.core.somaxconn@netns:4026539999"))
+        .unwrap();
+    assert_eq!(other.original, Some(Value::Int(4096)));
+    assert_eq!(
+        j.forget_dead_agent_namespace("dead").unwrap(),
+        Vec::<String>::new()
+    );
+}

@@ -302,10 +302,10 @@ impl Deciding {
             e @ crate::journal::JournalError::UnsafeDir { .. } => anyhow::anyhow!(e),
             e => anyhow::anyhow!("cannot create the state directory {}: {e}", dir.display()),
         })?;
-        let journal = Journal::open(&dir, Holder::Agent, LOCK_WAIT)?;
+        let mut journal = Journal::open(&dir, Holder::Agent, LOCK_WAIT)?;
         // Under the journal's lock, before anything is recorded or acted on: the journal's
         // parameters without a namespace may be another namespace's, one still alive.
-        crate::control::refuse_start_in_other_netns(&dir)?;
+        let dead_agent_netns = crate::control::refuse_start_in_other_netns(&dir)?;
         if !crate::actuate::sysctl::sees_every_process() {
             warn!(
                 "the agent is in a PID namespace of its own (a pod without hostPID): it cannot \
@@ -341,6 +341,17 @@ impl Deciding {
             .map_err(|e| anyhow::anyhow!("cannot record the sysfs root: {e}"))?;
         crate::control::record_policy_path(&dir, state.policy.as_deref())
             .map_err(|e| anyhow::anyhow!("cannot record the policy's path: {e}"))?;
+        // Before this namespace is recorded, so that a stop in between settles them at the
+        // next start (a key settled already is not settled again), and before reconciliation,
+        // which reads an interrupted change's key in the namespace it was made in.
+        if let Some(why) = dead_agent_netns {
+            let settled = journal
+                .forget_dead_agent_namespace(&why)
+                .map_err(|e| anyhow::anyhow!("journal: cannot settle the keys of {why}: {e}"))?;
+            if !settled.is_empty() {
+                info!("journal: {why}: {}", settled.join(", "));
+            }
+        }
         crate::control::record_agent_netns(&dir)
             .map_err(|e| anyhow::anyhow!("cannot record the agent's network namespace: {e}"))?;
         let path = ChangePath::new(policy, journal, Box::new(actuators));
