@@ -567,11 +567,16 @@ impl ChangePath {
         // For such a list, which the kernel prints as an integer while it holds one element, a
         // string of digits (`"8080"` in the API's JSON) is that integer: as a word it would read
         // back as another value than the one written, and be put back.
+        // Such a list is written in the form the kernel prints it, so that it reads back as
+        // written (`8091,8090` is `8090-8091`).
         let value = match p.value.commas_as_integers(&before) {
             Some(value) => value,
             None => match &p.value {
                 Value::Word(w) if crate::actuate::sysctl::is_integer_list(&p.address) => {
-                    Value::parse(w)
+                    match crate::actuate::sysctl::integer_list_in_kernel_form(w) {
+                        Some(kernel_form) => Value::parse(&kernel_form),
+                        None => Value::parse(w),
+                    }
                 }
                 value => value.clone(),
             },

@@ -296,8 +296,8 @@ pub fn a_device_missing_in_the_namespace_is_no_such_key() {
 }
 
 /// `kpo apply` with commas, in a namespace the test creates: a comma list the kernel takes as
-/// such (`ip_local_reserved_ports`, from its empty default) is written as given, and integers
-/// with commas (`tcp_rmem`) are still integers.
+/// such (`ip_local_reserved_ports`, from its empty default) is written in the kernel's form, and
+/// integers with commas (`tcp_rmem`) are still integers.
 pub fn kpo_apply_with_commas_writes_lists_and_integers() {
     let ns = namespace();
     let dir = tempfile::tempdir().unwrap();
@@ -328,6 +328,18 @@ pub fn kpo_apply_with_commas_writes_lists_and_integers() {
     assert_eq!(
         ns.exec(&["cat", "/proc/sys/net/ipv4/ip_local_reserved_ports"]),
         "8080,8443\n"
+    );
+    // Ports given in another order, or consecutive ones not as a range, are the same ports: they
+    // are written in the kernel's form, read back as written, and applied, not put back (s55
+    // story AT-2).
+    let out = apply("net.ipv4.ip_local_reserved_ports=8445,8443,8444,80");
+    assert!(
+        out.starts_with("applied") && out.contains("-> 80,8443-8445 (read back 80,8443-8445)"),
+        "{out}"
+    );
+    assert_eq!(
+        ns.exec(&["cat", "/proc/sys/net/ipv4/ip_local_reserved_ports"]),
+        "80,8443-8445\n"
     );
     let rmem = new_rmem(&ns);
     let Value::Ints(v) = &rmem else {

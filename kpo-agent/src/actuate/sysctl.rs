@@ -115,6 +115,49 @@ const ORDERED_TRIPLES: &[&str] = &[
 /// known by name. Source: `net/ipv4/sysctl_net_ipv4.c`.
 const INTEGER_LISTS: &[&str] = &["net.ipv4.ip_local_reserved_ports"];
 
+/// `text`, a list of integers and ranges, in the form the kernel prints it
+/// (`proc_do_large_bitmap`): its ports sorted, once each, consecutive ones as a range
+/// (`9000,81,80` is `80-81,9000`). Written in that form, a list reads back as written; another
+/// spelling of the same ports read back different and was put back, and a crash between that
+/// write and its `read_back` record left KPO's ports reserved as someone else's (s55 story
+/// AT-2). `None` for text the kernel refuses (not integers and ranges, a range backwards, a port
+/// above 65535): its refusal says why.
+pub fn integer_list_in_kernel_form(text: &str) -> Option<String> {
+    const LAST_PORT: u32 = 65535;
+    if text.is_empty() {
+        return Some(String::new());
+    }
+    let mut ranges = Vec::new();
+    for part in text.split(',') {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let number = |n: &str| {
+            let digits = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+            digits.then(|| n.parse::<u32>().ok()).flatten()
+        };
+        let (lo, hi) = (number(lo)?, number(hi)?);
+        if lo > hi || hi > LAST_PORT {
+            return None;
+        }
+        ranges.push((lo, hi));
+    }
+    ranges.sort_unstable();
+    let mut merged: Vec<(u32, u32)> = Vec::new();
+    for (lo, hi) in ranges {
+        match merged.last_mut() {
+            Some(last) if lo <= last.1 + 1 => last.1 = last.1.max(hi),
+            _ => merged.push((lo, hi)),
+        }
+    }
+    let shown: Vec<String> = merged
+        .iter()
+        .map(|&(lo, hi)| match lo == hi {
+            true => lo.to_string(),
+            false => format!("{lo}-{hi}"),
+        })
+        .collect();
+    Some(shown.join(","))
+}
+
 /// Whether `address` is a sysctl whose value is a list of integers and ranges ([`INTEGER_LISTS`]).
 pub fn is_integer_list(address: &ParamAddress) -> bool {
     address.kind() == ParamKind::Sysctl && INTEGER_LISTS.contains(&address.name.as_str())
@@ -1503,6 +1546,32 @@ mod tests {
             let err = allowed.apply(&more).unwrap_err();
             assert!(matches!(err, ActuateError::Parse { .. }), "{text:?}: {err}");
             assert_eq!(file(&roots, rel), text, "nothing written");
+        }
+    }
+
+    /// The kernel's form of a list of ports (`proc_do_large_bitmap`'s output), and text it
+    /// refuses left as it is (s55 story AT-2).
+    #[test]
+    fn an_integer_list_is_put_in_the_kernels_form() {
+        for (given, kernel) in [
+            ("", ""),
+            ("80", "80"),
+            ("8091,8090", "8090-8091"),
+            ("9000,81,80", "80-81,9000"),
+            ("8080,9000-9100", "8080,9000-9100"),
+            ("9000-9100,9050,9101,80,80", "80,9000-9101"),
+            ("0,65535", "0,65535"),
+        ] {
+            assert_eq!(
+                integer_list_in_kernel_form(given).as_deref(),
+                Some(kernel),
+                "{given}"
+            );
+        }
+        for refused in [
+            "80,,443", "80-", "-80", "90-80", "65536", "+80", "80 ,81", "cubic",
+        ] {
+            assert_eq!(integer_list_in_kernel_form(refused), None, "{refused}");
         }
     }
 
