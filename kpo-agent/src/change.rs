@@ -9,8 +9,8 @@
 //! ([`crate::control::Offline`]).
 //!
 //! **Test-only crash hook**: when the environment variable `KPO_TEST_CRASH_AT` is
-//! `after_intent`, `after_write` or `after_outcome`, the process sends itself SIGKILL at that point
-//! of every change, as `kill -9` would. It is compiled in (the root tests drive the real binary),
+//! `after_intent`, `after_write`, `after_read_back` or `after_outcome`, the process sends itself
+//! SIGKILL at that point of every change, as `kill -9` would. It is compiled in (the root tests drive the real binary),
 //! costs one environment lookup per process, and must never be set in production.
 use std::{sync::OnceLock, time::SystemTime};
 
@@ -79,6 +79,8 @@ impl Actuators for KernelActuators {
 pub enum CrashPoint {
     AfterIntent,
     AfterWrite,
+    /// After a read-back that differs is journaled, before the value before is put back.
+    AfterReadBack,
     AfterOutcome,
 }
 
@@ -88,6 +90,7 @@ impl CrashPoint {
         match self {
             CrashPoint::AfterIntent => "after_intent",
             CrashPoint::AfterWrite => "after_write",
+            CrashPoint::AfterReadBack => "after_read_back",
             CrashPoint::AfterOutcome => "after_outcome",
         }
     }
@@ -1165,6 +1168,7 @@ impl ChangePath {
                     actuator.address()
                 );
             }
+            crash_point(CrashPoint::AfterReadBack);
         }
         match actuator.revert(before) {
             Ok(rb) if rb == *before && matches!(kind, IntentKind::Revert { .. }) => {

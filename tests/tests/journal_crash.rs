@@ -726,3 +726,61 @@ pub fn a_full_state_directory_stops_changes_not_the_agent() {
     );
     assert_eq!(host_somaxconn(), host);
 }
+
+/// Killed after a read-back that differs is journaled and before the value before is put back
+/// (`ping_group_range` inverted, `5 3`, is stored as `1 0`): the next command knows the kernel's
+/// value as KPO's own write, finishes the put-back, and the change is `reverted`, as
+/// docs/journal.md promises. No test reached that point before (s55 story AT-2: the
+/// `after_write` hook fires before the `read_back` record). The host's value never moves.
+pub fn a_kill_after_a_read_back_is_journaled_finishes_the_put_back() {
+    let rel = "/proc/sys/net/ipv4/ping_group_range";
+    let host = std::fs::read_to_string(rel).unwrap();
+    let ns = Ns::new();
+    let state = State::new("[params.\"net.ipv4.ping_group_range\"]\nmode = \"auto\"\n");
+    let inside = || {
+        let out = kpo_integration::run_ok("ip", &["netns", "exec", &ns.name, "cat", rel]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    kpo_integration::run_ok(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ns.name,
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.ping_group_range=100 200",
+        ],
+    );
+    let out = state.kpo(
+        &[
+            "apply",
+            "net.ipv4.ping_group_range=5,3",
+            "--netns",
+            &ns.path(),
+        ],
+        Some("after_read_back"),
+    );
+    assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
+    assert_eq!(
+        inside(),
+        "1\t0",
+        "the kernel's form of an inverted range, KPO's write"
+    );
+    let status = state.kpo_ok(&["status", "--json"]);
+    assert!(
+        stderr(&status).contains("reconciled"),
+        "{}",
+        stderr(&status)
+    );
+    assert_eq!(inside(), "100\t200", "the put-back finished");
+    let journal = state.journal();
+    assert_eq!(journal.len(), 1, "{journal:?}");
+    assert_eq!(journal[0]["status"], "reverted", "{journal:?}");
+    assert_eq!(
+        std::fs::read_to_string(rel).unwrap(),
+        host,
+        "the host's value moved"
+    );
+}

@@ -266,6 +266,11 @@ fn main() {
             journal_crash::kill_at_each_step_then_reconcile_and_revert_all,
         ),
         trial(
+            "journal_crash::a_kill_after_a_read_back_is_journaled_finishes_the_put_back",
+            journal_crash::requirement(),
+            journal_crash::a_kill_after_a_read_back_is_journaled_finishes_the_put_back,
+        ),
+        trial(
             "journal_crash::a_read_only_state_directory_still_shows_the_journal",
             journal_crash::read_only_requirement(),
             journal_crash::a_read_only_state_directory_still_shows_the_journal,
