@@ -246,6 +246,17 @@ impl ChangePath {
     /// which a revert takes out.
     fn took_no_effect(&self, id: u64) -> Option<String> {
         match self.journal.any_outcome(id)? {
+            // Reconciled at a start, the kernel may hold anything: a person's value, or KPO's
+            // write stored in another form (s55 story AT-3: "the kernel kept its value" was
+            // said of a value that was neither).
+            Outcome::Failed {
+                error,
+                left: None,
+                reconciled: true,
+            } => Some(format!(
+                "it was interrupted and reconciled as failed ({error}), and what the kernel has \
+                 is not known to be KPO's"
+            )),
             Outcome::Failed {
                 error, left: None, ..
             } => Some(format!(

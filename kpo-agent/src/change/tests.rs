@@ -634,6 +634,41 @@ fn reverting_a_change_that_took_no_effect_writes_nothing() {
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
 }
 
+/// Defect (s55 story AT-3): reverting a change reconciled as failed at a start (interrupted,
+/// then a value that was neither its before nor its after) said "the kernel kept its value" of a
+/// kernel that held something else.
+#[test]
+fn reverting_a_change_reconciled_as_failed_does_not_say_the_kernel_kept_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        crate::journal::store::make_private(dir.path());
+        let mut j = Journal::open(dir.path(), Holder::Cli, Duration::ZERO).unwrap();
+        j.record_intent(
+            &SOMAX.parse().unwrap(),
+            &Value::Int(4096),
+            &Value::Int(8192),
+            Source::Operator,
+            "t",
+            IntentKind::Change,
+        )
+        .unwrap();
+    }
+    let k = kernel(&[(SOMAX, Value::Int(9999))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let r = p.reconcile().unwrap();
+    assert_eq!(r[0].status, ChangeStatus::Failed, "{r:?}");
+    let e = p
+        .revert(1, Source::Operator, "undo")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("journal: #1 took no effect: it was interrupted and reconciled as failed (")
+            && e.ends_with("and what the kernel has is not known to be KPO's; nothing to revert"),
+        "{e}"
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(9999), "nothing written");
+}
+
 /// s45 storyF: `kpo apply` on a state directory no agent had run on recorded no namespace, and
 /// `kpo revert --all` from another namespace wrote the original there. A command's first change
 /// records its namespace before its intent (`agent-netns`); a refusal, which changes nothing,
