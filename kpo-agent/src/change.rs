@@ -208,8 +208,12 @@ impl ChangeReport {
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         let mut s = format!("{status}{id} {}: {before}{}", self.address, self.after);
-        if let Some(rb) = &self.read_back {
-            s.push_str(&format!(" (read back {rb})"));
+        // A skipped change wrote nothing: its value is the kernel's as found, not a read-back
+        // (s55 story AT-4: "(read back X)" read as if a write was made).
+        match (&self.read_back, self.status) {
+            (Some(now), ChangeStatus::Skipped) => s.push_str(&format!(" (now {now})")),
+            (Some(rb), _) => s.push_str(&format!(" (read back {rb})")),
+            (None, _) => {}
         }
         if let Some(r) = &self.refusal {
             s.push_str(&format!(": {r}"));

@@ -1219,7 +1219,7 @@ fn revert_all_leaves_a_yielded_parameter_alone() {
     assert_eq!(
         r[0].describe(),
         format!(
-            "skipped {SOMAX}: 1000 -> 4096 (read back 1000): yielded to an administrator; their \
+            "skipped {SOMAX}: 1000 -> 4096 (now 1000): yielded to an administrator; their \
              value stays (kpo resume {SOMAX} hands it back)"
         )
     );
@@ -1230,7 +1230,7 @@ fn revert_all_leaves_a_yielded_parameter_alone() {
     assert_eq!(
         r.describe(),
         format!(
-            "skipped {SOMAX}: 1000 -> 4096 (read back 1000): yielded to an administrator; their \
+            "skipped {SOMAX}: 1000 -> 4096 (now 1000): yielded to an administrator; their \
              value stays (kpo revert {id} --force writes 4096 over it)"
         )
     );
@@ -1316,7 +1316,7 @@ fn an_operators_revert_leaves_a_value_someone_else_wrote_unless_forced() {
     assert_eq!(
         r.describe(),
         format!(
-            "skipped {SOMAX}: 1000 -> 4096 (read back 1000): the kernel has 1000, not the 2000 KPO \
+            "skipped {SOMAX}: 1000 -> 4096 (now 1000): the kernel has 1000, not the 2000 KPO \
              applied: someone else changed it, and their value stays (kpo revert {id} --force \
              writes 4096 over it)"
         )
@@ -1353,7 +1353,7 @@ fn an_operators_revert_leaves_a_later_operators_change_unless_forced() {
     assert_eq!(
         r.describe(),
         format!(
-            "skipped {SOMAX}: 6000 -> 4096 (read back 6000): #{first} no longer holds it: a later \
+            "skipped {SOMAX}: 6000 -> 4096 (now 6000): #{first} no longer holds it: a later \
              change by an operator does (#{colleague}, 6000), and its value stays (kpo revert \
              {colleague} takes that out; kpo revert {first} --force writes 4096 over it)"
         )

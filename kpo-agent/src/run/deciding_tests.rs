@@ -1401,7 +1401,7 @@ sources = ["operator"]
             &serde_json::json!(change_id),
             &serde_json::json!(false),
             &serde_json::json!(format!(
-                "skipped {MAX_FREQ}: 2000000 -> 3000000 (read back 2000000): the kernel has \
+                "skipped {MAX_FREQ}: 2000000 -> 3000000 (now 2000000): the kernel has \
                  2000000, not the 1200000 KPO applied: someone else changed it, and their value \
                  stays"
             ))
