@@ -190,7 +190,7 @@ impl Metrics {
         );
         registry.register(
             "runq_latency_samples",
-            "Wake-ups the run-queue latency quantiles in the last window were measured over (0 when not measured)",
+            "Switch-ins (after a wake-up, a preemption or a yield) the run-queue latency quantiles in the last window were measured over (0 when not measured)",
             m.runq_latency_samples.clone(),
         );
         registry.register(
