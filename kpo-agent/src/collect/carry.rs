@@ -205,6 +205,7 @@ mod tests {
             socket_drops: [(11, drops)].into(),
             pid: None,
             comm: None,
+            full: None,
         }
     }
 

@@ -52,6 +52,10 @@ pub struct ListenerView {
     pub socket_drops: BTreeMap<u32, u64>,
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    /// The queue depth and limit of the fullest socket of the group at its limit, if one is: a
+    /// port bound on two addresses with different backlogs has one full while the merged depth
+    /// is below the merged limit (s55 story AR-2: no `listener_full` for it).
+    pub full: Option<(u32, u32)>,
 }
 
 /// Namespace-wide listen counters (`TcpExtListenOverflows`, `TcpExtListenDrops`), and the SYN
@@ -410,6 +414,7 @@ impl Collector {
                 socket_drops: BTreeMap::new(),
                 pid: owner.as_ref().map(|o| o.pid),
                 comm: owner.as_ref().map(|o| o.comm.clone()),
+                full: None,
             });
             view.add_socket(&l);
         }
@@ -426,6 +431,11 @@ impl ListenerView {
         }
         self.depth = self.depth.max(l.depth);
         self.limit = self.limit.max(l.limit);
+        // A limit of 0 (`listen(fd, 0)`, or somaxconn 0) still queues one connection, and drops
+        // the next (the kernel's queue is full above its limit): full at one (s48 storyQ Q-5).
+        if l.depth >= l.limit.max(1) && self.full.is_none_or(|(depth, _)| l.depth > depth) {
+            self.full = Some((l.depth, l.limit));
+        }
         self.drops += u64::from(l.drops);
         *self.socket_drops.entry(l.inode).or_default() += u64::from(l.drops);
     }
@@ -454,6 +464,7 @@ mod tests {
             socket_drops: BTreeMap::new(),
             pid: None,
             comm: None,
+            full: None,
         };
         for l in [
             socket("::1", 10, 40),
@@ -470,6 +481,46 @@ mod tests {
         assert_eq!(view.drops, 96);
         assert_eq!(view.socket_drops.len(), 4);
         assert_eq!((view.depth, view.limit), (2, 1));
+    }
+
+    /// Defect (s55 story AR-2): a port bound on two addresses with different backlogs, the one
+    /// with the smaller full, had no `listener_full`: the merged depth (the largest) was below
+    /// the merged limit (the largest). The full socket's depth and limit are kept; a group with
+    /// none full has none.
+    #[test]
+    fn a_group_with_one_socket_full_is_full_at_that_sockets_limit() {
+        let socket = |address: &str, inode, depth, limit| sockdiag::DiagListener {
+            family: libc::AF_INET as u16,
+            port: 8085,
+            address: address.parse().unwrap(),
+            inode,
+            depth,
+            limit,
+            drops: 0,
+        };
+        let empty = || ListenerView {
+            addresses: Vec::new(),
+            depth: 0,
+            limit: 0,
+            drops: 0,
+            socket_drops: BTreeMap::new(),
+            pid: None,
+            comm: None,
+            full: None,
+        };
+        let mut view = empty();
+        view.add_socket(&socket("127.0.0.1", 1, 3, 128));
+        view.add_socket(&socket("127.0.0.2", 2, 4, 4));
+        assert_eq!((view.depth, view.limit), (4, 128));
+        assert_eq!(view.full, Some((4, 4)));
+        let mut view = empty();
+        view.add_socket(&socket("127.0.0.1", 1, 3, 128));
+        view.add_socket(&socket("127.0.0.2", 2, 3, 4));
+        assert_eq!(view.full, None);
+        // `listen(fd, 0)` queues one connection: full at one.
+        let mut view = empty();
+        view.add_socket(&socket("127.0.0.1", 1, 1, 0));
+        assert_eq!(view.full, Some((1, 0)));
     }
 }
 

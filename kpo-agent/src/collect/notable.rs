@@ -29,15 +29,15 @@ fn full_listeners(sample: &Sample) -> Vec<ListenerFull> {
     sample
         .listeners
         .iter()
-        // A limit of 0 (`listen(fd, 0)`, or somaxconn 0) still queues one connection, and drops
-        // the next (the kernel's queue is full above its limit): full at one (s48 storyQ Q-5).
-        .filter(|(_, l)| l.depth >= l.limit.max(1))
-        .map(|(key, l)| ListenerFull {
-            key: *key,
-            backlog: l.depth,
-            backlog_limit: l.limit,
-            pid: l.pid,
-            comm: l.comm.clone(),
+        .filter_map(|(key, l)| {
+            let (backlog, backlog_limit) = l.full?;
+            Some(ListenerFull {
+                key: *key,
+                backlog,
+                backlog_limit,
+                pid: l.pid,
+                comm: l.comm.clone(),
+            })
         })
         .collect()
 }

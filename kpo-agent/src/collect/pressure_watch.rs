@@ -68,6 +68,7 @@ pub(crate) mod tests {
             socket_drops: [(1, drops)].into(),
             pid: None,
             comm: None,
+            full: (depth >= limit.max(1)).then_some((depth, limit)),
         };
         Sample {
             at: Instant::now(),

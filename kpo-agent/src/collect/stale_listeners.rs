@@ -112,6 +112,7 @@ mod tests {
             socket_drops: BTreeMap::new(),
             pid: None,
             comm: None,
+            full: None,
         }
     }
 

@@ -1097,6 +1097,7 @@ mod tests {
                     socket_drops: [(4242, drops)].into(),
                     pid: Some(42),
                     comm: Some("nginx".into()),
+                    full: (depth >= 128).then_some((depth, 128)),
                 },
             )]
             .into(),
@@ -2498,6 +2499,7 @@ mod tests {
             socket_drops: [(inode, drops)].into(),
             pid: None,
             comm: None,
+            full: None,
         }
     }
 
