@@ -315,6 +315,10 @@ struct CpuShares {
 /// taken from other sources for offline ones, so it jumps when a CPU goes offline or comes back
 /// (sysstat sums the `cpuN` lines for the same reason).
 fn cpu_shares_between(first: &Stat, last: &Stat) -> Option<CpuShares> {
+    // A lost line, of one CPU or of the sum, nulls the shares (docs/host-metrics.md).
+    if first.cpu_line_failed || last.cpu_line_failed {
+        return None;
+    }
     let before: std::collections::HashMap<u32, &CpuJiffies> =
         first.cpus.iter().map(|c| (c.cpu, &c.jiffies)).collect();
     let online_at_both: Vec<(&CpuJiffies, &CpuJiffies)> = last
@@ -699,6 +703,22 @@ mod tests {
             (m.cpu_idle_pct, m.cpu_user_pct, m.cpu_system_pct),
             (Some(80.0), Some(20.0), Some(0.0))
         );
+        // CPU 1's line, or the sum's, does not parse (online or not is then unknown): no shares,
+        // not CPU 0's given for the machine's (s55 story AS-1); the other fields stay.
+        for bad in [
+            "cpu1 1x0 0 50 3750 0 0 0 0 0 0",
+            "cpu 4x00 0 150 5000 0 0 0 0 0 0",
+        ] {
+            let mut d = HostSnapshot::empty(t0 + Duration::from_secs(10));
+            let text = "cpu 400 0 150 5000 0 0 0 0 0 0\ncpu0 300 0 100 1250 0 0 0 0 0 0\n\
+                        cpu1 100 0 50 3750 0 0 0 0 0 0\n";
+            let line = text.lines().find(|l| l.starts_with(&bad[..4])).unwrap();
+            let rest = "ctxt 1\nprocesses 1\nprocs_running 1\nprocs_blocked 0\n";
+            d.stat = Some(parse_stat(&format!("{}{rest}", text.replace(line, bad))).value);
+            let m = HostMetrics::between(&b, &d);
+            assert_eq!((m.cpu_idle_pct, m.cpu_user_pct), (None, None), "{bad}");
+            assert_eq!(m.procs_running, Some(1), "{bad}");
+        }
     }
 
     /// Defect: the IP byte rates were IPv4's alone (netstat's IpExt), so a host serving over

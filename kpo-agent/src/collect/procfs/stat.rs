@@ -81,6 +81,10 @@ pub struct Stat {
     pub procs_running: Option<u64>,
     /// `procs_blocked`: tasks in uninterruptible sleep (usually waiting for I/O) right now.
     pub procs_blocked: Option<u64>,
+    /// A `cpu` or `cpuN` line did not parse: shares over the CPUs that did would describe some
+    /// CPUs as the machine's (s55 story AS-1: one CPU's 80% idle given for a machine 55% idle).
+    #[serde(skip)]
+    pub cpu_line_failed: bool,
 }
 
 /// Parses every line it uses on its own: a line that does not parse loses only its own field
@@ -93,6 +97,7 @@ pub fn parse_stat(text: &str) -> Parsed<Stat> {
         forks: None,
         procs_running: None,
         procs_blocked: None,
+        cpu_line_failed: false,
     };
     let mut errors = Vec::new();
     for (line_no, line) in numbered_lines(text) {
@@ -109,6 +114,7 @@ pub fn parse_stat(text: &str) -> Parsed<Stat> {
                 stat.total = parse_jiffies(line_no, key, tokens)
                     .map_err(|e| errors.push(e))
                     .ok();
+                stat.cpu_line_failed |= stat.total.is_none();
                 continue;
             }
             "ctxt" => &mut stat.context_switches,
@@ -126,7 +132,10 @@ pub fn parse_stat(text: &str) -> Parsed<Stat> {
                     });
                     match cpu {
                         Ok(cpu) => stat.cpus.push(cpu),
-                        Err(e) => errors.push(e),
+                        Err(e) => {
+                            stat.cpu_line_failed = true;
+                            errors.push(e)
+                        }
                     }
                 }
                 continue;
@@ -378,6 +387,8 @@ softirq 14694940 0 128312 14 13865351 89472 0 360 165016 0 446415
         assert_eq!(s.cpus.iter().map(|c| c.cpu).collect::<Vec<_>>(), [0]);
         assert_eq!((s.context_switches, s.forks), (None, Some(46924)));
         assert!(s.total.is_some());
+        assert!(s.cpu_line_failed, "a CPU's line lost");
+        assert!(!parse_stat(REAL).value.cpu_line_failed);
     }
 
     #[test]
