@@ -330,7 +330,10 @@ impl CpufreqActuator {
             return Err(ActuateError::NotSupported {
                 param,
                 reason: format!(
-                    "{} does not exist: the cpufreq driver ({}) does not offer it",
+                    // "Not offered" alone was wrong of an attribute KPO changed before and gone
+                    // since (s54 story AP F5).
+                    "{} does not exist now: the cpufreq driver ({}) does not offer it, or no \
+                     longer does (a driver or governor changed since)",
                     dir.join(&attr).display(),
                     driver_name(&dir)
                 ),
