@@ -382,7 +382,15 @@ impl FromStr for ParamAddress {
             let (iface, attr) = rest
                 .split_once(':')
                 .ok_or(bad("expected ethtool:IFACE:ATTR"))?;
-            if iface.is_empty() || attr.is_empty() || netns.is_some() {
+            // Said apart from a malformed address (s54 story AP F7): the form is right, the
+            // namespace is what is not taken.
+            if netns.is_some() {
+                return Err(bad(
+                    "an ethtool: address has no @netns: KPO changes the NICs of the agent's own \
+                     namespace",
+                ));
+            }
+            if iface.is_empty() || attr.is_empty() {
                 return Err(bad("expected ethtool:IFACE:ATTR"));
             }
             return Ok(Self {
@@ -396,7 +404,12 @@ impl FromStr for ParamAddress {
             let (policy, attr) = rest
                 .split_once(':')
                 .ok_or(bad("expected cpufreq:POLICY:ATTR"))?;
-            if policy.is_empty() || attr.is_empty() || netns.is_some() {
+            if netns.is_some() {
+                return Err(bad(
+                    "a cpufreq: address has no @netns: CPU frequency is the machine's",
+                ));
+            }
+            if policy.is_empty() || attr.is_empty() {
                 return Err(bad("expected cpufreq:POLICY:ATTR"));
             }
             return Ok(Self {
@@ -708,5 +721,17 @@ mod tests {
         ] {
             assert!(bad.parse::<ParamAddress>().is_err(), "{bad:?}");
         }
+        // A namespace on a NIC or cpufreq address is said as such, not as a malformed address
+        // (s54 story AP F7).
+        let e = "ethtool:eth0:rx-usecs@netns:/run/netns/web"
+            .parse::<ParamAddress>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("an ethtool: address has no @netns"), "{e}");
+        let e = "cpufreq:policy0:scaling_max_freq@netns:7"
+            .parse::<ParamAddress>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a cpufreq: address has no @netns"), "{e}");
     }
 }
