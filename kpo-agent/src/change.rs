@@ -1165,14 +1165,14 @@ impl ChangePath {
         report: &mut ChangeReport,
     ) -> Outcome {
         if let Some(seen) = seen.filter(|v| *v != before) {
-            if let Err(e) = self.journal.record_read_back(id, seen) {
-                tracing::warn!(
+            match self.journal.record_read_back(id, seen) {
+                Ok(()) => crash_point(CrashPoint::AfterReadBack),
+                Err(e) => tracing::warn!(
                     "{}: the journal could not record that {seen} was read back ({e}); putting \
                      {before} back anyway",
                     actuator.address()
-                );
+                ),
             }
-            crash_point(CrashPoint::AfterReadBack);
         }
         match actuator.revert(before) {
             Ok(rb) if rb == *before && matches!(kind, IntentKind::Revert { .. }) => {

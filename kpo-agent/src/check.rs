@@ -218,9 +218,9 @@ fn repeated_signals_and_sources(policy: &Policy) -> Vec<String> {
         })
         .collect();
     for (entry, rule) in entries_named(policy) {
-        let inherited = !std::ptr::eq(rule, &policy.defaults);
+        let is_entry = !std::ptr::eq(rule, &policy.defaults);
         // An entry that inherits `[defaults]`' list was said there.
-        if !(inherited && rule.sources == policy.defaults.sources) {
+        if !(is_entry && rule.sources == policy.defaults.sources) {
             for r in repeats(&rule.sources) {
                 found.push(format!(
                     "{file}:{}: {entry}: sources names {r}: a typo for another advisor? The \
@@ -232,7 +232,7 @@ fn repeated_signals_and_sources(policy: &Policy) -> Vec<String> {
         let Some(signals) = &rule.guard_signals else {
             continue;
         };
-        if inherited && policy.defaults.guard_signals.as_ref() == Some(signals) {
+        if is_entry && policy.defaults.guard_signals.as_ref() == Some(signals) {
             continue;
         }
         for r in repeats(signals) {

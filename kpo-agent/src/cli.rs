@@ -184,8 +184,9 @@ pub struct ApplyArgs {
     /// value; several integers separated by spaces or commas ("4096 131072 6291456"), or words
     /// ("reno cubic"); nothing after `=` is the empty value, for a list of integers such as
     /// ip_local_reserved_ports only (elsewhere it is refused). Commas make integers only where the
-    /// kernel's value is several integers: a comma list such as
-    /// ip_local_reserved_ports=8080,9000-9100 is written as given.
+    /// kernel's value is several integers: a list of ports such as
+    /// ip_local_reserved_ports=8080,9000-9100 is written as the kernel prints it (sorted,
+    /// consecutive ports as a range).
     pub assignment: String,
     /// The network namespace: a path (/run/netns/NAME, /proc/PID/ns/net) or an inode.
     #[arg(long, value_name = "PATH|INODE")]

@@ -692,7 +692,9 @@ fn refuse_if_other_netns(state_dir: &Path) -> Result<(), ControlError> {
     let how = format!(
         "run the command in the agent's namespace (`nsenter --net=FILE kpo ...` with a file of \
          it, such as /run/netns/NAME, or `ip netns exec NAME kpo ...`), or start the agent; if \
-         that namespace is gone for good, removing {} lets commands act where they run",
+         that namespace is gone for good, start the agent here once (`kpo run`): it forgets \
+         what the journal knew of that namespace's keys, and commands then act here (removing \
+         {} instead would have them take that namespace's values for this one's)",
         file.display()
     );
     let Some((recorded, _)) = recorded_netns(&file, &how)? else {
@@ -758,12 +760,17 @@ pub fn refuse_start_in_other_netns(state_dir: &Path) -> Result<Option<String>, C
             },
             describe_netns(here)
         );
+        // Not by the name under /run/netns that its inode may have now: that is another
+        // namespace's, and the reason stays in the journal.
+        let dead = match recorded.1 {
+            Some(cookie) => format!("net:[{}] (cookie {cookie})", recorded.0),
+            None => format!("net:[{}]", recorded.0),
+        };
         return Ok((!earlier_boot).then(|| {
             format!(
-                "the agent's network namespace {}, whose keys the journal names without a \
+                "the agent's network namespace {dead}, whose keys the journal names without a \
                  namespace, is gone (the agent runs in {} now): what KPO knew of it there is \
                  forgotten",
-                describe_netns(recorded),
                 describe_netns(here)
             )
         }));
@@ -1085,8 +1092,14 @@ mod tests {
             "{other_inode}"
         );
         assert!(other_inode.contains("nsenter --net=FILE"), "{other_inode}");
+        // Not "remove the file" alone: the commands would then take the dead namespace's
+        // values for this one's (s55 review M2).
+        assert!(
+            other_inode.contains("start the agent here once (`kpo run`)"),
+            "{other_inode}"
+        );
         assert!(other_inode.ends_with(&format!(
-            "removing {} lets commands act where they run",
+            "(removing {} instead would have them take that namespace's values for this one's)",
             file.display()
         )));
         if let Some(c) = cookie {

@@ -130,9 +130,12 @@ pub fn integer_list_in_kernel_form(text: &str) -> Option<String> {
     let mut ranges = Vec::new();
     for part in text.split(',') {
         let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        // Plain decimal: the kernel reads `010` as octal and `0x50` as hex (base 0), so a
+        // number with a leading zero is left to it.
         let number = |n: &str| {
             let digits = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
-            digits.then(|| n.parse::<u32>().ok()).flatten()
+            let plain = digits && (n == "0" || !n.starts_with('0'));
+            plain.then(|| n.parse::<u32>().ok()).flatten()
         };
         let (lo, hi) = (number(lo)?, number(hi)?);
         if lo > hi || hi > LAST_PORT {
@@ -1569,7 +1572,8 @@ mod tests {
             );
         }
         for refused in [
-            "80,,443", "80-", "-80", "90-80", "65536", "+80", "80 ,81", "cubic",
+            "80,,443", "80-", "-80", "90-80", "65536", "+80", "80 ,81", "cubic", "010", "0x50",
+            "80,",
         ] {
             assert_eq!(integer_list_in_kernel_form(refused), None, "{refused}");
         }

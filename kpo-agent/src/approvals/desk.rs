@@ -1088,6 +1088,26 @@ impl Desk {
         }
     }
 
+    /// At a start whose agent's own namespace died: a pending approval of one of its keys
+    /// ([`crate::journal::dies_with_the_agents_namespace`], which the journal settled) was
+    /// advised for the dead namespace's values, not the new one's; cleared with `why`, as an
+    /// approval whose namespace is gone is (s55 review M3: approved, it would have applied the
+    /// dead namespace's advice here).
+    pub fn clear_for_dead_agent_namespace(&mut self, why: &str) {
+        let pending: Vec<ApprovalItem> = self
+            .store
+            .pending()
+            .filter(|i| crate::journal::dies_with_the_agents_namespace(&i.key))
+            .cloned()
+            .collect();
+        for item in pending {
+            let why = why.to_string();
+            if let Err(e) = self.resolve(item, ApprovalState::Cleared { why }) {
+                warn!("approvals: {e}");
+            }
+        }
+    }
+
     /// When a pending approval expires under the policy in force: `expire_after` after its advice
     /// was last made. (The `expires_ms` stored with it is this, under the policy of that time.)
     fn expires(&self, item: &ApprovalItem) -> u64 {

@@ -268,7 +268,12 @@ impl ChangePath {
                 }
             })
         } else if let Some(why) = self.journal.gone_after(i) {
-            Some(format!("{what}, then {why}"))
+            // A device's `gone`, journaled by an earlier reconciliation just before a stop, says
+            // it already.
+            Some(match why.starts_with(what) {
+                true => why.to_string(),
+                false => format!("{what}, then {why}"),
+            })
         } else {
             match (i.netns_cookie, self.netns_cookie(&address)) {
                 (Some(then), Some(now)) if then != now => Some(format!(

@@ -254,8 +254,8 @@ impl ChangePath {
                 left: None,
                 reconciled: true,
             } => Some(format!(
-                "it was interrupted and reconciled as failed ({error}), and what the kernel has \
-                 is not known to be KPO's"
+                "it was reconciled as failed at a start ({error}), and what the kernel has is \
+                 not known to be KPO's"
             )),
             Outcome::Failed {
                 error, left: None, ..
@@ -530,8 +530,8 @@ impl ChangePath {
                  back)"
             ));
             // And as the value before, as `kpo revert ID`'s yielded skip shows it: `256 -> 64
-            // (read back 256)`, not `64 (read back 256)`, which read as if 64 were written (s52
-            // storyAC AC-7).
+            // (now 256)`, not `64 (now 256)`, which read as if 64 were written (s52 storyAC
+            // AC-7).
             r.read_back = self.read(&address).ok();
             r.before = r.read_back.clone();
             return Ok(r);

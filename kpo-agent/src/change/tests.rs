@@ -662,7 +662,7 @@ fn reverting_a_change_reconciled_as_failed_does_not_say_the_kernel_kept_its_valu
         .unwrap_err()
         .to_string();
     assert!(
-        e.starts_with("journal: #1 took no effect: it was interrupted and reconciled as failed (")
+        e.starts_with("journal: #1 took no effect: it was reconciled as failed at a start (")
             && e.ends_with("and what the kernel has is not known to be KPO's; nothing to revert"),
         "{e}"
     );

@@ -27,8 +27,6 @@ impl Folded {
         st
     }
 
-    /// Whether a later change or revert of the same parameter at the same target that set a
-    /// value (applied, or reverted) follows intent `i`: the kernel's value is then that one's.
     /// The reason of a `gone` record of intent `i`'s key that follows it, if one does: its
     /// target went away after the change began (the agent's own namespace, settled at start by
     /// [`super::Journal::forget_dead_agent_namespace`]), so the kernel's value now says nothing
@@ -44,6 +42,8 @@ impl Folded {
         })
     }
 
+    /// Whether a later change or revert of the same parameter at the same target that set a
+    /// value (applied, or reverted) follows intent `i`: the kernel's value is then that one's.
     pub fn superseded(&self, i: &Intent) -> bool {
         self.superseded_at(i.id, &i.key)
     }

@@ -596,6 +596,14 @@ pub struct ParamState {
     pub unsettled: Option<String>,
 }
 
+/// Whether the parameter under journal `key` lives in the agent's own network namespace and dies
+/// with it: a per-namespace sysctl without a namespace in its key, or a NIC's (`ethtool:`, always
+/// the agent's own namespace's). See [`Journal::forget_dead_agent_namespace`].
+pub fn dies_with_the_agents_namespace(key: &str) -> bool {
+    let own_sysctl = !key.contains('@') && crate::actuate::sysctl::is_per_netns(key);
+    own_sysctl || key.starts_with("ethtool:")
+}
+
 impl ParamState {
     /// Whether what is known of it comes from before boot `boot` (which started at `started_ms`,
     /// if known): its intents carry another boot id, or, written before boot ids were recorded,
@@ -644,6 +652,7 @@ impl ParamState {
     fn knows_anything(&self) -> bool {
         self.original.is_some()
             || !self.applied.is_empty()
+            || self.archived_changes > 0
             || !self.put_back.is_empty()
             || self.last_applied.is_some()
             || self.holding.is_some()
@@ -1224,15 +1233,17 @@ impl Journal {
     /// knew anything of there is settled as gone, as a namespace that dies under any other key
     /// is. Otherwise the new namespace's own values were taken for a person's change of KPO's
     /// (a yield), the guard judged the dead namespace's changes by the new one's health, and
-    /// `kpo revert --all` wrote the dead namespace's originals here (s55 story AT-1). Host-wide
-    /// keys (`vm.*`, `kernel.*`, the first namespace's `net.*`) are the machine's and stay.
-    /// Returns the keys settled.
+    /// `kpo revert --all` wrote the dead namespace's originals here (s55 story AT-1). Its NICs'
+    /// keys (`ethtool:`, always the agent's own namespace's) are settled too: a device of a dead
+    /// namespace is gone, and one under its name in the new namespace is another. Host-wide keys
+    /// (`vm.*`, `kernel.*`, the `net.*` keys only the machine's first namespace has) and cpufreq's
+    /// are the machine's and stay. Returns the keys settled.
     pub fn forget_dead_agent_namespace(&mut self, why: &str) -> Result<Vec<String>, JournalError> {
         let keys: Vec<String> = self
             .st
             .params
             .values()
-            .filter(|p| !p.key.contains('@') && crate::actuate::sysctl::is_per_netns(&p.key))
+            .filter(|p| dies_with_the_agents_namespace(&p.key))
             .filter(|p| p.knows_anything())
             .map(|p| p.key.clone())
             .collect();

@@ -341,21 +341,25 @@ impl Deciding {
             .map_err(|e| anyhow::anyhow!("cannot record the sysfs root: {e}"))?;
         crate::control::record_policy_path(&dir, state.policy.as_deref())
             .map_err(|e| anyhow::anyhow!("cannot record the policy's path: {e}"))?;
-        // Before this namespace is recorded, so that a stop in between settles them at the
-        // next start (a key settled already is not settled again), and before reconciliation,
-        // which reads an interrupted change's key in the namespace it was made in.
-        if let Some(why) = dead_agent_netns {
+        // Before reconciliation, which would read an interrupted change's key in this namespace,
+        // and before this namespace is recorded (below).
+        if let Some(why) = &dead_agent_netns {
             let settled = journal
-                .forget_dead_agent_namespace(&why)
+                .forget_dead_agent_namespace(why)
                 .map_err(|e| anyhow::anyhow!("journal: cannot settle the keys of {why}: {e}"))?;
             if !settled.is_empty() {
                 info!("journal: {why}: {}", settled.join(", "));
             }
         }
-        crate::control::record_agent_netns(&dir)
-            .map_err(|e| anyhow::anyhow!("cannot record the agent's network namespace: {e}"))?;
         let path = ChangePath::new(policy, journal, Box::new(actuators));
         let (mut deciding, mut events) = Self::over(path, recommend_only, Some((&socket, &dir)))?;
+        if let Some(why) = &dead_agent_netns {
+            deciding.approvals.clear_for_dead_agent_namespace(why);
+        }
+        // Last: a start stopped before this finds the namespace dead again, and settles what is
+        // left (a key settled already is not settled again).
+        crate::control::record_agent_netns(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot record the agent's network namespace: {e}"))?;
         deciding.policy_file = match &state.policy {
             Some(file) => (file.clone(), true),
             None => (PathBuf::from(crate::policy::DEFAULT_PATH), false),

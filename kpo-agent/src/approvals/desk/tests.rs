@@ -2570,3 +2570,41 @@ fn an_approval_cleared_at_the_stop_is_posted_at_the_next_start() {
         "posted by the next start"
     );
 }
+
+/// At a start whose agent's own namespace died, a pending approval of one of its keys (advised
+/// for the dead namespace's values) is cleared; one of another namespace is not (s55 review M3:
+/// approved, the dead namespace's advice would have been applied in the new one).
+#[test]
+fn approvals_of_a_dead_agent_namespaces_keys_are_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    const HOST: &str = "net.core.somaxconn";
+    s.k.0
+        .lock()
+        .unwrap()
+        .values
+        .insert(HOST.into(), Value::Int(16));
+    let mut host = rec(Source::Rules, 64, false);
+    host.parameter = HOST.parse().unwrap();
+    host.id = Recommendation::make_id(Source::Rules, 1, &host.parameter, Some(&Value::Int(64)));
+    s.consider(vec![rec(Source::Rules, 32, false), host]);
+    let pending = s.desk.pending().unwrap();
+    let keys: Vec<&str> = pending.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(keys, [NS, HOST]);
+    s.desk.take_events();
+    s.desk
+        .clear_for_dead_agent_namespace("the agent's network namespace net:[7] is gone");
+    assert_eq!(kinds(&s.desk.take_events()), ["approval_resolved"]);
+    let left: Vec<String> = s
+        .desk
+        .pending()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    assert_eq!(left, [NS]);
+    assert_eq!(
+        cleared_why(&s, &pending[1].id),
+        "the agent's network namespace net:[7] is gone"
+    );
+}
