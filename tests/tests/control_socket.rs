@@ -127,3 +127,34 @@ pub fn a_socket_another_user_listens_on_gets_nothing() {
     );
     assert!(socket.exists(), "their socket is left as it is");
 }
+
+/// Under `umask 000` the socket's missing directories are made 0755 and the events file 0644,
+/// not writable by every user; the socket stays 0600. Defect (s55 story AU-6): the directories
+/// came out 0777, the agent then refused the very directory it had made (leaving it behind,
+/// every later start refused too), and the events file 0666, where any user could add events.
+pub fn what_the_agent_creates_is_not_everyones_under_an_open_umask() {
+    struct Umask(nix::sys::stat::Mode);
+    impl Drop for Umask {
+        fn drop(&mut self) {
+            nix::sys::stat::umask(self.0);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let _restore = Umask(nix::sys::stat::umask(nix::sys::stat::Mode::empty()));
+    let socket = dir.path().join("run/kpo/kpo.sock");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let (server, _requests) = Server::bind(&socket).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.path().join("run")), 0o755);
+    assert_eq!(mode(&dir.path().join("run/kpo")), 0o755);
+    assert_eq!(mode(&socket), 0o600);
+    drop(server);
+    let events = dir.path().join("events.jsonl");
+    let sink = kpo_agent::output::sink::EventSink::open(&events, 1 << 20).unwrap();
+    assert_eq!(mode(&events), 0o644);
+    sink.close(Duration::from_secs(5));
+}

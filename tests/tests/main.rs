@@ -321,6 +321,11 @@ fn main() {
             control_socket::a_socket_another_user_listens_on_gets_nothing,
         ),
         trial(
+            "control_socket::what_the_agent_creates_is_not_everyones_under_an_open_umask",
+            None,
+            control_socket::what_the_agent_creates_is_not_everyones_under_an_open_umask,
+        ),
+        trial(
             "energy_trust::an_advancing_pmu_is_chosen",
             needs_root(),
             energy_trust::an_advancing_pmu_is_chosen,

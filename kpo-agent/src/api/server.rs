@@ -3,7 +3,7 @@
 use std::{
     os::{
         fd::{AsFd, BorrowedFd, OwnedFd},
-        unix::fs::{FileTypeExt, PermissionsExt},
+        unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt},
     },
     path::{Path, PathBuf},
     time::Duration,
@@ -190,7 +190,14 @@ impl Server {
                     .unwrap_or(Path::new("."));
                 super::socket_dir::check(there)?;
             }
-            std::fs::create_dir_all(dir).map_err(io("creating its directory"))?;
+            // 0755 whatever the umask: created with the process's (0777 under `umask 000`), the
+            // directory was then refused by the check below and left behind, writable by every
+            // user (s55 story AU-6).
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(io("creating its directory"))?;
         }
         let stale = match std::fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_socket() => {

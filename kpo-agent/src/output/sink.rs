@@ -16,7 +16,7 @@
 use std::{
     fs::{File, OpenOptions},
     io::{self, Seek, SeekFrom, Write},
-    os::fd::AsFd,
+    os::{fd::AsFd, unix::fs::OpenOptionsExt},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
@@ -113,21 +113,29 @@ impl Destination {
                     Place::Root => {
                         // Opening writes nothing; the file system is checked before the first
                         // line.
-                        let (file, created) =
-                            match OpenOptions::new().create_new(true).append(true).open(path) {
-                                Ok(file) => (file, true),
-                                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                                    // A symbolic link is there (create_new does not follow it): its
-                                    // target is created when it does not exist yet.
-                                    let dangling = std::fs::metadata(path)
-                                        .is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
-                                    (
-                                        OpenOptions::new().create(true).append(true).open(path)?,
-                                        dangling,
-                                    )
-                                }
-                                Err(e) => return Err(e),
-                            };
+                        let (file, created) = match OpenOptions::new()
+                            .create_new(true)
+                            .append(true)
+                            .mode(EVENTS_FILE_MODE)
+                            .open(path)
+                        {
+                            Ok(file) => (file, true),
+                            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                                // A symbolic link is there (create_new does not follow it): its
+                                // target is created when it does not exist yet.
+                                let dangling = std::fs::metadata(path)
+                                    .is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
+                                (
+                                    OpenOptions::new()
+                                        .create(true)
+                                        .append(true)
+                                        .mode(EVENTS_FILE_MODE)
+                                        .open(path)?,
+                                    dangling,
+                                )
+                            }
+                            Err(e) => return Err(e),
+                        };
                         (file, created, path.clone())
                     }
                 };
@@ -237,14 +245,23 @@ pub(crate) fn events_path_weakness(weakness: &crate::trusted_path::Weakness) -> 
     }
 }
 
+/// The mode an events file is created with, at most (the umask takes from it): readable by a log
+/// shipper running as another user, written by the agent alone; created with the process's
+/// umask alone, `umask 000` made it writable by every user, who could then write events of their
+/// own (s55 story AU-6).
+const EVENTS_FILE_MODE: u32 = 0o644;
+
 /// Opens (or creates) `place`, in a directory others may make entries in: without following a
 /// link (one may appear there after the check), and refused unless the file is root's (or this
 /// user's) with no other name (a hard link another user made to a file of root's is root's).
 fn open_in_shared_directory(place: &Path) -> io::Result<(File, bool, PathBuf)> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::fs::MetadataExt;
     let open = |create_new: bool| {
         let mut options = OpenOptions::new();
-        options.append(true).custom_flags(libc::O_NOFOLLOW);
+        options
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(EVENTS_FILE_MODE);
         if create_new {
             options.create_new(true);
         }
