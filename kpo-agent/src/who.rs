@@ -44,6 +44,10 @@ fn named(pid: u32, uid: u32, login_name: impl Fn(u32) -> Option<String>) -> Stri
     operator_text(loginuid, login_name, sudo_user.as_deref(), uid, pid)
 }
 
+/// The most of `SUDO_USER` kept: more than any user name (Linux's `LOGIN_NAME_MAX` is 256 with
+/// its terminator).
+const SUDO_USER_MAX: usize = 255;
+
 fn operator_text(
     loginuid: Option<u32>,
     login_name: impl Fn(u32) -> Option<String>,
@@ -54,7 +58,17 @@ fn operator_text(
     // u32::MAX: no login session (the audit subsystem's "unset").
     let person = match loginuid.filter(|&l| l != u32::MAX) {
         Some(l) => Some(login_name(l).unwrap_or_else(|| format!("loginuid {l}"))),
-        None => sudo_user.filter(|s| !s.is_empty()).map(str::to_string),
+        // The caller's own environment, anything it likes: one line of what can be seen, at most
+        // a user name's length, since it is shown in `kpo status`, events and webhooks (s55
+        // story AU-4: an escape sequence cleared the operator's screen).
+        None => sudo_user
+            .map(|s| {
+                crate::shown::one_line(s)
+                    .chars()
+                    .take(SUDO_USER_MAX)
+                    .collect()
+            })
+            .filter(|s: &String| !s.is_empty()),
     };
     match person {
         Some(p) => format!("operator {p} (uid {uid}, pid {pid})"),
@@ -64,6 +78,23 @@ fn operator_text(
 
 #[cfg(test)]
 mod tests {
+    /// `SUDO_USER` is the caller's to set: shown on one line without control or format
+    /// characters, and no longer than a user name (s55 story AU-4).
+    #[test]
+    fn sudo_user_is_shown_as_plain_text() {
+        let text = |s| super::operator_text(None, |_| None, Some(s), 0, 42);
+        assert_eq!(
+            text("ev\u{1b}[2Jil\nnext \u{202e}\"q\""),
+            "operator ev [2Jil next \"q\" (uid 0, pid 42)"
+        );
+        assert_eq!(text("\u{1b}\n"), "operator (uid 0, pid 42)");
+        let long = "a".repeat(1000);
+        assert_eq!(
+            text(&long),
+            format!("operator {} (uid 0, pid 42)", "a".repeat(255))
+        );
+    }
+
     /// The person behind sudo is named: by their login uid, else by `SUDO_USER`.
     #[test]
     fn the_operator_is_named_behind_sudo() {
