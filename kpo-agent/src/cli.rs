@@ -540,10 +540,8 @@ fn open(state: &StateArgs, access: Access) -> anyhow::Result<Box<dyn Control>> {
     Ok(Box::new(path))
 }
 
-/// The longest `--reason`, in bytes: a request to the agent holds at most
-/// [`crate::api::MAX_REQUEST_BYTES`], and a reason is a line of the journal and of `kpo journal`,
-/// not a document.
-pub const MAX_REASON_BYTES: usize = 4096;
+/// The longest `--reason`, in bytes: the agent's ([`crate::api::MAX_REASON_BYTES`]).
+pub const MAX_REASON_BYTES: usize = crate::api::MAX_REASON_BYTES;
 
 /// `--reason TEXT`: at most [`MAX_REASON_BYTES`] (s46 storyK K9: a 64 KiB reason was refused
 /// by the agent in its protocol's words, "request longer than 65536 bytes").

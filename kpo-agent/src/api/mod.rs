@@ -25,6 +25,11 @@ pub const DEFAULT_SOCKET: &str = "/run/kpo/kpo.sock";
 /// The longest request line accepted: requests are small; anything longer is refused unread.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
+/// The longest reason a request carries (`apply`'s, `reject`'s), in bytes: a reason is a line of
+/// the journal and of `kpo journal`, not a document. The CLI checks it before it sends; the agent
+/// holds every client to it (s55 story AU-3: a socket client journaled a 60,000-byte reason).
+pub const MAX_REASON_BYTES: usize = 4096;
+
 /// A request, as one JSON line: `{"op":"apply","address":"net.core.somaxconn","value":4096,
 /// "reason":"..."}`, `{"op":"status"}`, ...
 ///
@@ -72,6 +77,22 @@ pub enum Request {
 }
 
 impl Request {
+    /// Why the request's reason is refused, if it is: longer than [`MAX_REASON_BYTES`].
+    pub fn reason_too_long(&self) -> Option<String> {
+        let reason = match self {
+            Request::Apply(a) => Some(a.reason.as_str()),
+            Request::Reject { reason, .. } => reason.as_deref(),
+            _ => None,
+        }?;
+        (reason.len() > MAX_REASON_BYTES).then(|| {
+            format!(
+                "reason: at most {MAX_REASON_BYTES} bytes (this one has {}): it is one line of \
+                 the journal",
+                reason.len()
+            )
+        })
+    }
+
     /// Whether the agent journals who asks (`by`): only then is the caller's login name looked
     /// up, which may wait on a directory service (api::server). The requests that only read are
     /// not held up, nor do they spend a thread, for a name they would not use.
@@ -171,6 +192,31 @@ mod protocol_tests {
             r#"{"error":"no"}"#
         );
         assert!(serde_json::from_str::<Request>(r#"{"op":"format_disk"}"#).is_err());
+    }
+
+    /// An apply's or a reject's reason longer than a journal line takes is refused, as the CLI
+    /// refuses it (s55 story AU-3: a socket client journaled 60,000 bytes).
+    #[test]
+    fn a_reason_longer_than_a_journal_line_is_refused() {
+        let apply = |reason: &str| -> Request {
+            serde_json::from_value(serde_json::json!({"op": "apply",
+                "address": "net.core.somaxconn", "value": 4096, "reason": reason}))
+            .unwrap()
+        };
+        let fits = "r".repeat(MAX_REASON_BYTES);
+        assert_eq!(apply(&fits).reason_too_long(), None);
+        let long = fits.clone() + "r";
+        assert_eq!(
+            apply(&long).reason_too_long().unwrap(),
+            "reason: at most 4096 bytes (this one has 4097): it is one line of the journal"
+        );
+        let reject: Request = serde_json::from_value(
+            serde_json::json!({"op": "reject", "id": "ap-1", "by": "x", "reason": long}),
+        )
+        .unwrap();
+        assert!(reject.reason_too_long().is_some());
+        let status: Request = serde_json::from_str(r#"{"op":"status"}"#).unwrap();
+        assert_eq!(status.reason_too_long(), None);
     }
 
     /// The requests whose caller is looked up are exactly those that carry a `by` to journal.

@@ -353,6 +353,9 @@ async fn answer(
     }
     let request: Request =
         serde_json::from_slice(&line).map_err(|e| Reply::Error(format!("not a request: {e}")))?;
+    if let Some(why) = request.reason_too_long() {
+        return Err(Reply::Error(why));
+    }
     // The line may have waited in the socket while the loop was stalled, past the time the
     // caller waits (the timers here start only now): a caller that has closed the connection
     // was told there was no answer, and its request is not taken up.
