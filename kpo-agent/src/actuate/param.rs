@@ -189,6 +189,11 @@ impl Value {
             Value::Ints(v) => format!("{} integers ({self})", v.len()),
             Value::Word(w) if w.is_empty() => "the empty value \"\"".into(),
             Value::Word(w) if w.contains(' ') => format!("the words {w:?}"),
+            // Digits within range are a word only when sent as text (a JSON string through the
+            // API): "a number beyond ..." was said of "40" (s55 story AU-1).
+            Value::Word(w) if parse_int(w).is_some() => {
+                format!("the text {w:?} (an integer is sent as a JSON number, not a string)")
+            }
             // Digits past what a kernel value holds ([`parse_int`]) stay a word; "the word
             // \"99999999999999999999\"" would read as a typo, not as a number too large.
             Value::Word(w) if is_numeral(w) => {
@@ -549,6 +554,11 @@ mod tests {
         );
         assert_eq!(Value::parse("-").described(), "the word \"-\"");
         assert_eq!(Value::parse("12a").described(), "the word \"12a\"");
+        // Digits in range as text come only from a JSON string (s55 story AU-1).
+        assert_eq!(
+            Value::Word("40".into()).described(),
+            "the text \"40\" (an integer is sent as a JSON number, not a string)"
+        );
     }
 
     #[test]
