@@ -87,7 +87,15 @@ pub fn handle(control: &mut dyn ApprovalControl, request: &Request) -> Option<Re
         Request::Explain { limit: 0, .. } => {
             Reply::Error("explain: limit must be at least 1 (0 would show none)".into())
         }
-        Request::Explain { param, limit } => reply(control.explain(param, *limit)),
+        // Checked and made canonical as `kpo explain`'s argument is: a slashed name answered
+        // nothing, and a typo "no recommendations" (s55 story AU-5), as `resume` does.
+        Request::Explain { param, limit } => match crate::cli::param_arg(param) {
+            Ok(param) => reply(control.explain(&param, *limit)),
+            Err(why) => Reply::Error(
+                ControlError::NotAParameter(format!("{param:?} is not a parameter: {why}"))
+                    .to_string(),
+            ),
+        },
         _ => return None,
     })
 }
@@ -219,35 +227,67 @@ mod tests {
     /// as no recommendation recorded, where `kpo explain --limit 0` is refused.
     #[test]
     fn an_explain_of_no_entries_is_refused_as_the_cli_refuses_it() {
-        struct Unasked;
-        impl ApprovalControl for Unasked {
-            fn pending(&mut self) -> Result<Vec<ApprovalItem>, ControlError> {
-                unreachable!()
-            }
-            fn approve(&mut self, _: &str, _: &str) -> Result<ApproveOutcome, ControlError> {
-                unreachable!()
-            }
-            fn reject(
-                &mut self,
-                _: &str,
-                _: &str,
-                _: Option<&str>,
-            ) -> Result<ApprovalItem, ControlError> {
-                unreachable!()
-            }
-            fn explain(&mut self, _: &str, _: usize) -> Result<Vec<Explained>, ControlError> {
-                panic!("asked for no entries")
-            }
-        }
         let request: Request =
             serde_json::from_str(r#"{"op":"explain","param":"net.core.somaxconn","limit":0}"#)
                 .unwrap();
         assert_eq!(
-            handle(&mut Unasked, &request),
+            handle(&mut Unasked::default(), &request),
             Some(Reply::Error(
                 "explain: limit must be at least 1 (0 would show none)".into()
             ))
         );
+    }
+
+    /// The parameter an `explain` asks about, as `explain` was asked.
+    #[derive(Default)]
+    struct Unasked(Option<String>);
+    impl ApprovalControl for Unasked {
+        fn pending(&mut self) -> Result<Vec<ApprovalItem>, ControlError> {
+            unreachable!()
+        }
+        fn approve(&mut self, _: &str, _: &str) -> Result<ApproveOutcome, ControlError> {
+            unreachable!()
+        }
+        fn reject(
+            &mut self,
+            _: &str,
+            _: &str,
+            _: Option<&str>,
+        ) -> Result<ApprovalItem, ControlError> {
+            unreachable!()
+        }
+        fn explain(&mut self, param: &str, limit: usize) -> Result<Vec<Explained>, ControlError> {
+            assert!(limit > 0, "asked for no entries");
+            self.0 = Some(param.to_string());
+            Ok(Vec::new())
+        }
+    }
+
+    /// Defect (s55 story AU-5): the socket's `explain` took its `param` as written: a slashed
+    /// name found nothing, and a name that names nothing answered "no recommendations", where
+    /// `kpo explain` normalizes the one and refuses the other.
+    #[test]
+    fn an_explain_over_the_socket_takes_its_parameter_as_the_cli_does() {
+        let ask = |param: &str| {
+            let request: Request = serde_json::from_value(
+                serde_json::json!({"op": "explain", "param": param, "limit": 1}),
+            )
+            .unwrap();
+            let mut control = Unasked::default();
+            let reply = handle(&mut control, &request).unwrap();
+            (reply, control.0)
+        };
+        let (reply, asked) = ask("net/core/somaxconn");
+        assert_eq!(reply, Reply::Ok(serde_json::json!([])));
+        assert_eq!(asked.as_deref(), Some("net.core.somaxconn"));
+        for bad in ["", "net..core", "net.core.*"] {
+            let (reply, asked) = ask(bad);
+            let Reply::Error(why) = reply else {
+                panic!("{bad:?}: {reply:?}")
+            };
+            assert!(why.contains("is not a parameter"), "{bad:?}: {why}");
+            assert_eq!(asked, None);
+        }
     }
 
     /// A desk and change path over a fresh state directory in `dir`, somaxconn in mode recommend
