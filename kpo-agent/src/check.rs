@@ -264,7 +264,7 @@ fn every_namespace_by_default(policy: &Policy, proc_sys: &std::path::Path) -> Ve
         let net = entry == "[defaults]"
             || (rule.name.starts_with("net")
                 && (!rule.is_exact() || crate::actuate::sysctl::is_per_netns(&rule.name)))
-            || rule.name.starts_with(['*', '?', '[']);
+            || rule.name.starts_with(['*', '?', '[', '{']);
         net && rule.mode == crate::policy::Mode::Auto
             && matches!(rule.namespaces, Namespaces::All)
             && !rule.namespaces_written
@@ -308,7 +308,7 @@ fn every_namespace_from_outside_the_first(
         .filter(|(entry, rule)| {
             let net = entry == "[defaults]"
                 || rule.name.starts_with("net")
-                || rule.name.starts_with(['*', '?', '[']);
+                || rule.name.starts_with(['*', '?', '[', '{']);
             net && rule.mode == crate::policy::Mode::Auto
                 && matches!(rule.namespaces, Namespaces::All)
         })
@@ -1813,6 +1813,13 @@ proc_root = \"/proc\"
         )
         .unwrap();
         assert!(every_namespace_by_default(&policy, sys).is_empty());
+        // A glob that starts with an alternation may cover net keys too (s54 review1 N1).
+        let policy = Policy::parse(
+            "[params.\"{net,vm}.ipv4.tcp_*\"]\nmode = \"auto\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert_eq!(every_namespace_by_default(&policy, sys).len(), 1);
         // Outside the first namespace the other warning says it.
         std::fs::remove_file(sys.join("net/core/netdev_budget")).unwrap();
         let policy = Policy::parse("[defaults]\nmode = \"auto\"\n", "p.toml").unwrap();

@@ -73,8 +73,15 @@ impl From<WireInt> for i128 {
     }
 }
 
+// Said in the value's own terms: serde's default for an untagged enum, "data did not match any
+// variant of untagged enum WireValue", named neither the field nor what it takes (s55 story
+// AU-2).
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a parameter value: an integer from -9223372036854775808 to \
+                 18446744073709551615, an array of such integers, or a string"
+)]
 enum WireValue {
     Int(WireInt),
     Ints(Vec<WireInt>),
@@ -610,6 +617,16 @@ mod tests {
             serde_json::from_str::<Value>("\"schedutil\"").unwrap(),
             Value::Word("schedutil".into())
         );
+        // A value of another type is told what a value is (s55 story AU-2).
+        for wrong in ["40.0", "null", "true", "18446744073709551616", "{}"] {
+            let e = serde_json::from_str::<Value>(wrong)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("a parameter value: an integer from"),
+                "{wrong}: {e}"
+            );
+        }
         assert!(Value::Int(1).same_shape(&Value::Int(7)));
         assert!(!Value::Ints(vec![1, 2]).same_shape(&Value::Ints(vec![1, 2, 3])));
     }

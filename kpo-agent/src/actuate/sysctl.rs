@@ -531,7 +531,10 @@ impl SysctlActuator {
         };
         // Only the machine's first namespace may change that list: elsewhere the kernel shows it
         // read-only (0444), so the step named above is for an agent there (s54 story AP F3).
-        let first = if self.netns.is_some() {
+        // An agent in a namespace of its own (a pod) is in another too (s54 review2 N-e).
+        let elsewhere = self.netns.is_some()
+            || outside_the_first_netns("net.core.netdev_budget", &self.proc_sys).is_some();
+        let first = if elsewhere {
             format!(
                 "{first} (in the machine's first network namespace: the list is read-only in \
                  any other)"
@@ -1500,6 +1503,27 @@ mod tests {
             "{err}"
         );
         cc.validate(&Value::Word("reno".into())).unwrap();
+        // The list is read-only outside the machine's first namespace, so an agent that runs
+        // in another (a pod: somaxconn here, netdev_budget not) is told where the step is
+        // taken (s54 review2 N-e); in the first, it is not.
+        let first_only = roots.proc_sys.join("net/core/netdev_budget");
+        std::fs::create_dir_all(first_only.parent().unwrap()).unwrap();
+        std::fs::write(roots.proc_sys.join("net/core/somaxconn"), "4096\n").unwrap();
+        std::fs::write(&first_only, "300\n").unwrap();
+        let here = cc
+            .validate(&Value::Word("bbr".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(!here.contains("read-only in any other"), "{here}");
+        std::fs::remove_file(&first_only).unwrap();
+        let in_a_pod = cc
+            .validate(&Value::Word("bbr".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            in_a_pod.contains("(in the machine's first network namespace: the list is read-only"),
+            "{in_a_pod}"
+        );
         std::fs::write(
             roots
                 .proc_sys
