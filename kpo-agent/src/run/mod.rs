@@ -211,6 +211,14 @@ pub async fn run(
                      see them as they happen)",
                     mount.path.display()
                 );
+            } else {
+                // Said as each sensor is (`sensor on`): after README's remedy for `ip netns exec`
+                // only a missing warning told that it worked (s55 story AV-5).
+                info!(
+                    "sysctl watch on: sysctl writes are seen as they happen, under the cgroup2 \
+                     hierarchy at {}",
+                    mount.path.display()
+                );
             }
             Some(watch)
         }
