@@ -125,6 +125,7 @@ impl Drop for TestCgroup {
 pub fn an_agent_in_its_own_cgroup_namespace_says_what_its_watch_cannot_see() {
     const WARNING: &str = "sysctl watch: the agent is in a cgroup namespace of its own";
     const OFF: &str = "sysctl watch off";
+    const ON: &str = "sysctl watch on: sysctl writes are seen as they happen";
     let hierarchy = this_cgroup2_root().expect("cgroup v2 mounted");
     let cgroup = TestCgroup(hierarchy.join(format!("kpo-test-{}", std::process::id())));
     std::fs::create_dir(&cgroup.0).unwrap();
@@ -182,5 +183,7 @@ pub fn an_agent_in_its_own_cgroup_namespace_says_what_its_watch_cannot_see() {
         let text = std::fs::read_to_string(&stderr).unwrap();
         assert!(!text.contains(OFF), "{how}: {text}");
         assert_eq!(text.contains(WARNING), warns, "{how}: {text}");
+        // Attached and seeing every process's writes: said so (s55 story AV-5).
+        assert_eq!(text.contains(ON), !warns, "{how}: {text}");
     }
 }
