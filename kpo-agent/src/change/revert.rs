@@ -737,17 +737,9 @@ impl ChangePath {
         let mut actuator = match self.actuators.open(address) {
             Ok(a) => a,
             Err(e) if self.namespace_gone_for_certain(address, &target_key(address)) => {
-                // Its values died with it: nothing is left to put back, now or later. Settled,
-                // so that it is said once, not at every `kpo revert --all` and stop for good (s54
-                // story AP F7: on a node with pod churn the list only grew).
+                // Its values died with it: nothing is left to put back, now or later.
                 report.status = ChangeStatus::Skipped;
-                let detail = format!("{NAMESPACE_GONE}; nothing to put back ({e})");
-                if let Err(e) = self.journal.forget_gone_namespace(address, &detail) {
-                    tracing::warn!(
-                        "journal: {address}: cannot record that its namespace is gone: {e}"
-                    );
-                }
-                report.detail = Some(detail);
+                report.detail = Some(format!("{NAMESPACE_GONE}; nothing to put back ({e})"));
                 return Ok(report);
             }
             Err(e) => return Ok(self.fail_early(&p, None, e.to_string(), report)),
