@@ -971,7 +971,9 @@ impl ChangePath {
             reason,
             kind.clone(),
             made_way_for,
-            netns_cookie,
+            // Journaled under the host's key, the agent's own namespace keeps no cookie: a key
+            // with one is settled at a reboot as a namespace that did not outlive it.
+            netns_cookie.filter(|_| own_namespace_as_host(address).is_none()),
             device,
         ) {
             Ok(id) => id,

@@ -746,13 +746,19 @@ pub fn refuse_start_in_other_netns(state_dir: &Path) -> Result<Option<String>, C
     let earlier_boot = boot.is_some_and(|b| Some(b) != crate::journal::current_boot());
     let gone = earlier_boot
         || recorded.0 == here.0
+        || inode_given_to_another(recorded)
         || (crate::actuate::sysctl::sees_every_process()
             && !crate::actuate::sysctl::netns_in_use(recorded.0));
     if gone {
+        // Not by the name under /run/netns that its inode may have now: that is another
+        // namespace's (s55 story AW-5), and the reason stays in the journal.
+        let dead = match recorded.1 {
+            Some(cookie) => format!("net:[{}] (cookie {cookie})", recorded.0),
+            None => format!("net:[{}]", recorded.0),
+        };
         tracing::info!(
-            "{} named network namespace {}{}, which is gone; this agent runs in {}",
+            "{} named network namespace {dead}{}, which is gone; this agent runs in {}",
             file.display(),
-            describe_netns(recorded),
             if earlier_boot {
                 " of an earlier boot"
             } else {
@@ -760,12 +766,6 @@ pub fn refuse_start_in_other_netns(state_dir: &Path) -> Result<Option<String>, C
             },
             describe_netns(here)
         );
-        // Not by the name under /run/netns that its inode may have now: that is another
-        // namespace's, and the reason stays in the journal.
-        let dead = match recorded.1 {
-            Some(cookie) => format!("net:[{}] (cookie {cookie})", recorded.0),
-            None => format!("net:[{}]", recorded.0),
-        };
         return Ok((!earlier_boot).then(|| {
             format!(
                 "the agent's network namespace {dead}, whose keys the journal names without a \
@@ -799,6 +799,19 @@ pub fn refuse_start_in_other_netns(state_dir: &Path) -> Result<Option<String>, C
         describe_netns(recorded),
         describe_netns(here)
     )))
+}
+
+/// Whether the namespace alive at the recorded inode is another one: its cookie is not the
+/// recorded one. The kernel hands a dead namespace's inode to the next one made, so on a node
+/// whose pods come and go this is common, not rare (s55 story AW-1: the agent's next pod was
+/// refused for good, "which still exists", naming a stranger's namespace). Without a recorded
+/// cookie, or one readable now, nothing is concluded.
+fn inode_given_to_another((inode, recorded): (u64, Option<u64>)) -> bool {
+    let Some(recorded) = recorded else {
+        return false;
+    };
+    let now = crate::actuate::sysctl::netns_cookie(&crate::actuate::param::NetnsRef::Inode(inode));
+    now.is_ok_and(|now| now != recorded)
 }
 
 /// The file under /run/netns (a bind mount `ip netns add` made) that is the namespace `inode`, if
@@ -1223,6 +1236,22 @@ mod tests {
         let stdout = child(Some(&name));
         assert!(stdout.contains("refused, named and alive"), "{stdout}");
         drop(other);
+    }
+
+    /// s55 story AW-1: a recorded namespace whose inode another namespace has now is told from
+    /// it by the cookie; without a cookie nothing is concluded. Asked here of the test's own
+    /// namespace, whose inode is at hand and whose cookie is known.
+    #[test]
+    fn a_namespace_at_the_recorded_inode_with_another_cookie_is_another() {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(own_cookie) = crate::actuate::sysctl::this_netns_cookie() else {
+            kpo_test_skip::skip("no SO_NETNS_COOKIE before Linux 5.14");
+            return;
+        };
+        let inode = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        assert!(!inode_given_to_another((inode, Some(own_cookie))));
+        assert!(inode_given_to_another((inode, Some(own_cookie + 1))));
+        assert!(!inode_given_to_another((inode, None)));
     }
 
     /// Set for [`pid_namespace_child`]: the /run/netns name the namespace has.

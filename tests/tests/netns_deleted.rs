@@ -400,6 +400,15 @@ pub fn an_agent_whose_own_namespace_died_forgets_its_keys_there() {
     assert!(!stdout.contains("reverted"), "{stdout}");
     assert_eq!(read("net.core.somaxconn"), somaxconn, "{stdout}");
     assert_eq!(read("net.ipv4.tcp_fin_timeout"), fin_timeout, "{stdout}");
+    // Nor by its id (s55 story AW-3: with KPO's last value settled, nothing was left to compare
+    // with, and the dead namespace's 777 was written here).
+    let out = in_ns(&alive, &["revert", "1"], None);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        stdout.starts_with("skipped") && stdout.contains("is gone"),
+        "{stdout}\n{stderr}"
+    );
+    assert_eq!(read("net.core.somaxconn"), somaxconn, "{stdout}");
     let status: Value = serde_json::from_str(&kpo(dir.path(), &["status", "--json"])).unwrap();
     for p in status["params"].as_array().unwrap() {
         assert_ne!(

@@ -747,9 +747,12 @@ pub fn netns_cookie(netns: &NetnsRef) -> Result<u64, ActuateError> {
     cookie_of(&file, &netns.to_string())
 }
 
-/// The cookie of the namespace `file` is open on (`name` for errors). The agent's own namespace
-/// has none here: it is the host's (the rules address it as the host), it outlives every reboot,
-/// and what KPO knows of it must never be settled as a dead namespace's.
+/// The cookie of the namespace `file` is open on (`name` for errors). The agent's own namespace's
+/// too: its keys are journaled as the host's, without one (the change path maps an address of it
+/// to the host before it opens it), but an address another namespace's key names, by an inode the
+/// kernel gave the agent's namespace after that one died, must be told from it by its cookie
+/// (s55 story AW-4: the new namespace's own values were yielded as a person's change, and
+/// `kpo revert --force` wrote the dead one's there).
 fn cookie_of(file: &File, name: &str) -> Result<u64, ActuateError> {
     let err = |reason: String| ActuateError::Netns {
         netns: name.to_string(),
@@ -759,9 +762,7 @@ fn cookie_of(file: &File, name: &str) -> Result<u64, ActuateError> {
     let this = file.metadata().map(|m| m.ino());
     if let (Ok(own), Ok(this)) = (own, this) {
         if own == this {
-            return Err(err(
-                "the agent's own network namespace: the host's, no cookie kept".into(),
-            ));
+            return this_netns_cookie().map_err(|e| err(format!("SO_NETNS_COOKIE: {e}")));
         }
     }
     super::on_thread("kpo-netns", || {

@@ -154,6 +154,18 @@ impl ChangePath {
             ));
             return Ok(report);
         }
+        // Its namespace died since (a `gone` record of its key follows it: the agent's own
+        // namespace, settled at a start): what it found there is not this namespace's to have
+        // back (s55 story AW-3: `kpo revert ID` wrote the dead namespace's 64 into the new one,
+        // KPO's last value settled with it, so nothing was left to compare with). A NIC's
+        // device gone is said below, by its device.
+        if !matches!(address.target, Target::Nic { .. }) {
+            if let Some(why) = self.journal.gone_after(&intent) {
+                let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
+                report.detail = Some(format!("{why}; nothing to put back"));
+                return Ok(report);
+            }
+        }
         let ours = only_ours
             .then(|| self.journal.param_by_key(&intent.key))
             .flatten()

@@ -597,11 +597,13 @@ pub struct ParamState {
 }
 
 /// Whether the parameter under journal `key` lives in the agent's own network namespace and dies
-/// with it: a per-namespace sysctl without a namespace in its key, or a NIC's (`ethtool:`, always
-/// the agent's own namespace's). See [`Journal::forget_dead_agent_namespace`].
+/// with it: a per-network-namespace sysctl without a namespace in its key. Not a NIC's
+/// (`ethtool:`): a physical NIC or an SR-IOV function goes back to the machine's first namespace
+/// when its namespace dies, with KPO's value, and the journal is what can put its original back
+/// (s55 review2 N3); only a virtual device dies with it, and that the journal cannot tell. See
+/// [`Journal::forget_dead_agent_namespace`].
 pub fn dies_with_the_agents_namespace(key: &str) -> bool {
-    let own_sysctl = !key.contains('@') && crate::actuate::sysctl::is_per_netns(key);
-    own_sysctl || key.starts_with("ethtool:")
+    !key.contains('@') && crate::actuate::sysctl::is_per_netns(key)
 }
 
 impl ParamState {
@@ -1233,11 +1235,10 @@ impl Journal {
     /// knew anything of there is settled as gone, as a namespace that dies under any other key
     /// is. Otherwise the new namespace's own values were taken for a person's change of KPO's
     /// (a yield), the guard judged the dead namespace's changes by the new one's health, and
-    /// `kpo revert --all` wrote the dead namespace's originals here (s55 story AT-1). Its NICs'
-    /// keys (`ethtool:`, always the agent's own namespace's) are settled too: a device of a dead
-    /// namespace is gone, and one under its name in the new namespace is another. Host-wide keys
-    /// (`vm.*`, `kernel.*`, the `net.*` keys only the machine's first namespace has) and cpufreq's
-    /// are the machine's and stay. Returns the keys settled.
+    /// `kpo revert --all` wrote the dead namespace's originals here (s55 story AT-1). Keys of no
+    /// network namespace (`vm.*`, `kernel.*`, cpufreq's), the `net.*` keys only the machine's
+    /// first namespace has, and NICs' ([`dies_with_the_agents_namespace`]) stay. Returns the keys
+    /// settled.
     pub fn forget_dead_agent_namespace(&mut self, why: &str) -> Result<Vec<String>, JournalError> {
         let keys: Vec<String> = self
             .st
