@@ -692,9 +692,10 @@ fn refuse_if_other_netns(state_dir: &Path) -> Result<(), ControlError> {
     let how = format!(
         "run the command in the agent's namespace (`nsenter --net=FILE kpo ...` with a file of \
          it, such as /run/netns/NAME, or `ip netns exec NAME kpo ...`), or start the agent; if \
-         that namespace is gone for good, start the agent here once (`kpo run`): it forgets \
-         what the journal knew of that namespace's keys, and commands then act here (removing \
-         {} instead would have them take that namespace's values for this one's)",
+         that namespace is gone for good, start the agent here once (`kpo run \
+         --recommend-only`, which changes nothing on its own, then stop it): it forgets what the \
+         journal knew of that namespace's keys, and commands then act here (removing {} instead \
+         would have them take that namespace's values for this one's)",
         file.display()
     );
     let Some((recorded, _)) = recorded_netns(&file, &how)? else {
@@ -720,7 +721,8 @@ fn refuse_if_other_netns(state_dir: &Path) -> Result<(), ControlError> {
 /// namespace's, and this agent would reconcile, judge and put them back in its own. When that
 /// namespace is gone, the agent goes ahead (and [`record_agent_netns`] then names its own); gone
 /// within this boot, the reason is returned, for the journal to settle what it knew of that
-/// namespace's keys (`Journal::forget_dead_agent_namespace`; a reboot settles them itself).
+/// namespace's keys (`Journal::forget_dead_agent_namespace`; after a reboot the journal settles
+/// what did not outlive it, as it does for every key).
 /// Checked under the journal's lock, before anything is recorded.
 pub fn refuse_start_in_other_netns(state_dir: &Path) -> Result<Option<String>, ControlError> {
     let file = state_dir.join(AGENT_NETNS_FILE);
@@ -1108,7 +1110,7 @@ mod tests {
         // Not "remove the file" alone: the commands would then take the dead namespace's
         // values for this one's (s55 review M2).
         assert!(
-            other_inode.contains("start the agent here once (`kpo run`)"),
+            other_inode.contains("start the agent here once (`kpo run --recommend-only`"),
             "{other_inode}"
         );
         assert!(other_inode.ends_with(&format!(

@@ -1596,11 +1596,15 @@ mod tests {
                 "{given}"
             );
         }
-        for refused in [
+        for left_to_the_kernel in [
             "80,,443", "80-", "-80", "90-80", "65536", "+80", "80 ,81", "cubic", "010", "0x50",
             "80,",
         ] {
-            assert_eq!(integer_list_in_kernel_form(refused), None, "{refused}");
+            assert_eq!(
+                integer_list_in_kernel_form(left_to_the_kernel),
+                None,
+                "{left_to_the_kernel}"
+            );
         }
     }
 

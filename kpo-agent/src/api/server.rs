@@ -190,9 +190,9 @@ impl Server {
                     .unwrap_or(Path::new("."));
                 super::socket_dir::check(there)?;
             }
-            // 0755 whatever the umask: created with the process's (0777 under `umask 000`), the
-            // directory was then refused by the check below and left behind, writable by every
-            // user (s55 story AU-6).
+            // At most 0755 (the umask may take more): created 0777 less the umask, under `umask
+            // 000` the directory was then refused by the check below and left behind, writable
+            // by every user (s55 story AU-6).
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o755)

@@ -231,7 +231,7 @@ mod tests {
             serde_json::from_str(r#"{"op":"explain","param":"net.core.somaxconn","limit":0}"#)
                 .unwrap();
         assert_eq!(
-            handle(&mut Unasked::default(), &request),
+            handle(&mut Asked::default(), &request),
             Some(Reply::Error(
                 "explain: limit must be at least 1 (0 would show none)".into()
             ))
@@ -240,8 +240,8 @@ mod tests {
 
     /// The parameter an `explain` asks about, as `explain` was asked.
     #[derive(Default)]
-    struct Unasked(Option<String>);
-    impl ApprovalControl for Unasked {
+    struct Asked(Option<String>);
+    impl ApprovalControl for Asked {
         fn pending(&mut self) -> Result<Vec<ApprovalItem>, ControlError> {
             unreachable!()
         }
@@ -273,7 +273,7 @@ mod tests {
                 serde_json::json!({"op": "explain", "param": param, "limit": 1}),
             )
             .unwrap();
-            let mut control = Unasked::default();
+            let mut control = Asked::default();
             let reply = handle(&mut control, &request).unwrap();
             (reply, control.0)
         };

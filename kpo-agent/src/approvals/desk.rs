@@ -1093,19 +1093,24 @@ impl Desk {
     /// advised for the dead namespace's values, not the new one's; cleared with `why`, as an
     /// approval whose namespace is gone is (s55 review M3: approved, it would have applied the
     /// dead namespace's advice here).
-    pub fn clear_for_dead_agent_namespace(&mut self, why: &str) {
+    /// Whether every one was cleared (one that could not be recorded is warned of, and the next
+    /// start tries again).
+    pub fn clear_for_dead_agent_namespace(&mut self, why: &str) -> bool {
         let pending: Vec<ApprovalItem> = self
             .store
             .pending()
             .filter(|i| crate::journal::dies_with_the_agents_namespace(&i.key))
             .cloned()
             .collect();
+        let mut all = true;
         for item in pending {
             let why = why.to_string();
             if let Err(e) = self.resolve(item, ApprovalState::Cleared { why }) {
                 warn!("approvals: {e}");
+                all = false;
             }
         }
+        all
     }
 
     /// When a pending approval expires under the policy in force: `expire_after` after its advice

@@ -270,7 +270,7 @@ impl ChangePath {
         } else if let Some(why) = self.journal.gone_after(i) {
             // A device's `gone`, journaled by an earlier reconciliation just before a stop, says
             // it already.
-            Some(match why.starts_with(what) {
+            Some(match why.starts_with(&format!("{what}, then ")) {
                 true => why.to_string(),
                 false => format!("{what}, then {why}"),
             })

@@ -344,22 +344,29 @@ impl Deciding {
         // Before reconciliation, which would read an interrupted change's key in this namespace,
         // and before this namespace is recorded (below).
         if let Some(why) = &dead_agent_netns {
-            let settled = journal
-                .forget_dead_agent_namespace(why)
-                .map_err(|e| anyhow::anyhow!("journal: cannot settle the keys of {why}: {e}"))?;
+            let settled = journal.forget_dead_agent_namespace(why).map_err(|e| {
+                anyhow::anyhow!(
+                    "journal: the agent's last network namespace is gone, and what the \
+                         journal knew of its keys cannot be settled: {e}"
+                )
+            })?;
             if !settled.is_empty() {
                 info!("journal: {why}: {}", settled.join(", "));
             }
         }
         let path = ChangePath::new(policy, journal, Box::new(actuators));
         let (mut deciding, mut events) = Self::over(path, recommend_only, Some((&socket, &dir)))?;
-        if let Some(why) = &dead_agent_netns {
-            deciding.approvals.clear_for_dead_agent_namespace(why);
-        }
+        let approvals_cleared = match &dead_agent_netns {
+            Some(why) => deciding.approvals.clear_for_dead_agent_namespace(why),
+            None => true,
+        };
         // Last: a start stopped before this finds the namespace dead again, and settles what is
-        // left (a key settled already is not settled again).
-        crate::control::record_agent_netns(&dir)
-            .map_err(|e| anyhow::anyhow!("cannot record the agent's network namespace: {e}"))?;
+        // left (a key settled already is not settled again); so does one after an approval
+        // whose clearing could not be recorded.
+        if approvals_cleared {
+            crate::control::record_agent_netns(&dir)
+                .map_err(|e| anyhow::anyhow!("cannot record the agent's network namespace: {e}"))?;
+        }
         deciding.policy_file = match &state.policy {
             Some(file) => (file.clone(), true),
             None => (PathBuf::from(crate::policy::DEFAULT_PATH), false),
