@@ -121,7 +121,8 @@ const INTEGER_LISTS: &[&str] = &["net.ipv4.ip_local_reserved_ports"];
 /// spelling of the same ports read back different and was put back, and a crash between that
 /// write and its `read_back` record left KPO's ports reserved as someone else's (s55 story
 /// AT-2). `None` for text the kernel refuses (not integers and ranges, a range backwards, a port
-/// above 65535): its refusal says why.
+/// above 65535), whose refusal says why, or reads otherwise (a leading zero: octal or hex), whose
+/// read-back does.
 pub fn integer_list_in_kernel_form(text: &str) -> Option<String> {
     const LAST_PORT: u32 = 65535;
     if text.is_empty() {
@@ -1578,7 +1579,7 @@ mod tests {
     }
 
     /// The kernel's form of a list of ports (`proc_do_large_bitmap`'s output), and text it
-    /// refuses left as it is (s55 story AT-2).
+    /// refuses or reads otherwise left to it (s55 story AT-2).
     #[test]
     fn an_integer_list_is_put_in_the_kernels_form() {
         for (given, kernel) in [

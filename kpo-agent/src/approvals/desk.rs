@@ -1092,9 +1092,8 @@ impl Desk {
     /// ([`crate::journal::dies_with_the_agents_namespace`], which the journal settled) was
     /// advised for the dead namespace's values, not the new one's; cleared with `why`, as an
     /// approval whose namespace is gone is (s55 review M3: approved, it would have applied the
-    /// dead namespace's advice here).
-    /// Whether every one was cleared (one that could not be recorded is warned of, and the next
-    /// start tries again).
+    /// dead namespace's advice here). Returns whether every one was cleared: one that could not
+    /// be recorded is warned of, and the next start tries again.
     pub fn clear_for_dead_agent_namespace(&mut self, why: &str) -> bool {
         let pending: Vec<ApprovalItem> = self
             .store

@@ -30,8 +30,7 @@ impl Folded {
     /// The reason of a `gone` record of intent `i`'s key that follows it, if one does: its
     /// target went away after the change began (the agent's own namespace, settled at start by
     /// [`super::Journal::forget_dead_agent_namespace`]), so the kernel's value now says nothing
-    /// of the change.
-    /// An intent moved to the archive is older than every live record.
+    /// of the change. An intent moved to the archive is older than every live record.
     pub fn gone_after(&self, i: &Intent) -> Option<&str> {
         let from = self
             .records

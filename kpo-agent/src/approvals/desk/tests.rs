@@ -2592,8 +2592,9 @@ fn approvals_of_a_dead_agent_namespaces_keys_are_cleared() {
     let keys: Vec<&str> = pending.iter().map(|i| i.key.as_str()).collect();
     assert_eq!(keys, [NS, HOST]);
     s.desk.take_events();
-    s.desk
-        .clear_for_dead_agent_namespace("the agent's network namespace net:[7] is gone");
+    assert!(s
+        .desk
+        .clear_for_dead_agent_namespace("the agent's network namespace net:[7] is gone"));
     assert_eq!(kinds(&s.desk.take_events()), ["approval_resolved"]);
     let left: Vec<String> = s
         .desk
