@@ -445,6 +445,20 @@ impl ListenerView {
 mod tests {
     use super::*;
 
+    /// A listener's view before any of its sockets is merged in.
+    fn no_sockets() -> ListenerView {
+        ListenerView {
+            addresses: Vec::new(),
+            depth: 0,
+            limit: 0,
+            drops: 0,
+            socket_drops: BTreeMap::new(),
+            pid: None,
+            comm: None,
+            full: None,
+        }
+    }
+
     #[test]
     fn a_reuseport_group_lists_each_address_once() {
         let socket = |address: &str, inode, drops| sockdiag::DiagListener {
@@ -456,16 +470,7 @@ mod tests {
             limit: 1,
             drops,
         };
-        let mut view = ListenerView {
-            addresses: Vec::new(),
-            depth: 0,
-            limit: 0,
-            drops: 0,
-            socket_drops: BTreeMap::new(),
-            pid: None,
-            comm: None,
-            full: None,
-        };
+        let mut view = no_sockets();
         for l in [
             socket("::1", 10, 40),
             socket("::1", 11, 24),
@@ -498,27 +503,17 @@ mod tests {
             limit,
             drops: 0,
         };
-        let empty = || ListenerView {
-            addresses: Vec::new(),
-            depth: 0,
-            limit: 0,
-            drops: 0,
-            socket_drops: BTreeMap::new(),
-            pid: None,
-            comm: None,
-            full: None,
-        };
-        let mut view = empty();
+        let mut view = no_sockets();
         view.add_socket(&socket("127.0.0.1", 1, 3, 128));
         view.add_socket(&socket("127.0.0.2", 2, 4, 4));
         assert_eq!((view.depth, view.limit), (4, 128));
         assert_eq!(view.full, Some((4, 4)));
-        let mut view = empty();
+        let mut view = no_sockets();
         view.add_socket(&socket("127.0.0.1", 1, 3, 128));
         view.add_socket(&socket("127.0.0.2", 2, 3, 4));
         assert_eq!(view.full, None);
         // `listen(fd, 0)` queues one connection: full at one.
-        let mut view = empty();
+        let mut view = no_sockets();
         view.add_socket(&socket("127.0.0.1", 1, 1, 0));
         assert_eq!(view.full, Some((1, 0)));
     }
