@@ -414,7 +414,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             match (&a.param, resumed.is_empty()) {
                 (None, false) => crate::out!("resumed: changes are allowed again"),
                 (None, true) => crate::out!("not paused"),
-                (Some(p), true) => crate::out!("{}", nothing_to_resume(p, &c.status()?)),
+                // A name KPO never changed is most likely a typo: a script that resumes it must
+                // not take it for done (s55 story AV-6).
+                (Some(p), true) => match nothing_to_resume(p, &c.status()?) {
+                    Ok(not_yielded) => crate::out!("{not_yielded}"),
+                    Err(never_changed) => anyhow::bail!("{never_changed}"),
+                },
                 (Some(_), false) => {
                     // As `kpo status` and the admin_override event name it (a namespace by its
                     // path), not by the journal's key (its inode).
@@ -441,8 +446,8 @@ fn shown_param(key: &str, params: &[crate::control::ParamStatus]) -> String {
 
 /// What `kpo resume PARAM` says when nothing was handed back: a name KPO never changed (a typo,
 /// `net.core.somaxcon`), or never changed in the namespace named (`@netns:/run/netns/TYPO`), is
-/// told apart from a parameter KPO manages that is simply not yielded.
-fn nothing_to_resume(param: &str, status: &crate::control::Status) -> String {
+/// told apart from a parameter KPO manages that is simply not yielded: the first two are `Err`.
+fn nothing_to_resume(param: &str, status: &crate::control::Status) -> Result<String, String> {
     let name = param.parse::<ParamAddress>().map(|a| a.name).ok();
     let managed = status
         .params
@@ -453,17 +458,17 @@ fn nothing_to_resume(param: &str, status: &crate::control::Status) -> String {
         .iter()
         .any(|s| s.address.as_ref().map(|a| &a.name) == name.as_ref());
     if managed {
-        format!("{param}: not yielded; nothing to resume")
+        Ok(format!("{param}: not yielded; nothing to resume"))
     } else if let (true, Some(name)) = (same_name, name) {
-        format!(
+        Err(format!(
             "{param}: KPO has changed {name}, but not there (kpo status lists where it has; is \
              the namespace right?), so none is yielded there; nothing to resume"
-        )
+        ))
     } else {
-        format!(
+        Err(format!(
             "{param}: KPO has changed no parameter of this name (kpo status lists those it has; \
              is the name right?), so none is yielded; nothing to resume"
-        )
+        ))
     }
 }
 
@@ -1559,7 +1564,8 @@ mod agent_flag_tests {
         }
     }
 
-    /// `kpo resume net.core.somaxcon` (a typo) said "not yielded", as of a parameter KPO manages.
+    /// `kpo resume net.core.somaxcon` (a typo) said "not yielded", as of a parameter KPO manages,
+    /// and exited 0 (s55 story AV-6): a name or namespace KPO never changed is an error.
     #[test]
     fn resuming_a_name_kpo_never_changed_says_so() {
         let mut status = agent("p.toml", std::path::Path::new("/var/lib/kpo"));
@@ -1569,15 +1575,15 @@ mod agent_flag_tests {
         ));
         assert_eq!(
             super::nothing_to_resume("net.core.somaxconn", &status),
-            "net.core.somaxconn: not yielded; nothing to resume"
+            Ok("net.core.somaxconn: not yielded; nothing to resume".into())
         );
         assert_eq!(
             super::nothing_to_resume("net.core.somaxconn@netns:4026532174", &status),
-            "net.core.somaxconn@netns:4026532174: not yielded; nothing to resume"
+            Ok("net.core.somaxconn@netns:4026532174: not yielded; nothing to resume".into())
         );
         assert_eq!(
             super::nothing_to_resume("net.core.somaxconn@netns:/run/netns/web", &status),
-            "net.core.somaxconn@netns:/run/netns/web: not yielded; nothing to resume"
+            Ok("net.core.somaxconn@netns:/run/netns/web: not yielded; nothing to resume".into())
         );
         // Seen by hand: a namespace KPO never changed it in (a typo) read as "not yielded".
         for elsewhere in [
@@ -1586,17 +1592,20 @@ mod agent_flag_tests {
         ] {
             assert_eq!(
                 super::nothing_to_resume(elsewhere, &status),
-                format!(
+                Err(format!(
                     "{elsewhere}: KPO has changed net.core.somaxconn, but not there (kpo status \
                      lists where it has; is the namespace right?), so none is yielded there; \
                      nothing to resume"
-                )
+                ))
             );
         }
         assert_eq!(
             super::nothing_to_resume("net.core.somaxcon", &status),
-            "net.core.somaxcon: KPO has changed no parameter of this name (kpo status lists \
+            Err(
+                "net.core.somaxcon: KPO has changed no parameter of this name (kpo status lists \
              those it has; is the name right?), so none is yielded; nothing to resume"
+                    .into()
+            )
         );
     }
 

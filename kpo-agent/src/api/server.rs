@@ -183,12 +183,7 @@ impl Server {
             if !dir.exists() {
                 // What is there already is checked before anything is made under it: a refused
                 // path leaves no new directory behind.
-                let there = dir
-                    .ancestors()
-                    .find(|a| a.as_os_str().is_empty() || a.exists())
-                    .filter(|a| !a.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."));
-                super::socket_dir::check(there)?;
+                refuse_unusable(path)?;
             }
             // At most 0755 (the umask may take more): created 0777 less the umask, under `umask
             // 000` the directory was then refused by the check below and left behind, writable
@@ -199,36 +194,7 @@ impl Server {
                 .create(dir)
                 .map_err(io("creating its directory"))?;
         }
-        let stale = match std::fs::symlink_metadata(path) {
-            Ok(m) if m.file_type().is_socket() => {
-                if let Ok(stream) = std::os::unix::net::UnixStream::connect(path) {
-                    // Another agent runs as root; anyone else's listener is no agent, and saying
-                    // "another agent answers" would send the operator looking for the wrong thing.
-                    let peer = nix::sys::socket::getsockopt(
-                        &stream,
-                        nix::sys::socket::sockopt::PeerCredentials,
-                    );
-                    let own = nix::unistd::Uid::current().as_raw();
-                    return Err(match peer {
-                        Ok(p) if p.uid() != 0 && p.uid() != own => ServeError::NotAnAgent {
-                            path: path.to_path_buf(),
-                            uid: p.uid(),
-                            pid: p.pid(),
-                        },
-                        _ => ServeError::InUse(path.to_path_buf()),
-                    });
-                }
-                true
-            }
-            Ok(_) => return Err(ServeError::NotASocket(path.to_path_buf())),
-            Err(_) => false,
-        };
-        // After the look at a listener already there, which names its owner more usefully.
-        // The socket's directory and every one above it (super::socket_dir).
-        super::socket_dir::check(match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        })?;
+        let stale = refuse_unusable(path)?;
         if stale {
             std::fs::remove_file(path).map_err(io("removing the stale socket"))?;
         }
@@ -249,6 +215,13 @@ impl Server {
             },
             rx,
         ))
+    }
+
+    /// Whether `kpo run` would be refused this socket path, checked before the agent makes its
+    /// state directory: a start refused at the bind left a new state directory behind (s55
+    /// story AV-8). [`Server::bind`] checks again.
+    pub fn refuse_before_start(path: &Path) -> Result<(), ServeError> {
+        refuse_unusable(path).map(|_stale| ())
     }
 
     pub fn path(&self) -> &Path {
@@ -303,6 +276,53 @@ async fn accept_loop(
     }
 }
 
+/// Refuses a socket path the agent must not serve on: another agent's (or anyone's) listener,
+/// something that is not a socket, or a directory someone else could change (where it does not
+/// exist yet, the nearest one above that does). Returns whether a stale socket is there to remove.
+fn refuse_unusable(path: &Path) -> Result<bool, ServeError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if !dir.exists() {
+        let there = dir
+            .ancestors()
+            .find(|a| a.as_os_str().is_empty() || a.exists())
+            .filter(|a| !a.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        super::socket_dir::check(there)?;
+        return Ok(false);
+    }
+    let stale = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if let Ok(stream) = std::os::unix::net::UnixStream::connect(path) {
+                // Another agent runs as root; anyone else's listener is no agent, and saying
+                // "another agent answers" would send the operator looking for the wrong thing.
+                let peer = nix::sys::socket::getsockopt(
+                    &stream,
+                    nix::sys::socket::sockopt::PeerCredentials,
+                );
+                let own = nix::unistd::Uid::current().as_raw();
+                return Err(match peer {
+                    Ok(p) if p.uid() != 0 && p.uid() != own => ServeError::NotAnAgent {
+                        path: path.to_path_buf(),
+                        uid: p.uid(),
+                        pid: p.pid(),
+                    },
+                    _ => ServeError::InUse(path.to_path_buf()),
+                });
+            }
+            true
+        }
+        Ok(_) => return Err(ServeError::NotASocket(path.to_path_buf())),
+        Err(_) => false,
+    };
+    // After the look at a listener already there, which names its owner more usefully.
+    // The socket's directory and every one above it (super::socket_dir).
+    super::socket_dir::check(dir)?;
+    Ok(stale)
+}
+
 async fn serve_one(mut stream: UnixStream, tx: mpsc::Sender<Incoming>) {
     let reply = match answer(&mut stream, tx, crate::who::who_is).await {
         Ok(reply) => reply,
@@ -317,6 +337,41 @@ async fn serve_one(mut stream: UnixStream, tx: mpsc::Sender<Incoming>) {
         // descriptor of this socket ([`Connection`]), so dropping the stream would not end it,
         // and a client that reads until the end would wait for the loop.
         stream.shutdown().await
+    })
+    .await;
+}
+
+/// How much of an oversized request is read and thrown away so that its caller gets the answer.
+const MAX_DISCARDED_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How long the rest of an oversized request may pause before the refusal is sent anyway: a
+/// caller that sent no newline and waits for the answer is not kept waiting for [`IO_TIMEOUT`].
+const DISCARD_PAUSE: Duration = Duration::from_millis(500);
+
+/// Reads what is left of an oversized request line, up to [`MAX_DISCARDED_BYTES`] and
+/// [`IO_TIMEOUT`] (and until it pauses for [`DISCARD_PAUSE`]), and throws it away. Answering while
+/// the caller is still writing would close the socket under its write: it would see only
+/// "Broken pipe", never the refusal (s55 story AU-7, a 1 MiB line by socat).
+async fn discard_rest_of_line(reader: impl tokio::io::AsyncBufRead + Unpin) {
+    let mut rest = reader.take(MAX_DISCARDED_BYTES);
+    let _ = tokio::time::timeout(IO_TIMEOUT, async {
+        loop {
+            let Ok(chunk) = tokio::time::timeout(DISCARD_PAUSE, rest.fill_buf()).await else {
+                return Ok(());
+            };
+            let chunk = chunk?;
+            if chunk.is_empty() {
+                return Ok::<_, std::io::Error>(());
+            }
+            let (used, ended) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(at) => (at + 1, true),
+                None => (chunk.len(), false),
+            };
+            rest.consume(used);
+            if ended {
+                return Ok(());
+            }
+        }
     })
     .await;
 }
@@ -347,6 +402,7 @@ async fn answer(
         .map_err(|_| Reply::Error("timed out waiting for the request line".into()))?
         .map_err(|e| Reply::Error(format!("reading the request: {e}")))?;
     if n > MAX_REQUEST_BYTES {
+        discard_rest_of_line(reader.into_inner()).await;
         return Err(Reply::Error(format!(
             "request longer than {MAX_REQUEST_BYTES} bytes"
         )));

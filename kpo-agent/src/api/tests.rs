@@ -256,6 +256,20 @@ fn garbage_and_oversized_requests_get_an_error_reply() {
     if nix::unistd::geteuid().is_root() {
         assert!(ask(b"{\"op\":\"format_disk\"}\n").contains("not a request"));
         assert!(ask(&vec![b'x'; super::MAX_REQUEST_BYTES + 10]).contains("longer than"));
+        // Far more than the socket's buffers hold: the caller is still writing when the agent
+        // has read enough to refuse, and must be able to finish and read the refusal (s55 story
+        // AU-7: socat saw only "Broken pipe").
+        let s = std::os::unix::net::UnixStream::connect(&agent.socket).unwrap();
+        let mut writer = s.try_clone().unwrap();
+        let write = std::thread::spawn(move || {
+            let mut big = vec![b'x'; 4 * 1024 * 1024];
+            big.push(b'\n');
+            writer.write_all(&big)
+        });
+        let mut line = String::new();
+        std::io::BufReader::new(s).read_line(&mut line).unwrap();
+        assert!(line.contains("longer than"), "{line}");
+        write.join().unwrap().expect("the whole request written");
     } else {
         // Not root: the peer check answers before anything is read.
         assert!(ask(b"{\"op\":\"status\"}\n").contains("serves root only"));

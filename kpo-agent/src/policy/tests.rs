@@ -2542,3 +2542,55 @@ fn a_policy_file_another_user_could_write_is_refused() {
         )
     );
 }
+
+/// The `refusal` object a change report carries, field by field as docs/api.md lists it (s55
+/// story AU-8: its fields were documented nowhere).
+#[test]
+fn a_refusal_object_has_the_fields_docs_api_lists() {
+    let json = |r: Refusal| serde_json::to_value(r).unwrap();
+    assert_eq!(
+        json(Refusal::StepTooLarge {
+            element: None,
+            from: 128,
+            to: 4096,
+            max_step: "25%".into(),
+            limit: 32,
+        }),
+        serde_json::json!({"refusal": "step_too_large", "element": null, "from": 128,
+            "to": 4096, "max_step": "25%", "limit": 32})
+    );
+    assert_eq!(
+        json(Refusal::OutOfBounds {
+            element: Some(2),
+            value: "6291456".into(),
+            min: None,
+            max: Some("4194304".into()),
+            why: None,
+        }),
+        serde_json::json!({"refusal": "out_of_bounds", "element": 2, "value": "6291456",
+            "min": null, "max": "4194304"})
+    );
+    assert_eq!(
+        json(Refusal::Cooldown { remaining_s: 12.5 }),
+        serde_json::json!({"refusal": "cooldown", "remaining_s": 12.5})
+    );
+    assert_eq!(
+        json(Refusal::RateLimited {
+            changes: 10,
+            limit: 10
+        }),
+        serde_json::json!({"refusal": "rate_limited", "changes": 10, "limit": 10})
+    );
+    assert_eq!(
+        json(Refusal::SourceNotAllowed {
+            proposer: Source::Llm,
+            allowed: vec![Source::Rules],
+        }),
+        serde_json::json!({"refusal": "source_not_allowed", "proposer": "llm",
+            "allowed": ["rules"]})
+    );
+    assert_eq!(
+        json(Refusal::Yielded),
+        serde_json::json!({"refusal": "yielded"})
+    );
+}

@@ -295,6 +295,12 @@ impl Deciding {
                  pending)"
             );
         }
+        let socket = state
+            .socket
+            .clone()
+            .unwrap_or_else(|| crate::api::DEFAULT_SOCKET.into());
+        // Before the state directory is made: a start refused its socket leaves none behind.
+        Server::refuse_before_start(&socket)?;
         let dir = state.state_dir();
         // Created 0700 (with its parent's entry synced) by the journal's own helper.
         crate::journal::store::ensure_dir(&dir).map_err(|e| match e {
@@ -328,10 +334,6 @@ impl Deciding {
         };
         // The socket before anything acts (reconciliation, approvals expired and announced): a
         // socket another agent answers on stops this one with nothing done.
-        let socket = state
-            .socket
-            .clone()
-            .unwrap_or_else(|| crate::api::DEFAULT_SOCKET.into());
         let (server, requests) = Server::bind(&socket)?;
         // Once this agent is sure to run (its socket is bound), still under the journal's lock:
         // a start that stops at the bind, such as another agent's test run in a namespace of its

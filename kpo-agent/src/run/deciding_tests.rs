@@ -6128,6 +6128,50 @@ fn a_start_refused_at_the_control_socket_leaves_the_records_as_they_were() {
     );
 }
 
+/// A start refused its control socket (a directory every user may change, or another agent on
+/// it) made its new state directory first and left it behind (s55 story AV-8).
+#[test]
+fn a_start_refused_its_socket_makes_no_state_directory() {
+    if !nix::unistd::geteuid().is_root() {
+        kpo_test_skip::skip("not root: the control socket's directories must be root's");
+        return;
+    }
+    let top = tempfile::tempdir().unwrap();
+    let policy = top.path().join("p.toml");
+    std::fs::write(&policy, "").unwrap();
+    let sys = top.path().join("sys");
+    std::fs::create_dir(&sys).unwrap();
+    let open_dir = top.path().join("open");
+    std::fs::create_dir(&open_dir).unwrap();
+    std::fs::set_permissions(
+        &open_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let state = top.path().join("new-state");
+    for (socket, why) in [
+        (open_dir.join("kpo.sock"), "mode 0777 lets every user"),
+        // Missing, under the open directory: refused before anything is made under it.
+        (open_dir.join("run/kpo.sock"), "mode 0777 lets every user"),
+    ] {
+        let refused = open_agent(&state, &socket, &policy, &sys)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains(why), "{refused}");
+        assert!(!state.exists(), "{} was made", state.display());
+        assert!(!open_dir.join("run").exists());
+    }
+    // Another agent (root's listener) answers on the socket: the same.
+    std::fs::create_dir(top.path().join("run")).unwrap();
+    let socket = top.path().join("run/kpo.sock");
+    let _other = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let refused = open_agent(&state, &socket, &policy, &sys)
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("another agent"), "{refused}");
+    assert!(!state.exists(), "{} was made", state.display());
+}
+
 /// Defect (review s28 run-config #3): `kpo run` started on a state directory an agent last used
 /// from another network namespace, one still alive, and re-pointed `agent-netns` at its own
 /// without a word: the journal's parameters without a namespace (that namespace's) were then
