@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::{
-    config::{ApiKey, ResolvedLlm},
+    config::{ApiKey, ResolvedLlm, Secrets},
     parse::MAX_CONTENT,
     prompt::Prompt,
 };
@@ -217,6 +217,8 @@ struct Inner {
     http: reqwest::Client,
     url: String,
     key: ApiKey,
+    /// The key and the URL's credentials, redacted from anything the server sends back.
+    secrets: Secrets,
     cfg: ResolvedLlm,
     state: Mutex<State>,
 }
@@ -273,12 +275,13 @@ impl LlmClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("kpo/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| ClientBuildError(cfg.api_key.redact(&e.without_url().to_string())))?;
+            .map_err(|e| ClientBuildError(cfg.secrets().redact(&e.without_url().to_string())))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
                 url: cfg.completions_url(),
                 key: cfg.api_key.clone(),
+                secrets: cfg.secrets(),
                 state: Mutex::new(State {
                     breaker: Breaker::Closed { failures: 0 },
                     ask: JsonAsk::Schema,
@@ -294,9 +297,9 @@ impl LlmClient {
         &self.inner.cfg
     }
 
-    /// `text` with the API key redacted.
+    /// `text` with the API key and the URL's credentials redacted.
     pub fn redact(&self, text: &str) -> String {
-        self.inner.key.redact(text)
+        self.inner.secrets.redact(text)
     }
 
     pub fn breaker_state(&self) -> BreakerState {
@@ -396,7 +399,7 @@ impl LlmClient {
                     } else {
                         Outcome::Connect
                     };
-                    c.error = Some(self.inner.key.redact(&message));
+                    c.error = Some(self.inner.secrets.redact(&message));
                     if timeout {
                         break;
                     }
@@ -465,7 +468,10 @@ impl LlmClient {
                 let to = location.map_or_else(
                     || "no Location".to_string(),
                     |l| {
-                        let l = self.inner.key.redact(&shown_location(&self.inner.url, &l));
+                        let l = self
+                            .inner
+                            .secrets
+                            .redact(&shown_location(&self.inner.url, &l));
                         l.chars()
                             .filter(|c| !c.is_control() && !super::validate::is_format(*c))
                             .take(MAX_ERROR_EXCERPT)
@@ -663,7 +669,7 @@ impl LlmClient {
         // The whole body (bounded when read) redacted before it is cut: cut first, a key
         // straddling the cut would lose its end and no longer match, leaking its start; and
         // redaction shortens the text, so no shorter prefix is sure to hold every key whole.
-        let text = self.inner.key.redact(&String::from_utf8_lossy(bytes));
+        let text = self.inner.secrets.redact(&String::from_utf8_lossy(bytes));
         let text: String = super::validate::plain(&text)
             .chars()
             .take(MAX_ERROR_EXCERPT)
@@ -681,7 +687,7 @@ impl LlmClient {
                 // serde quotes the strings it could not take, which may hold the key.
                 c.error = Some(format!(
                     "not a chat completion ({}): {}",
-                    self.inner.key.redact(&why),
+                    self.inner.secrets.redact(&why),
                     self.excerpt(bytes)
                 ));
                 return;
@@ -692,7 +698,7 @@ impl LlmClient {
             .choice
             .as_ref()
             .and_then(|c| c.finish_reason.as_deref());
-        c.finish_reason = finish_reason.and_then(|r| finish_word(&self.inner.key.redact(r)));
+        c.finish_reason = finish_reason.and_then(|r| finish_word(&self.inner.secrets.redact(r)));
         if resp.error.is_some() || finish_reason == Some("error") {
             // The server's fault, as a 5xx would be: counted against the breaker, with its
             // message. Content that came with it was cut short by the error, and is not read.
@@ -758,7 +764,7 @@ impl LlmClient {
             ));
             return;
         }
-        c.content = Some(self.inner.key.redact(&content));
+        c.content = Some(self.inner.secrets.redact(&content));
         c.outcome = Outcome::Ok;
     }
 }
@@ -1286,6 +1292,45 @@ mod tests {
         let body = r#"{"choices":[{"message":{"content":"[]"},"finish_reason":"secretword"}]}"#;
         client.read_completion(&mut c, body.as_bytes());
         assert_eq!(c.finish_reason, None);
+    }
+
+    /// An error body that echoes the key with a JSON escape in it (`\u0073k-...`, a tab written
+    /// `\t`), or the Basic authorization a URL's user name and password became, gave them away in
+    /// the `llm` event's `error` (s56 story AY-1, AY-2).
+    #[test]
+    fn an_error_body_never_shows_the_key_or_the_urls_credentials_however_spelled() {
+        let client = LlmClient::new(ResolvedLlm {
+            base_url: "http://bob:pw-SECRET%2F8888@127.0.0.1:9/v1".into(),
+            api_key: ApiKey::new("sk-kpoqa/SECRET-0123"),
+            config: super::super::config::LlmConfig::default(),
+        })
+        .unwrap();
+        // What reqwest sends for that URL: the percent-encoding decoded first.
+        let basic = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode("bob:pw-SECRET/8888")
+        };
+        for body in [
+            r#"{"error": {"message": "Incorrect API key provided: \u0073k-kpoqa/SECRET-0123"}}"#
+                .to_string(),
+            r#"{"message": "key sk-kpoqa\/SECRET-0123 (PHP escapes slashes)"}"#.into(),
+            r#"{"message": "tab-split sk-kpoqa/SE\tCRET-0123"}"#.into(),
+            r#"{"message": "surrogates \ud835\udc00 then \u0073\u006b-kpoqa/SECRET-0123"}"#.into(),
+            "debug-escaped sk-kpoqa/SE\u{200b}CRET-0123".into(),
+            format!(r#"{{"message": "Incorrect API key provided: Basic {basic}"}}"#),
+            r#"{"message": "user bob:pw-SECRET/8888, password pw-SECRET/8888"}"#.into(),
+        ] {
+            let shown = client.excerpt(body.as_bytes());
+            for secret in ["SECRET", "SE\\tCRET", &basic[..basic.len() - 2]] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(shown.contains("[redacted]"), "{shown}");
+        }
+        // Not a key: text around it and escapes of other characters are left as they were.
+        assert_eq!(
+            client.excerpt(br#"{"a": "\u00e9t\u00e9 \\ bob"}"#),
+            r#"{"a": "\u00e9t\u00e9 \\ bob"}"#
+        );
     }
 
     /// What the content depends on must have its shape: otherwise it is not a chat completion.

@@ -93,23 +93,125 @@ impl ApiKey {
     }
 
     /// The length in bytes of the key at the start of `text`, format and control characters
-    /// after its first character included.
+    /// after its first character included, each character as itself or as an escape sequence
+    /// ([`char_at_start`]).
     fn length_at_start_of(&self, text: &str) -> Option<usize> {
-        let mut at = text.char_indices().peekable();
+        let mut at = 0;
         for (n, wanted) in self.0.chars().enumerate() {
-            while n > 0
-                && at
-                    .peek()
-                    .is_some_and(|&(_, c)| crate::shown::is_format(c) || c.is_control())
-            {
-                at.next();
+            // Skipped inside the key, not before it.
+            while let Some((c, len)) = char_at_start(&text[at..], wanted).filter(|_| n > 0) {
+                if !(crate::shown::is_format(c) || c.is_control()) {
+                    break;
+                }
+                at += len;
             }
-            match at.next() {
-                Some((_, c)) if c == wanted => {}
+            match char_at_start(&text[at..], wanted) {
+                Some((c, len)) if c == wanted => at += len,
                 _ => return None,
             }
         }
-        Some(at.peek().map_or(text.len(), |&(i, _)| i))
+        Some(at)
+    }
+}
+
+/// The character at the start of `text` and its length in bytes, an escape sequence read as the
+/// character it stands for: a server's JSON error body may spell any character of the key so
+/// (`\u0073k-...`, a tab as `\t`), and `{:?}` writes a format character as `\u{200b}` (s56
+/// story AY-1: the key came back whole in an error excerpt). A backslash the key itself holds
+/// (`wanted`) is taken as itself. Not a crate's unescaping: text around the key need not be JSON,
+/// and a sequence that decodes to nothing is taken as its backslash alone.
+fn char_at_start(text: &str, wanted: char) -> Option<(char, usize)> {
+    let c = text.chars().next()?;
+    if c != '\\' || wanted == '\\' {
+        return Some((c, c.len_utf8()));
+    }
+    let hex4 = |at: usize| {
+        text.get(at..at + 4)
+            .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+    };
+    let simple = match text[1..].chars().next() {
+        Some('t') => Some('\t'),
+        Some('n') => Some('\n'),
+        Some('r') => Some('\r'),
+        Some('b') => Some('\u{8}'),
+        Some('f') => Some('\u{c}'),
+        Some('0') => Some('\0'),
+        Some(same @ ('/' | '"' | '\'' | '\\')) => Some(same),
+        _ => None,
+    };
+    if let Some(decoded) = simple {
+        return Some((decoded, 2));
+    }
+    if text[1..].starts_with("u{") {
+        if let Some(end) = text[3..].find('}').filter(|&e| (1..=6).contains(&e)) {
+            if let Some(d) = u32::from_str_radix(&text[3..3 + end], 16)
+                .ok()
+                .and_then(char::from_u32)
+            {
+                return Some((d, 3 + end + 1));
+            }
+        }
+    } else if text[1..].starts_with('u') {
+        match hex4(2) {
+            Some(high @ 0xD800..=0xDBFF) if text[6..].starts_with("\\u") => {
+                if let Some(low @ 0xDC00..=0xDFFF) = hex4(8) {
+                    let code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
+                    if let Some(d) = char::from_u32(code) {
+                        return Some((d, 12));
+                    }
+                }
+            }
+            Some(code) => {
+                if let Some(d) = char::from_u32(code) {
+                    return Some((d, 6));
+                }
+            }
+            None => {}
+        }
+    }
+    Some((c, 1))
+}
+
+/// Everything of a resolved endpoint that must never be shown: the API key, and the user name
+/// and password a URL may carry, which reqwest sends as `Authorization: Basic` with the base64 of
+/// `user:password` (s56 story AY-2: a server echoing that header showed them so).
+#[derive(Clone, Default)]
+pub struct Secrets(Vec<ApiKey>);
+
+impl Secrets {
+    /// `text` with each secret redacted as [`ApiKey::redact`] does the key.
+    pub fn redact(&self, text: &str) -> String {
+        self.0
+            .iter()
+            .fold(text.to_string(), |text, secret| secret.redact(&text))
+    }
+
+    /// The key and what of `url`'s user name and password is secret: the password (or, without
+    /// one, the user name, which is then the token), `user:password`, and their base64 without
+    /// its padding (a prefix of the padded header value). Decoded from the URL's percent-encoding
+    /// as reqwest decodes them before encoding the header.
+    fn of(key: &ApiKey, url: &str) -> Self {
+        use base64::Engine;
+        let mut all = vec![key.clone()];
+        if let Ok(url) = reqwest::Url::parse(url.trim()) {
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            let user = decode(url.username());
+            let password = url.password().map(decode);
+            if !user.is_empty() || password.is_some() {
+                let pair = format!("{user}:{}", password.as_deref().unwrap_or_default());
+                let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&pair);
+                all.push(ApiKey::new(password.unwrap_or(user)));
+                all.push(ApiKey::new(pair));
+                all.push(ApiKey::new(encoded));
+            }
+        }
+        all.retain(|s| !s.is_empty());
+        Self(all)
     }
 }
 
@@ -384,6 +486,11 @@ pub struct ResolvedLlm {
 }
 
 impl ResolvedLlm {
+    /// What must never be shown of this endpoint: [`Secrets`].
+    pub fn secrets(&self) -> Secrets {
+        Secrets::of(&self.api_key, &self.base_url)
+    }
+
     pub fn completions_url(&self) -> String {
         format!("{}/chat/completions", self.base_url)
     }

@@ -262,7 +262,7 @@ impl LlmAdvisor {
     /// format characters removed, at most 300
     /// characters. A panic's message may hold anything the task held, the key included.
     pub fn shown_task_error(&self, why: &str) -> String {
-        validate::plain(&self.client.config().api_key.redact(why))
+        validate::plain(&self.client.redact(why))
             .chars()
             .take(300)
             .collect()
