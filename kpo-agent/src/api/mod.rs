@@ -76,6 +76,19 @@ pub enum Request {
     },
 }
 
+/// Why `reason` is refused, if it is: longer than [`MAX_REASON_BYTES`] as it is journaled, on one
+/// line with runs of white space made one space (s56 story AX-4: 4090 spaces and a word were
+/// refused, though journaled as the word).
+pub fn reason_too_long(reason: &str) -> Option<String> {
+    let journaled = crate::shown::one_line(reason).len();
+    (journaled > MAX_REASON_BYTES).then(|| {
+        format!(
+            "at most {MAX_REASON_BYTES} bytes on one line (this one has {journaled}): it is one \
+             line of the journal"
+        )
+    })
+}
+
 impl Request {
     /// Why the request's reason is refused, if it is: longer than [`MAX_REASON_BYTES`].
     pub fn reason_too_long(&self) -> Option<String> {
@@ -84,13 +97,7 @@ impl Request {
             Request::Reject { reason, .. } => reason.as_deref(),
             _ => None,
         }?;
-        (reason.len() > MAX_REASON_BYTES).then(|| {
-            format!(
-                "reason: at most {MAX_REASON_BYTES} bytes (this one has {}): it is one line of \
-                 the journal",
-                reason.len()
-            )
-        })
+        reason_too_long(reason).map(|why| format!("reason: {why}"))
     }
 
     /// Whether the agent journals who asks (`by`): only then is the caller's login name looked
@@ -208,7 +215,8 @@ mod protocol_tests {
         let long = fits.clone() + "r";
         assert_eq!(
             apply(&long).reason_too_long().unwrap(),
-            "reason: at most 4096 bytes (this one has 4097): it is one line of the journal"
+            "reason: at most 4096 bytes on one line (this one has 4097): it is one line of the \
+             journal"
         );
         let reject: Request = serde_json::from_value(
             serde_json::json!({"op": "reject", "id": "ap-1", "by": "x", "reason": long}),

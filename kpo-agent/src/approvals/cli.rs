@@ -41,7 +41,7 @@ pub struct RejectArgs {
     #[arg(value_parser = id_arg)]
     pub id: String,
     /// Why, recorded with the rejection.
-    #[arg(long, value_name = "TEXT", value_parser = crate::cli::reason_arg)]
+    #[arg(long, value_name = "TEXT", value_parser = crate::cli::ReasonArg)]
     pub reason: Option<String>,
     /// JSON (the approval) instead of text.
     #[arg(long)]

@@ -379,6 +379,14 @@ impl Desk {
         }
     }
 
+    /// At the agent's stop, after its last window and `on_exit`: the webhook's queue is given
+    /// `within` to be delivered ([`Webhook::finish`]).
+    pub async fn finish_webhook(&mut self, within: std::time::Duration) {
+        if let Some(webhook) = self.webhook.take() {
+            webhook.finish(within).await;
+        }
+    }
+
     /// Starts posting to `url` at the agent's start ([`Desk::set_webhook`]), counting in
     /// [`Desk::webhook_outcomes`].
     pub fn start_webhook(&mut self, url: String) {

@@ -154,6 +154,11 @@ impl Ledger {
         self.outcomes.count(outcome);
     }
 
+    /// Notifications queued and not ended yet.
+    fn open_now(&self) -> u64 {
+        self.open.lock().expect("webhook ledger").0
+    }
+
     /// The webhook stopped: every notification still open is abandoned.
     fn stopped(&self) -> u64 {
         let mut open = self.open.lock().expect("webhook ledger");
@@ -446,6 +451,30 @@ impl Webhook {
         }
         let left = self.ledger.stopped();
         info!(url = %self.shown, "approval webhook off: nothing more is posted to it ({left} notifications not sent)");
+    }
+
+    /// At the agent's stop: gives what is queued or being retried up to `within` to be delivered,
+    /// then drops the rest as [`Webhook::stop`] does, counted `abandoned`, and says how many
+    /// (s56 story AX-3: a stop dropped them without a word, and a receiver's last word on an
+    /// approval could be "required" for one rejected since).
+    pub async fn finish(self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        // The ledger's count, looked at now and then: a stop is rare, and this wait is bounded.
+        while self.ledger.open_now() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+        let left = self.ledger.stopped();
+        if left > 0 {
+            warn!(
+                url = %self.shown,
+                "approval webhook: the agent stops with {left} notification(s) not delivered \
+                 (queued or being retried); they are lost: kpo pending and the journal hold what \
+                 became of each approval"
+            );
+        }
     }
 
     /// Starts the posting task on the current tokio runtime; what becomes of each notification is
@@ -1227,6 +1256,34 @@ pub(crate) mod tests {
         tokio::time::timeout(Duration::from_secs(120), channel.closed())
             .await
             .expect("the delivery task ended, not waiting out its retry");
+    }
+
+    /// At the agent's stop, a notification being posted is given its time to be delivered; one
+    /// waiting for its retry past that time is dropped and counted (s56 story AX-3).
+    #[tokio::test]
+    async fn at_the_agents_stop_what_is_left_is_delivered_in_time_or_counted() {
+        let (url, mut requests) = receiver(vec![200]).await;
+        let outcomes = Outcomes::default();
+        let hook = Webhook::spawn(url, outcomes.clone()).unwrap();
+        hook.notify(required("ap-1"));
+        hook.finish(Duration::from_secs(60)).await;
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            seen("approval_required", "ap-1")
+        );
+        assert_eq!(counted(&outcomes), only(&[(Outcome::Delivered, 1)]));
+
+        let (url, mut requests) = receiver(vec![503, 200]).await;
+        let outcomes = Outcomes::default();
+        let hook =
+            Webhook::spawn_backing_off(url, outcomes.clone(), Duration::from_secs(3600)).unwrap();
+        hook.notify(required("ap-2"));
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            seen("approval_required", "ap-2")
+        );
+        hook.finish(Duration::from_millis(100)).await;
+        assert_eq!(counted(&outcomes), only(&[(Outcome::Abandoned, 1)]));
     }
 
     /// A notification replaced while it waits for its retry stops waiting at once: the one that

@@ -65,6 +65,11 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// How long, at shutdown, the connections get to write their "stopping" answers.
 pub const TURN_AWAY_WAIT: Duration = Duration::from_secs(1);
 
+/// How long, at shutdown, the approval webhook's queue gets to be delivered: one POST's time
+/// (`webhook::TIMEOUT`), so a notification being posted may end, without holding a stop up for
+/// a receiver that does not answer.
+pub const WEBHOOK_FINISH_WAIT: Duration = Duration::from_secs(5);
+
 pub struct Deciding {
     path: ChangePath,
     guard: Guard,
@@ -590,6 +595,12 @@ impl Deciding {
                 "control: {turned_away} queued request(s) answered \"stopping\", not carried out"
             );
         }
+    }
+
+    /// At shutdown, after `on_exit`: the approval webhook's last notifications (the ends
+    /// `on_exit` made among them) get [`WEBHOOK_FINISH_WAIT`] to be delivered.
+    pub async fn finish_webhook(&mut self) {
+        self.approvals.finish_webhook(WEBHOOK_FINISH_WAIT).await;
     }
 
     /// Serves one request through the change path; a change it applies is watched by the guard.

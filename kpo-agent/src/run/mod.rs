@@ -445,6 +445,7 @@ pub async fn run(
             // what failed.
             collector.sensors.detach_all();
             carry_out_on_exit(&mut deciding, sink);
+            deciding.finish_webhook().await;
             sink.send_last(&Event::Stop {
                 reason: format!("error: {e:#}"),
                 windows: windows.count,
@@ -476,6 +477,7 @@ pub async fn run(
     second_signal.set_windows(windows.count);
     collector.sensors.detach_all();
     carry_out_on_exit(&mut deciding, sink);
+    deciding.finish_webhook().await;
     sink.send_last(&Event::Stop {
         reason: reason.into(),
         windows: windows.count,
