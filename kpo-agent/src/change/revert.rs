@@ -141,6 +141,22 @@ impl ChangePath {
             if let Some(what) = self.took_no_effect(id) {
                 return Err(JournalError::TookNoEffect { id, what }.into());
             }
+            // Unless a later change of KPO's holds the parameter, which the revert takes out
+            // as ever (an advisor's; an operator's is left, below), or the kernel has the value
+            // already (`unchanged`, below).
+            let address = reach(&intent.address, &intent.key);
+            let undone = self.undone_already(id).filter(|_| {
+                !self.holder_now(&intent.key).is_some_and(|h| h > id)
+                    && self.read(&address).ok().as_ref() != Some(&intent.before)
+            });
+            if let Some(by) = undone {
+                let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
+                report.detail = Some(format!(
+                    "#{by} undid #{id} already; nothing of it is left to take out (kpo apply \
+                     writes a value of your choosing; kpo revert --all puts the original back)"
+                ));
+                return Ok(report);
+            }
         }
         // Its namespace by the inode it was changed in when the path no longer names it.
         let address = reach(&intent.address, &intent.key);
@@ -287,9 +303,7 @@ impl ChangePath {
     /// before, would propose again once its cooldown passed, undoing the operator's decision.
     /// The revert of a change since superseded takes out the later one's value.
     fn advisors_value_held(&self, key: &str) -> Option<(Value, String)> {
-        let holder = self
-            .journal
-            .intent(self.journal.param_by_key(key)?.holding?)?;
+        let holder = self.journal.intent(self.holder_now(key)?)?;
         matches!(
             holder.source,
             Source::Rules | Source::Llm | Source::Optimizer
@@ -364,13 +378,70 @@ impl ChangePath {
     /// out without a word, its value being KPO's (s52 story AG-6). An advisor's later value is
     /// taken out (and quarantined): the operator's revert overrules advisors, not people.
     fn held_by_a_later_operators_change(&self, intent: &Intent) -> Option<Intent> {
-        let holder = self
-            .journal
-            .intent(self.journal.param_by_key(&intent.key)?.holding?)?;
+        let holder = self.journal.intent(self.holder_now(&intent.key)?)?;
         (holder.id > intent.id
             && holder.source == Source::Operator
             && holder.kind == IntentKind::Change)
             .then(|| holder.clone())
+    }
+
+    /// The change whose value KPO's last write left in the kernel: the one holding the
+    /// parameter, or, after a revert that took effect (which holds nothing: the journal's
+    /// `holding` ends there), the change whose value that revert put back: the latest of the
+    /// parameter's changes from before the one it undid that took effect, was not undone by
+    /// another revert, and set the value the revert wrote. The guard's revert of the rules'
+    /// second raise leaves their first in the kernel, and an operator's `kpo revert --all`
+    /// after it took that out unquarantined, for the rules to apply again at once (s56 story
+    /// AZ-1). The live journal's changes only.
+    fn holder_now(&self, key: &str) -> Option<u64> {
+        let p = self.journal.param_by_key(key)?;
+        if p.holding.is_some() || p.yielded.is_some() {
+            return p.holding;
+        }
+        let entries = self.journal.entries();
+        let of_key = |e: &&crate::journal::Entry| e.key.as_deref() == Some(key);
+        // What a write of KPO's left in the kernel, if it took effect: a change applied (or one
+        // whose put-back failed and left it), a revert not put back after a wrong read-back.
+        let left = |e: &crate::journal::Entry| match (e.kind.as_str(), e.status.as_str()) {
+            ("change", "applied" | "failed") => e.read_back.clone(),
+            ("revert", "reverted" | "applied") => {
+                e.read_back.clone().filter(|v| Some(v) != e.before.as_ref())
+            }
+            _ => None,
+        };
+        let last = entries
+            .iter()
+            .rev()
+            .filter(of_key)
+            .find(|e| left(e).is_some())?;
+        let (Some(of), Some(value)) = (last.revert_of, left(last)) else {
+            return None;
+        };
+        // Still KPO's last value (a yield or a hand-back would have ended it).
+        if last.kind != "revert" || p.last_applied.as_ref() != Some(&value) {
+            return None;
+        }
+        let undone = crate::journal::reverted_by(&entries);
+        entries
+            .iter()
+            .rev()
+            .filter(of_key)
+            .find(|c| {
+                c.kind == "change" && c.id < of && left(c).is_some() && !undone.contains_key(&c.id)
+            })
+            .filter(|c| left(c).as_ref() == Some(&value))
+            .map(|c| c.id)
+    }
+
+    /// The revert of the parameter that already took change `id` out of the kernel, if one did
+    /// (`kpo journal` lists `id` as `reverted`): another `kpo revert ID` would write its old
+    /// value again, past a pause, a quarantine and the bounds, as reverting that revert would
+    /// (s56 story AZ-2: `kpo revert 2` after `kpo revert 2` and `kpo revert --all` wrote 64 ->
+    /// 100 while paused). The live journal's changes only.
+    fn undone_already(&self, id: u64) -> Option<u64> {
+        crate::journal::reverted_by(&self.journal.entries())
+            .get(&id)
+            .copied()
     }
 
     /// The journal keys with an intent not settled yet (an interrupted write: its value unknown).
@@ -624,7 +695,7 @@ impl ChangePath {
             // What it undoes: the change the kernel has from KPO, not the first since the
             // original, which a revert may have undone already (s46 storyK K3: "undoes #1" after
             // #1 was reverted and #14 applied).
-            state.holding.or(state.original_id).map(|id| {
+            self.holder_now(&state.key).or(state.original_id).map(|id| {
                 let cookie = self.journal.intent(id).and_then(|i| i.netns_cookie);
                 (id, cookie)
             }),

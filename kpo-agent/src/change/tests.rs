@@ -4334,6 +4334,118 @@ fn an_operators_revert_of_an_advisors_change_quarantines_its_value() {
     );
 }
 
+/// The guard's revert of the rules' second raise left their first in the kernel; `kpo revert
+/// --all` then took it out without quarantining it, naming a change since undone as the one it
+/// undid, and the rules applied it again seconds after `kpo resume` (s56 story AZ-1). The value
+/// a revert put back is still its change's.
+#[test]
+fn revert_all_after_the_guard_took_out_a_second_raise_quarantines_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let mut rules = op(SOMAX, Value::Int(8192));
+    rules.source = Source::Rules;
+    let first = p.propose(&rules).unwrap().journal_id.unwrap();
+    rules.value = Value::Int(12000);
+    let second = p.propose(&rules).unwrap().journal_id.unwrap();
+    let r = p
+        .revert_own_through(second, second, Source::Guard, "guard")
+        .unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(8192));
+    let reports = p.revert_all("all").unwrap();
+    assert_eq!(reports[0].status, ChangeStatus::Reverted);
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    let detail = reports[0].detail.clone().unwrap_or_default();
+    assert!(
+        detail.starts_with("8192 is quarantined until "),
+        "{}",
+        reports[0].describe()
+    );
+    let undoes = (p.journal.entries().into_iter())
+        .find(|e| Some(e.id) == reports[0].journal_id)
+        .and_then(|e| e.revert_of);
+    assert_eq!(undoes, Some(first), "the change whose value it took out");
+    rules.value = Value::Int(8192);
+    assert_eq!(
+        p.propose(&rules).unwrap().refusal.map(|r| r.code()),
+        Some("quarantined")
+    );
+    // A person's value written over KPO's since is nobody's of KPO's: nothing is quarantined.
+    rules.value = Value::Int(6000);
+    let third = p.propose(&rules).unwrap().journal_id.unwrap();
+    rules.value = Value::Int(7000);
+    let fourth = p.propose(&rules).unwrap().journal_id.unwrap();
+    p.revert_own_through(fourth, fourth, Source::Guard, "guard")
+        .unwrap();
+    assert_eq!(value(&k, SOMAX), Value::Int(6000));
+    k.0.lock()
+        .unwrap()
+        .values
+        .insert(SOMAX.into(), Value::Int(5000));
+    p.journal
+        .set_yielded(&SOMAX.parse().unwrap(), Some(Value::Int(5000)), "sysctl")
+        .unwrap();
+    let r = p
+        .revert_over_theirs(third, Source::Operator, "kpo revert --force")
+        .unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert!(
+        !r.detail.clone().unwrap_or_default().contains("quarantined"),
+        "{}",
+        r.describe()
+    );
+}
+
+/// `kpo revert ID` of a change a revert had taken out already wrote its old value again, past
+/// the pause (s56 story AZ-2: 64 -> 100 after `kpo revert 2` and `kpo revert --all`). Now it is
+/// skipped, naming the revert that undid it.
+#[test]
+fn reverting_a_change_undone_already_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let first = p
+        .propose(&op(SOMAX, Value::Int(5000)))
+        .unwrap()
+        .journal_id
+        .unwrap();
+    let second = p
+        .propose(&op(SOMAX, Value::Int(6000)))
+        .unwrap()
+        .journal_id
+        .unwrap();
+    let by = p.revert(second, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(value(&k, SOMAX), Value::Int(5000));
+    let all = p.revert_all("all").unwrap();
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    p.journal.set_paused(true, "operator").unwrap();
+    let r = p.revert(second, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Skipped, "{}", r.describe());
+    assert_eq!(
+        r.detail.unwrap(),
+        format!(
+            "#{} undid #{second} already; nothing of it is left to take out (kpo apply writes a \
+             value of your choosing; kpo revert --all puts the original back)",
+            by.journal_id.unwrap()
+        )
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    // The first's value before it is the kernel's: nothing to write, as ever.
+    let r = p.revert(first, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Unchanged, "{}", r.describe());
+    assert_eq!(all[0].status, ChangeStatus::Reverted);
+    // A later advisor's change holds it: the revert of the undone change takes that out, as
+    // before (its value before the undone change is what the operator asked back).
+    let mut rules = op(SOMAX, Value::Int(7000));
+    rules.source = Source::Rules;
+    p.journal.set_paused(false, "operator").unwrap();
+    assert_eq!(p.propose(&rules).unwrap().status, ChangeStatus::Applied);
+    let r = p.revert(second, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(5000));
+}
+
 /// `kpo revert --all` quarantines the advisors' values it takes out, as `kpo revert ID` does:
 /// with the agent running, the rules applied the same value again a second later (s52 storyAC
 /// AC-1). An operator's own value is not quarantined.
