@@ -146,7 +146,7 @@ impl ChangePath {
             // already (`unchanged`, below).
             let address = reach(&intent.address, &intent.key);
             let undone = self.undone_already(id).filter(|_| {
-                !self.holder_now(&intent.key).is_some_and(|h| h > id)
+                self.holder_now(&intent.key).is_none_or(|h| h <= id)
                     && self.read(&address).ok().as_ref() != Some(&intent.before)
             });
             if let Some(by) = undone {
