@@ -574,9 +574,11 @@ impl clap::builder::TypedValueParser for ReasonArg {
         let text = value
             .to_str()
             .ok_or_else(|| refuse("not UTF-8 text".into()))?;
+        // Sent as journaled, on one line: the raw text, runs of spaces and all, could be
+        // refused by the agent as a request too long (s56 review2 R2-6).
         match crate::api::reason_too_long(text) {
             Some(why) => Err(refuse(why)),
-            None => Ok(text.to_string()),
+            None => Ok(crate::shown::one_line(text)),
         }
     }
 }

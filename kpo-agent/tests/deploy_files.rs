@@ -43,6 +43,14 @@ fn stop_waits() -> Vec<(&'static str, Duration)> {
             kpo_agent::run::STOP_FLUSH_TIMEOUT,
         ),
         (
+            "the changes' mark moved (run::MARK_WAIT)",
+            kpo_agent::run::MARK_WAIT,
+        ),
+        (
+            "the approval webhook's last notifications (run::WEBHOOK_FINISH_WAIT)",
+            kpo_agent::run::WEBHOOK_FINISH_WAIT,
+        ),
+        (
             "the log queue (logging::FLUSH_TIMEOUT)",
             kpo_agent::logging::FLUSH_TIMEOUT,
         ),
@@ -67,7 +75,7 @@ fn the_stop_budget_is_what_the_unit_says() {
     let budget = stop_budget();
     assert_eq!(
         budget,
-        Duration::from_millis(7500),
+        Duration::from_millis(13500),
         "the stop's bounded waits changed: {:?}; update deploy/kpo.service's comment, \
          deploy/daemonset.yaml's and README.md's Deploying",
         stop_waits()
@@ -89,8 +97,12 @@ fn the_stop_budget_is_what_the_unit_says() {
             "deploy/kpo.service's stop comment gives {what} as {wait:?}: {line}"
         );
     }
-    assert!(unit.contains("= 7.5 s"), "the unit's comment gives the sum");
-    assert!(read("deploy/daemonset.yaml").contains("at most 7.5 s of"));
+    assert!(
+        unit.contains("= 13.5 s"),
+        "the unit's comment gives the sum"
+    );
+    assert!(read("deploy/daemonset.yaml").contains("at most 13.5 s of"));
+    assert!(read("README.md").contains("13.5 s of waits the code bounds"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -141,22 +141,6 @@ impl ChangePath {
             if let Some(what) = self.took_no_effect(id) {
                 return Err(JournalError::TookNoEffect { id, what }.into());
             }
-            // Unless a later change of KPO's holds the parameter, which the revert takes out
-            // as ever (an advisor's; an operator's is left, below), or the kernel has the value
-            // already (`unchanged`, below).
-            let address = reach(&intent.address, &intent.key);
-            let undone = self.undone_already(id).filter(|_| {
-                self.holder_now(&intent.key).is_none_or(|h| h <= id)
-                    && self.read(&address).ok().as_ref() != Some(&intent.before)
-            });
-            if let Some(by) = undone {
-                let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
-                report.detail = Some(format!(
-                    "#{by} undid #{id} already; nothing of it is left to take out (kpo apply \
-                     writes a value of your choosing; kpo revert --all puts the original back)"
-                ));
-                return Ok(report);
-            }
         }
         // Its namespace by the inode it was changed in when the path no longer names it.
         let address = reach(&intent.address, &intent.key);
@@ -179,6 +163,17 @@ impl ChangePath {
             if let Some(why) = self.journal.gone_after(&intent) {
                 let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
                 report.detail = Some(format!("{why}; nothing to put back"));
+                return Ok(report);
+            }
+        }
+        if !only_ours && !over_theirs {
+            if let Some(by) = self.undone_already(&intent, &address) {
+                let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
+                report.detail = Some(format!(
+                    "#{by} undid #{id} already; nothing of it is left to take out (kpo revert \
+                     {id} --force writes {} again; kpo revert --all puts the original back)",
+                    intent.before
+                ));
                 return Ok(report);
             }
         }
@@ -388,33 +383,21 @@ impl ChangePath {
     /// The change whose value KPO's last write left in the kernel: the one holding the
     /// parameter, or, after a revert that took effect (which holds nothing: the journal's
     /// `holding` ends there), the change whose value that revert put back: the latest of the
-    /// parameter's changes from before the one it undid that took effect, was not undone by
-    /// another revert, and set the value the revert wrote. The guard's revert of the rules'
-    /// second raise leaves their first in the kernel, and an operator's `kpo revert --all`
-    /// after it took that out unquarantined, for the rules to apply again at once (s56 story
-    /// AZ-1). The live journal's changes only.
+    /// parameter's changes since its original was taken (this boot's, this namespace's) from
+    /// before the one it undid that took effect, was not undone by another revert, and set the
+    /// value the revert wrote. The guard's revert of the rules' second raise leaves their first
+    /// in the kernel, and an operator's `kpo revert --all` after it took that out
+    /// unquarantined, for the rules to apply again at once (s56 story AZ-1). The live journal's
+    /// changes only.
     fn holder_now(&self, key: &str) -> Option<u64> {
         let p = self.journal.param_by_key(key)?;
         if p.holding.is_some() || p.yielded.is_some() {
             return p.holding;
         }
-        let entries = self.journal.entries();
-        let of_key = |e: &&crate::journal::Entry| e.key.as_deref() == Some(key);
-        // What a write of KPO's left in the kernel, if it took effect: a change applied (or one
-        // whose put-back failed and left it), a revert not put back after a wrong read-back.
-        let left = |e: &crate::journal::Entry| match (e.kind.as_str(), e.status.as_str()) {
-            ("change", "applied" | "failed") => e.read_back.clone(),
-            ("revert", "reverted" | "applied") => {
-                e.read_back.clone().filter(|v| Some(v) != e.before.as_ref())
-            }
-            _ => None,
-        };
-        let last = entries
-            .iter()
-            .rev()
-            .filter(of_key)
-            .find(|e| left(e).is_some())?;
-        let (Some(of), Some(value)) = (last.revert_of, left(last)) else {
+        let since = p.original_id?;
+        let entries = self.entries_of(key, since);
+        let last = entries.iter().rev().find(|e| took_effect(e).is_some())?;
+        let (Some(of), Some(value)) = (last.revert_of, took_effect(last)) else {
             return None;
         };
         // Still KPO's last value (a yield or a hand-back would have ended it).
@@ -425,23 +408,37 @@ impl ChangePath {
         entries
             .iter()
             .rev()
-            .filter(of_key)
             .find(|c| {
-                c.kind == "change" && c.id < of && left(c).is_some() && !undone.contains_key(&c.id)
+                c.kind == "change"
+                    && c.id < of
+                    && took_effect(c).is_some()
+                    && !undone.contains_key(&c.id)
             })
-            .filter(|c| left(c).as_ref() == Some(&value))
+            .filter(|c| took_effect(c).as_ref() == Some(&value))
             .map(|c| c.id)
     }
 
-    /// The revert of the parameter that already took change `id` out of the kernel, if one did
-    /// (`kpo journal` lists `id` as `reverted`): another `kpo revert ID` would write its old
-    /// value again, past a pause, a quarantine and the bounds, as reverting that revert would
-    /// (s56 story AZ-2: `kpo revert 2` after `kpo revert 2` and `kpo revert --all` wrote 64 ->
-    /// 100 while paused). The live journal's changes only.
-    fn undone_already(&self, id: u64) -> Option<u64> {
-        crate::journal::reverted_by(&self.journal.entries())
-            .get(&id)
-            .copied()
+    /// The live journal's entries of `key` from id `since` on.
+    fn entries_of(&self, key: &str, since: u64) -> Vec<crate::journal::Entry> {
+        (self.journal.entries().into_iter())
+            .filter(|e| e.id >= since && e.key.as_deref() == Some(key))
+            .collect()
+    }
+
+    /// The revert that left the kernel without change `intent`'s value, if one did: a revert
+    /// of the parameter after it took effect, and neither `intent` nor a later change holds the
+    /// parameter now ([`ChangePath::holder_now`]), and the kernel does not have the value
+    /// before it (that is `unchanged`, as ever). Reverting it again would write back a value
+    /// already taken out, past a pause, a quarantine and the bounds, as reverting that revert
+    /// would (s56 story AZ-2: `kpo revert 2` after `kpo revert 2` and `kpo revert --all` wrote 64
+    /// -> 100 while paused). The live journal's changes only.
+    fn undone_already(&self, intent: &Intent, address: &ParamAddress) -> Option<u64> {
+        let since = self.journal.param_by_key(&intent.key)?.original_id?;
+        let by = (self.entries_of(&intent.key, since).iter().rev())
+            .find(|e| e.kind == "revert" && e.id > intent.id && took_effect(e).is_some())?
+            .id;
+        let held = self.holder_now(&intent.key).is_some_and(|h| h >= intent.id);
+        (!held && self.read(address).ok().as_ref() != Some(&intent.before)).then_some(by)
     }
 
     /// The journal keys with an intent not settled yet (an interrupted write: its value unknown).
@@ -695,7 +692,13 @@ impl ChangePath {
             // What it undoes: the change the kernel has from KPO, not the first since the
             // original, which a revert may have undone already (s46 storyK K3: "undoes #1" after
             // #1 was reverted and #14 applied).
-            self.holder_now(&state.key).or(state.original_id).map(|id| {
+            (if only_ours || source != Source::Operator {
+                state.holding
+            } else {
+                self.holder_now(&state.key)
+            })
+            .or(state.original_id)
+            .map(|id| {
                 let cookie = self.journal.intent(id).and_then(|i| i.netns_cookie);
                 (id, cookie)
             }),
@@ -992,5 +995,17 @@ impl ChangePath {
             Some(id) => format!("kpo revert {id}"),
             None => "kpo revert --all, with every other parameter's original,".into(),
         }
+    }
+}
+
+/// What a write of KPO's left in the kernel, if it took effect: a change applied (or one whose
+/// put-back failed and left it), a revert not put back after a wrong read-back.
+fn took_effect(e: &crate::journal::Entry) -> Option<Value> {
+    match (e.kind.as_str(), e.status.as_str()) {
+        ("change", "applied" | "failed") => e.read_back.clone(),
+        ("revert", "reverted" | "applied") => {
+            e.read_back.clone().filter(|v| Some(v) != e.before.as_ref())
+        }
+        _ => None,
     }
 }

@@ -4425,12 +4425,13 @@ fn reverting_a_change_undone_already_writes_nothing() {
     assert_eq!(
         r.detail.unwrap(),
         format!(
-            "#{} undid #{second} already; nothing of it is left to take out (kpo apply writes a \
-             value of your choosing; kpo revert --all puts the original back)",
-            by.journal_id.unwrap()
+            "#{} undid #{second} already; nothing of it is left to take out (kpo revert \
+             {second} --force writes 5000 again; kpo revert --all puts the original back)",
+            all[0].journal_id.unwrap()
         )
     );
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    assert_eq!(by.status, ChangeStatus::Reverted);
     // The first's value before it is the kernel's: nothing to write, as ever.
     let r = p.revert(first, Source::Operator, "kpo revert").unwrap();
     assert_eq!(r.status, ChangeStatus::Unchanged, "{}", r.describe());
@@ -4444,6 +4445,47 @@ fn reverting_a_change_undone_already_writes_nothing() {
     let r = p.revert(second, Source::Operator, "kpo revert").unwrap();
     assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
     assert_eq!(value(&k, SOMAX), Value::Int(5000));
+}
+
+/// Changes `kpo revert --all` took out, which it journals as undoing the change that held the
+/// parameter (the last), are undone all the same: `kpo revert` of the middle one wrote a rules
+/// value `--all` had taken out, past the pause (s56 review1 R1-1); `--force` writes it.
+#[test]
+fn changes_revert_all_took_out_are_undone_already() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let mut rules = op(SOMAX, Value::Int(5000));
+    rules.source = Source::Rules;
+    let mut ids = vec![];
+    for v in [5000, 6000, 7000] {
+        rules.value = Value::Int(v);
+        ids.push(p.propose(&rules).unwrap().journal_id.unwrap());
+    }
+    let all = p.revert_all("all").unwrap();
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    p.journal.set_paused(true, "operator").unwrap();
+    let r = p.revert(ids[1], Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Skipped, "{}", r.describe());
+    assert!(
+        (r.detail.as_deref()).is_some_and(|d| d.starts_with(&format!(
+            "#{} undid #{} already",
+            all[0].journal_id.unwrap(),
+            ids[1]
+        ))),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+    let r = p
+        .revert_over_theirs(ids[1], Source::Operator, "kpo revert --force")
+        .unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(5000));
+    // Its value back in the kernel, the first holds again: its revert writes, as ever.
+    let r = p.revert(ids[0], Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
 }
 
 /// `kpo revert --all` quarantines the advisors' values it takes out, as `kpo revert ID` does:

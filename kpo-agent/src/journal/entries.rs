@@ -32,27 +32,43 @@ pub struct Entry {
 /// earlier one overwrote; the changes the guard judged together, reverted from the first: s50
 /// review G4). A revert carried out is listed `reverted` (`applied` by earlier versions).
 pub fn reverted_by(entries: &[Entry]) -> std::collections::BTreeMap<u64, u64> {
+    use std::collections::{BTreeMap, BTreeSet};
     let target = |e: &Entry| e.key.clone().unwrap_or_else(|| target_key(&e.address));
-    let mut out = std::collections::BTreeMap::new();
-    for r in entries.iter().filter(|r| r.kind == "revert") {
+    // A change that took effect: a failed one left nothing to take out (review2 N3), unless its
+    // put-back failed too and left its value (review3 R4).
+    let took = |c: &Entry| {
+        c.kind == "change"
+            && match c.status.as_str() {
+                "applied" | "incomplete" => true,
+                "failed" => c.read_back.is_some(),
+                _ => false,
+            }
+    };
+    // Each target's changes not taken out yet: each is taken out once, by the first revert
+    // that covers it, so a long journal of reverts is read in O(n log n), not reverts × entries
+    // (s56 review1 R1-2: `kpo revert --all` asks this per parameter).
+    let mut open: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    let mut reverts: Vec<&Entry> = Vec::new();
+    for e in entries {
+        if took(e) {
+            open.entry(target(e)).or_default().insert(e.id);
+        } else if e.kind == "revert" {
+            reverts.push(e);
+        }
+    }
+    reverts.sort_by_key(|r| r.id);
+    for r in reverts {
         let (Some(of), "reverted" | "applied") = (r.revert_of, r.status.as_str()) else {
             continue;
         };
-        let key = target(r);
-        // A change that took effect: a failed one left nothing to take out (review2 N3), unless
-        // its put-back failed too and left its value (review3 R4).
-        let took = |c: &&Entry| {
-            c.kind == "change"
-                && match c.status.as_str() {
-                    "applied" | "incomplete" => true,
-                    "failed" => c.read_back.is_some(),
-                    _ => false,
-                }
+        let Some(changes) = open.get_mut(&target(r)) else {
+            continue;
         };
-        for c in entries.iter().filter(took) {
-            if (of..r.id).contains(&c.id) && target(c) == key {
-                out.entry(c.id).or_insert(r.id);
-            }
+        let covered: Vec<u64> = changes.range(of..r.id).copied().collect();
+        for c in covered {
+            changes.remove(&c);
+            out.insert(c, r.id);
         }
     }
     out

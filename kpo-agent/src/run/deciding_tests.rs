@@ -6153,6 +6153,11 @@ fn a_start_refused_its_socket_makes_no_state_directory() {
         (open_dir.join("kpo.sock"), "mode 0777 lets every user"),
         // Missing, under the open directory: refused before anything is made under it.
         (open_dir.join("run/kpo.sock"), "mode 0777 lets every user"),
+        // Longer than a unix socket's path may be (s56 review1 R1-9).
+        (
+            top.path().join("x".repeat(110)).join("kpo.sock"),
+            "at most 107 bytes",
+        ),
     ] {
         let refused = open_agent(&state, &socket, &policy, &sys)
             .unwrap_err()

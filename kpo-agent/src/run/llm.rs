@@ -11,7 +11,10 @@
 //! A consultation carries a copy of the policy's answers for the parameters it offered
 //! ([`OfferedPolicy`]), so validation needs no reference into the loop; the change path decides
 //! every proposal against the live policy again.
-use std::{collections::VecDeque, sync::Arc};
+use std::{
+    collections::{BTreeSet, VecDeque},
+    sync::Arc,
+};
 
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -111,7 +114,13 @@ pub struct LlmStage {
     in_flight: Option<InFlight>,
     health: VecDeque<WindowHealth>,
     host_netns: u64,
+    /// The listeners whose queue was full in the window the last consultation was about: one
+    /// still full brings no consultation forward again ([`notable`]).
+    full_when_asked: BTreeSet<ListenerId>,
 }
+
+/// A listener by its namespace, port and family.
+type ListenerId = (u64, u16, &'static str);
 
 /// The consultation in flight, with what settling it needs besides its answer.
 struct InFlight {
@@ -148,6 +157,7 @@ impl LlmStage {
             advisor,
             in_flight: None,
             health: VecDeque::new(),
+            full_when_asked: BTreeSet::new(),
             host_netns: std::fs::metadata("/proc/self/ns/net")
                 .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
                 .unwrap_or(0),
@@ -172,9 +182,14 @@ impl LlmStage {
             );
             return;
         }
-        if !advisor.due(index, notable(window), std::time::Instant::now()) {
+        if !advisor.due(
+            index,
+            notable(window, &self.full_when_asked),
+            std::time::Instant::now(),
+        ) {
             return;
         }
+        self.full_when_asked = full_listeners(window);
         let path = deciding.change_path();
         let offered = offer_with_held(deciding, window, self.host_netns);
         let history = self.health.make_contiguous();
@@ -272,13 +287,27 @@ impl LlmStage {
     }
 }
 
-/// Whether a window deserves advice before the regular cadence: a listener dropped connections
-/// or filled its accept queue, or a namespace's listen overflows grew.
-fn notable(window: &Window) -> bool {
-    window.listeners.iter().any(|l| {
-        l.known_overflows() > 0 || (l.backlog_limit > 0 && l.backlog_max >= l.backlog_limit)
-    }) || window.netns.iter().any(|n| n.listen_overflows > 0)
+/// Whether a window deserves advice before the regular cadence: a listener dropped connections,
+/// or filled its accept queue where it was not full when the last consultation was asked
+/// (`full_when_asked`), or a namespace's listen overflows grew. A queue that stays full without
+/// dropping would otherwise bring every consultation forward, for as long as it stays so, with
+/// the same data (s56 story AY-4: a paid API asked every 3 windows instead of 10).
+fn notable(window: &Window, full_when_asked: &BTreeSet<ListenerId>) -> bool {
+    window.listeners.iter().any(|l| l.known_overflows() > 0)
+        || full_listeners(window)
+            .difference(full_when_asked)
+            .next()
+            .is_some()
+        || window.netns.iter().any(|n| n.listen_overflows > 0)
         || window.system.listen_overflows.is_some_and(|n| n > 0)
+}
+
+/// The listeners whose accept queue was full in the window.
+fn full_listeners(window: &Window) -> BTreeSet<ListenerId> {
+    (window.listeners.iter())
+        .filter(|l| l.backlog_limit > 0 && l.backlog_max >= l.backlog_limit)
+        .map(|l| (l.netns, l.port, l.family))
+        .collect()
 }
 
 /// The time of the window's last reading in ms since the epoch (now, if `end` cannot be read).

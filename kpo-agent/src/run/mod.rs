@@ -38,7 +38,7 @@ use tracing::{info, warn};
 pub use args::RunArgs;
 // The stop's bounded waits and the open-files limit, which deploy/kpo.service is held to.
 use deciding::Deciding;
-pub use deciding::TURN_AWAY_WAIT;
+pub use deciding::{TURN_AWAY_WAIT, WEBHOOK_FINISH_WAIT};
 use duty::DutyCycle;
 pub use kernel_view::memory_cgroup_v1;
 pub use open_files::LOW_HARD_LIMIT;
@@ -76,7 +76,7 @@ pub const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the stop waits for its events to be written before it moves the mark of the changes
 /// the stream carried (`offline_changes::MarkKeeper`): a writer that keeps up takes milliseconds,
 /// and a stalled reader costs the stop this much more before [`STOP_FLUSH_TIMEOUT`].
-const MARK_WAIT: Duration = Duration::from_secs(1);
+pub const MARK_WAIT: Duration = Duration::from_secs(1);
 
 /// How long the runtime's blocking threads may take to finish at shutdown.
 pub const RUNTIME_STOP_TIMEOUT: Duration = Duration::from_millis(500);

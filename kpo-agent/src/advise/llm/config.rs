@@ -94,83 +94,76 @@ impl ApiKey {
 
     /// The length in bytes of the key at the start of `text`, format and control characters
     /// after its first character included, each character as itself or as an escape sequence
-    /// ([`char_at_start`]).
+    /// ([`escaped_char_at_start`]).
     fn length_at_start_of(&self, text: &str) -> Option<usize> {
+        // The lengths of the forms of `c` at the start of `rest` that `is` accepts: the escape
+        // sequence first, then the character as written (a key's own backslash, say).
+        let step = |rest: &str, is: &dyn Fn(char) -> bool| {
+            let raw = rest.chars().next()?;
+            escaped_char_at_start(rest)
+                .filter(|&(c, _)| is(c))
+                .map(|(_, len)| len)
+                .or_else(|| is(raw).then(|| raw.len_utf8()))
+        };
+        let ignorable = |c: char| crate::shown::is_format(c) || c.is_control();
         let mut at = 0;
         for (n, wanted) in self.0.chars().enumerate() {
             // Skipped inside the key, not before it.
-            while let Some((c, len)) = char_at_start(&text[at..], wanted).filter(|_| n > 0) {
-                if !(crate::shown::is_format(c) || c.is_control()) {
-                    break;
+            if n > 0 {
+                while let Some(len) = step(&text[at..], &ignorable) {
+                    at += len;
                 }
-                at += len;
             }
-            match char_at_start(&text[at..], wanted) {
-                Some((c, len)) if c == wanted => at += len,
-                _ => return None,
-            }
+            at += step(&text[at..], &|c| c == wanted)?;
         }
         Some(at)
     }
 }
 
-/// The character at the start of `text` and its length in bytes, an escape sequence read as the
-/// character it stands for: a server's JSON error body may spell any character of the key so
-/// (`\u0073k-...`, a tab as `\t`), and `{:?}` writes a format character as `\u{200b}` (s56
-/// story AY-1: the key came back whole in an error excerpt). A backslash the key itself holds
-/// (`wanted`) is taken as itself. Not a crate's unescaping: text around the key need not be JSON,
-/// and a sequence that decodes to nothing is taken as its backslash alone.
-fn char_at_start(text: &str, wanted: char) -> Option<(char, usize)> {
-    let c = text.chars().next()?;
-    if c != '\\' || wanted == '\\' {
-        return Some((c, c.len_utf8()));
-    }
+/// The character an escape sequence at the start of `text` stands for, and the sequence's length
+/// in bytes: a server's JSON error body may spell any character of the key so (`\u0073k-...`, a
+/// tab as `\t`, a backslash as `\\`), and `{:?}` writes a format character as `\u{200b}` (s56
+/// story AY-1: the key came back whole in an error excerpt). `None` where `text` does not start
+/// with one. Not a crate's unescaping: text around the key need not be JSON, and is never
+/// decoded, only matched.
+fn escaped_char_at_start(text: &str) -> Option<(char, usize)> {
+    let rest = text.strip_prefix('\\')?;
     let hex4 = |at: usize| {
         text.get(at..at + 4)
             .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
             .and_then(|h| u32::from_str_radix(h, 16).ok())
     };
-    let simple = match text[1..].chars().next() {
-        Some('t') => Some('\t'),
-        Some('n') => Some('\n'),
-        Some('r') => Some('\r'),
-        Some('b') => Some('\u{8}'),
-        Some('f') => Some('\u{c}'),
-        Some('0') => Some('\0'),
-        Some(same @ ('/' | '"' | '\'' | '\\')) => Some(same),
+    let simple = match rest.chars().next()? {
+        't' => Some('\t'),
+        'n' => Some('\n'),
+        'r' => Some('\r'),
+        'b' => Some('\u{8}'),
+        'f' => Some('\u{c}'),
+        '0' => Some('\0'),
+        same @ ('/' | '"' | '\'' | '\\') => Some(same),
         _ => None,
     };
     if let Some(decoded) = simple {
         return Some((decoded, 2));
     }
-    if text[1..].starts_with("u{") {
-        if let Some(end) = text[3..].find('}').filter(|&e| (1..=6).contains(&e)) {
-            if let Some(d) = u32::from_str_radix(&text[3..3 + end], 16)
-                .ok()
-                .and_then(char::from_u32)
-            {
-                return Some((d, 3 + end + 1));
-            }
-        }
-    } else if text[1..].starts_with('u') {
-        match hex4(2) {
-            Some(high @ 0xD800..=0xDBFF) if text[6..].starts_with("\\u") => {
-                if let Some(low @ 0xDC00..=0xDFFF) = hex4(8) {
-                    let code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
-                    if let Some(d) = char::from_u32(code) {
-                        return Some((d, 12));
-                    }
-                }
-            }
-            Some(code) => {
-                if let Some(d) = char::from_u32(code) {
-                    return Some((d, 6));
-                }
-            }
-            None => {}
-        }
+    if let Some(braced) = rest.strip_prefix("u{") {
+        // At most six digits, so a look no further than the seventh byte: a text of `\u{` without
+        // an end, megabytes of it, is not searched to its end at every position.
+        let end = braced.bytes().take(7).position(|b| b == b'}')?;
+        let code = u32::from_str_radix(braced.get(..end).filter(|d| !d.is_empty())?, 16).ok()?;
+        return char::from_u32(code).map(|d| (d, 3 + end + 1));
     }
-    Some((c, 1))
+    rest.strip_prefix('u')?;
+    match hex4(2)? {
+        high @ 0xD800..=0xDBFF => {
+            let low = hex4(8).filter(|_| text[6..].starts_with("\\u"))?;
+            if !(0xDC00..=0xDFFF).contains(&low) {
+                return None;
+            }
+            char::from_u32(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)).map(|d| (d, 12))
+        }
+        code => char::from_u32(code).map(|d| (d, 6)),
+    }
 }
 
 /// Everything of a resolved endpoint that must never be shown: the API key, and the user name
@@ -202,6 +195,10 @@ impl Secrets {
             };
             let user = decode(url.username());
             let password = url.password().map(decode);
+            // As written in the URL too: a redirect's location may carry it so.
+            if let Some(encoded) = url.password().filter(|p| Some(*p) != password.as_deref()) {
+                all.push(ApiKey::new(encoded));
+            }
             if !user.is_empty() || password.is_some() {
                 let pair = format!("{user}:{}", password.as_deref().unwrap_or_default());
                 let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&pair);

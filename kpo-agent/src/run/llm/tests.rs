@@ -1,4 +1,7 @@
-use std::{collections::BTreeMap, time::Instant};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Instant,
+};
 
 use super::*;
 use crate::actuate::param::Value;
@@ -295,12 +298,22 @@ fn the_offered_policy_allows_exactly_what_was_offered_to_the_llm() {
 
 #[test]
 fn notable_windows_are_those_with_drops_or_a_full_queue() {
-    assert!(!notable(&window(vec![listener(1, 0, 64)])));
-    assert!(notable(&window(vec![listener(1, 3, 64)])));
-    assert!(notable(&window(vec![listener(1, 0, 128)])));
+    let none = BTreeSet::new();
+    assert!(!notable(&window(vec![listener(1, 0, 64)]), &none));
+    assert!(notable(&window(vec![listener(1, 3, 64)]), &none));
+    assert!(notable(&window(vec![listener(1, 0, 128)]), &none));
     let mut w = window(vec![]);
     w.system.listen_overflows = Some(2);
-    assert!(notable(&w));
+    assert!(notable(&w, &none));
+    // A queue full already when the last consultation was asked brings none forward again (s56
+    // story AY-4); another listener's, or drops, do.
+    let asked = full_listeners(&window(vec![listener(1, 0, 128)]));
+    assert!(!notable(&window(vec![listener(1, 0, 128)]), &asked));
+    assert!(notable(
+        &window(vec![listener(1, 0, 128), listener(2, 0, 128)]),
+        &asked
+    ));
+    assert!(notable(&window(vec![listener(1, 5, 128)]), &asked));
 }
 
 #[test]
@@ -534,6 +547,7 @@ fn stage_and_deciding(
         in_flight: None,
         health: VecDeque::new(),
         host_netns: HOST,
+        full_when_asked: BTreeSet::new(),
     };
     let k = crate::change::tests::kernel(values);
     let (path, _) = crate::change::tests::path(dir, policy, &k);
