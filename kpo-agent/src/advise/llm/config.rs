@@ -1266,6 +1266,28 @@ mod tests {
         );
     }
 
+    /// A key's own backslash, written escaped (`\\`, `\u005c`), is the key (s56 review2 R2-2);
+    /// a body of unended `\u{` is read once, not searched to its end at every place (R2-1: 4 MiB
+    /// of it held the agent's thread for minutes).
+    #[test]
+    fn escapes_are_matched_in_bounded_time_and_a_keys_backslash_too() {
+        let key = ApiKey::new(r"pw\SECRET");
+        for echoed in [
+            r"pw\SECRET",
+            r"pw\\SECRET",
+            r"pw\u005cSECRET",
+            r"\u0070w\\SECRET",
+        ] {
+            assert_eq!(
+                key.redact(&format!("a {echoed} b")),
+                "a [redacted] b",
+                "{echoed}"
+            );
+        }
+        let body = format!("{}{}", r"\u{".repeat(500_000), r"pw\SECRET");
+        assert!(key.redact(&body).ends_with("[redacted]"));
+    }
+
     /// A key over plain http is only quiet for this host itself.
     #[test]
     fn a_key_over_plain_http_to_another_host_is_in_clear() {
