@@ -394,6 +394,11 @@ impl ChangePath {
         if p.holding.is_some() || p.yielded.is_some() {
             return p.holding;
         }
+        // Put back to its original (after `kpo revert --all`, say): no change's value, and the
+        // journal is not read through for it.
+        if p.last_applied.is_none() || p.last_applied == p.original {
+            return None;
+        }
         let since = p.original_id?;
         let entries = self.entries_of(key, since);
         let last = entries.iter().rev().find(|e| took_effect(e).is_some())?;
