@@ -470,9 +470,9 @@ impl Webhook {
         if left > 0 {
             warn!(
                 url = %self.shown,
-                "approval webhook: the agent stops with {left} notification(s) not delivered \
-                 (queued or being retried); they are lost: kpo pending and the journal hold what \
-                 became of each approval"
+                "approval webhook: the agent stops with {left} notification(s) not known \
+                 delivered (queued, being retried, or posted without an answer yet); those not \
+                 received are lost: kpo pending and the journal hold what became of each approval"
             );
         }
     }

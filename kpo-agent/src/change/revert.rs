@@ -167,13 +167,24 @@ impl ChangePath {
             }
         }
         if !only_ours && !over_theirs {
-            if let Some(by) = self.undone_already(&intent, &address) {
+            if let Some((by, holder)) = self.undone_already(&intent, &address) {
                 let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
-                report.detail = Some(format!(
-                    "#{by} undid #{id} already; nothing of it is left to take out (kpo revert \
-                     {id} --force writes {} again; kpo revert --all puts the original back)",
-                    intent.before
-                ));
+                report.detail = Some(match holder {
+                    None => format!(
+                        "#{by} undid #{id} already; nothing of it is left to take out (kpo \
+                         revert {id} --force writes {} again; kpo revert --all puts the original \
+                         back)",
+                        intent.before
+                    ),
+                    Some(h) => format!(
+                        "#{by} undid #{id} already; #{} by {} holds it now (kpo revert {} takes \
+                         that out; kpo revert {id} --force writes {} again)",
+                        h.id,
+                        h.source.as_str(),
+                        h.id,
+                        intent.before
+                    ),
+                });
                 return Ok(report);
             }
         }
@@ -430,20 +441,47 @@ impl ChangePath {
             .collect()
     }
 
-    /// The revert that left the kernel without change `intent`'s value, if one did: a revert
-    /// of the parameter after it took effect, and neither `intent` nor a later change holds the
-    /// parameter now ([`ChangePath::holder_now`]), and the kernel does not have the value
-    /// before it (that is `unchanged`, as ever). Reverting it again would write back a value
-    /// already taken out, past a pause, a quarantine and the bounds, as reverting that revert
-    /// would (s56 story AZ-2: `kpo revert 2` after `kpo revert 2` and `kpo revert --all` wrote 64
-    /// -> 100 while paused). The live journal's changes only.
-    fn undone_already(&self, intent: &Intent, address: &ParamAddress) -> Option<u64> {
-        let since = self.journal.param_by_key(&intent.key)?.original_id?;
-        let by = (self.entries_of(&intent.key, since).iter().rev())
-            .find(|e| e.kind == "revert" && e.id > intent.id && took_effect(e).is_some())?
+    /// The revert that took change `intent` out of the kernel, if one did and its value is not
+    /// back: a revert of the parameter since that undid it (one of it or of an earlier change,
+    /// or one that put the original back, as `kpo revert --all` does), while the kernel does not
+    /// have the value before it (that is `unchanged`, as ever), and neither it nor a later
+    /// operator's change holds the parameter (that one is left, below, as ever). With it, the
+    /// later advisor's change that holds the parameter, if one does. Reverting it again would
+    /// write back a value already taken out, past a pause, a quarantine and the bounds, as
+    /// reverting that revert would (s56 story AZ-2: `kpo revert 2` after `kpo revert 2` and `kpo
+    /// revert --all` wrote 64 -> 100 while paused; story BA-1: the same with a rules change made
+    /// since). The live journal's changes only.
+    fn undone_already(
+        &self,
+        intent: &Intent,
+        address: &ParamAddress,
+    ) -> Option<(u64, Option<Intent>)> {
+        let p = self.journal.param_by_key(&intent.key)?;
+        let original = p.original.clone();
+        let by = (self.entries_of(&intent.key, p.original_id?).iter().rev())
+            .find(|e| {
+                e.kind == "revert"
+                    && e.id > intent.id
+                    && took_effect(e).is_some_and(|wrote| {
+                        e.revert_of.is_some_and(|of| of <= intent.id) || Some(wrote) == original
+                    })
+            })?
             .id;
-        let held = self.holder_now(&intent.key).is_some_and(|h| h >= intent.id);
-        (!held && self.read(address).ok().as_ref() != Some(&intent.before)).then_some(by)
+        if self.read(address).ok().as_ref() == Some(&intent.before) {
+            return None;
+        }
+        match self.holder_now(&intent.key) {
+            None => Some((by, None)),
+            Some(h) if h == intent.id => None,
+            Some(h) => {
+                let holder = self.journal.intent(h)?;
+                matches!(
+                    holder.source,
+                    Source::Rules | Source::Llm | Source::Optimizer
+                )
+                .then(|| (by, Some(holder.clone())))
+            }
+        }
     }
 
     /// The journal keys with an intent not settled yet (an interrupted write: its value unknown).

@@ -4436,15 +4436,27 @@ fn reverting_a_change_undone_already_writes_nothing() {
     let r = p.revert(first, Source::Operator, "kpo revert").unwrap();
     assert_eq!(r.status, ChangeStatus::Unchanged, "{}", r.describe());
     assert_eq!(all[0].status, ChangeStatus::Reverted);
-    // A later advisor's change holds it: the revert of the undone change takes that out, as
-    // before (its value before the undone change is what the operator asked back).
+    // A later advisor's change holds it: the undone change's old value (the first's, which
+    // `--all` took out) is not brought back; the one to take out is named (s56 story BA-1).
     let mut rules = op(SOMAX, Value::Int(7000));
     rules.source = Source::Rules;
     p.journal.set_paused(false, "operator").unwrap();
-    assert_eq!(p.propose(&rules).unwrap().status, ChangeStatus::Applied);
+    let later = p.propose(&rules).unwrap().journal_id.unwrap();
+    p.journal.set_paused(true, "operator").unwrap();
     let r = p.revert(second, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Skipped, "{}", r.describe());
+    assert_eq!(
+        r.detail.unwrap(),
+        format!(
+            "#{} undid #{second} already; #{later} by rules holds it now (kpo revert {later} \
+             takes that out; kpo revert {second} --force writes 5000 again)",
+            all[0].journal_id.unwrap()
+        )
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(7000));
+    let r = p.revert(later, Source::Operator, "kpo revert").unwrap();
     assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
-    assert_eq!(value(&k, SOMAX), Value::Int(5000));
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
 }
 
 /// Changes `kpo revert --all` took out, which it journals as undoing the change that held the

@@ -299,7 +299,7 @@ impl Metrics {
         self.registry.register(
             "approval_webhook_notifications",
             format!(
-                "Approval webhook notifications (approvals, and advice: for applications, the LLM's suggestions, and the rules' word that the policy leaves them no step) by what became of them: delivered (2xx), queue_full (dropped unsent, the oldest of more than {QUEUE} waiting), replaced (dropped unsent for a later one about the same approval or advice), given_up (failed {ATTEMPTS} tries), refused (a 4xx, not retried), abandoned (dropped unsent when a reload removed or replaced the URL)"
+                "Approval webhook notifications (approvals, and advice: for applications, the LLM's suggestions, and the rules' word that the policy leaves them no step) by what became of them: delivered (2xx), queue_full (dropped unsent, the oldest of more than {QUEUE} waiting), replaced (dropped unsent for a later one about the same approval or advice), given_up (failed {ATTEMPTS} tries), refused (a 4xx, not retried), abandoned (dropped unsent, or not known delivered, when a reload removed or replaced the URL or the agent stopped)"
             ),
             outcomes.family(),
         );
@@ -1130,7 +1130,7 @@ mod tests {
              no step) by what became of them: delivered (2xx), queue_full \
              (dropped unsent, the oldest of more than 64 waiting), replaced (dropped unsent for \
              a later one about the same approval or advice), given_up (failed 8 tries), refused (a 4xx, not retried), abandoned (dropped \
-             unsent when a reload removed or replaced the URL).",
+             unsent, or not known delivered, when a reload removed or replaced the URL or the agent stopped).",
         );
     }
 
