@@ -169,6 +169,11 @@ impl ChangePath {
         if !only_ours && !over_theirs {
             if let Some((by, holder)) = self.undone_already(&intent, &address) {
                 let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
+                // `NOW -> OLD (now NOW)`, as the other skipped lines: the value alone read as the
+                // kernel's (s56 story BA-8).
+                let now = self.read(&address).ok();
+                report.before = now.clone();
+                report.read_back = now;
                 report.detail = Some(match holder {
                     None => format!(
                         "#{by} undid #{id} already; nothing of it is left to take out (kpo \

@@ -4423,10 +4423,11 @@ fn reverting_a_change_undone_already_writes_nothing() {
     let r = p.revert(second, Source::Operator, "kpo revert").unwrap();
     assert_eq!(r.status, ChangeStatus::Skipped, "{}", r.describe());
     assert_eq!(
-        r.detail.unwrap(),
+        r.describe(),
         format!(
-            "#{} undid #{second} already; nothing of it is left to take out (kpo revert \
-             {second} --force writes 5000 again; kpo revert --all puts the original back)",
+            "skipped {SOMAX}: 4096 -> 5000 (now 4096): #{} undid #{second} already; nothing of \
+             it is left to take out (kpo revert {second} --force writes 5000 again; kpo revert \
+             --all puts the original back)",
             all[0].journal_id.unwrap()
         )
     );
