@@ -6067,6 +6067,14 @@ fn record(state_dir: &Path, name: &str) -> Option<String> {
     std::fs::read_to_string(state_dir.join(name)).ok()
 }
 
+/// `parent/open`, mode 0777: a directory the control socket is refused in.
+fn a_directory_every_user_may_write(parent: &Path) -> PathBuf {
+    let dir = parent.join("open");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    dir
+}
+
 /// Defect (review s28 run-config #4): the records the offline commands follow (the agent's
 /// policy and sysfs tree) were written before the control socket was bound, so a start refused
 /// there (a socket directory anyone may change, another agent on the socket) re-pointed them at
@@ -6104,13 +6112,7 @@ fn a_start_refused_at_the_control_socket_leaves_the_records_as_they_were() {
     };
     as_before("the agent's own start");
     // A start with P2 over sys2 whose socket's directory lets every user replace the socket.
-    let open_dir = top.path().join("open");
-    std::fs::create_dir(&open_dir).unwrap();
-    std::fs::set_permissions(
-        &open_dir,
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
+    let open_dir = a_directory_every_user_may_write(top.path());
     let refused = open_agent(&state, &open_dir.join("kpo.sock"), &p2, &sys2)
         .unwrap_err()
         .to_string();
@@ -6141,13 +6143,7 @@ fn a_start_refused_its_socket_makes_no_state_directory() {
     std::fs::write(&policy, "").unwrap();
     let sys = top.path().join("sys");
     std::fs::create_dir(&sys).unwrap();
-    let open_dir = top.path().join("open");
-    std::fs::create_dir(&open_dir).unwrap();
-    std::fs::set_permissions(
-        &open_dir,
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
+    let open_dir = a_directory_every_user_may_write(top.path());
     let state = top.path().join("new-state");
     for (socket, why) in [
         (open_dir.join("kpo.sock"), "mode 0777 lets every user"),
