@@ -1,13 +1,15 @@
 //! `kpo check`: loads and validates the agent configuration (if named) and the policy as `kpo run`
 //! does, in the same order, and prints what the policy allows, so the files can be checked before
 //! they are rolled out. A mistake is the error `kpo run` would stop with (file, line, key), and
-//! exit status 2. What only the machine can tell (root, `--proc-root`, the environment's
-//! `OPENAI_*`) and `kpo run`'s flags are not part of it; an exact sysctl name this machine lacks
-//! is only warned of.
+//! exit status 2. What only the machine can tell (root, `--proc-root`) and `kpo run`'s flags are
+//! not part of it, the environment's `OPENAI_*` only in the LLM advisor's line ([`llm`]); an
+//! exact sysctl name this machine lacks is only warned of.
 use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::{json, Value};
+
+mod llm;
 
 use crate::{
     actuate::param::{sysctl_rel_path, ParamAddress, ParamKind, Target},
@@ -30,6 +32,11 @@ pub struct CheckArgs {
     /// consultation period, which the approvals' expiry is checked against, is counted in windows.
     #[arg(long, value_parser = crate::cli::duration_arg)]
     pub window: Option<std::time::Duration>,
+    /// Also consult the LLM advisor once, as `kpo run` would at its first consultation (with
+    /// this shell's `OPENAI_*` environment), and show what it answered; nothing is applied.
+    /// Exit status 1 when the consultation fails.
+    #[arg(long)]
+    pub llm: bool,
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -82,12 +89,36 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
     for w in optimizer_held_back_by_the_limits(&policy, &agent) {
         eprintln!("kpo: warning: {w}");
     }
+    let advisor = llm::Advisor::of(&agent.llm, |k| std::env::var(k).ok());
+    let probe = match (&advisor, args.llm) {
+        (_, false) => None,
+        (llm::Advisor::On(resolved), true) => {
+            Some(llm::probe((**resolved).clone(), &policy, &agent)?)
+        }
+        (llm::Advisor::Off(why), true) => {
+            anyhow::bail!("--llm: the LLM advisor is off ({why}): there is nothing to consult")
+        }
+        (llm::Advisor::Refused(why), true) => anyhow::bail!("--llm: {why}"),
+    };
     if args.json {
-        crate::out!("{}", to_json(&policy, config.as_deref()));
+        let mut out = to_json(&policy, config.as_deref());
+        out["llm"] = advisor.to_json();
+        if let Some(p) = &probe {
+            out["llm"]["probe"] = p.to_json();
+        }
+        crate::out!("{out}");
     } else {
-        crate::out!(no_newline; "{}", to_text(&policy, config.as_deref()));
+        let mut out = to_text(&policy, config.as_deref());
+        out += &advisor.to_text();
+        if let Some(p) = &probe {
+            out += &p.to_text();
+        }
+        crate::out!(no_newline; "{out}");
     }
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(match probe {
+        Some(p) if !p.passed() => std::process::ExitCode::from(1),
+        _ => std::process::ExitCode::SUCCESS,
+    })
 }
 
 /// The file's `proc_root` and `sysfs_root` as `kpo run` checks them at its start, which refuses
@@ -1264,6 +1295,7 @@ max = 8000
             config: Some(config.clone()),
             recommend_only: false,
             window: None,
+            llm: false,
             json: false,
         })
         .unwrap_err()
@@ -1296,6 +1328,7 @@ max = 8000
                 config: Some(config.clone()),
                 recommend_only: false,
                 window: None,
+                llm: false,
                 json: false,
             });
             (config.display().to_string(), out.map_err(|e| e.to_string()))

@@ -422,18 +422,7 @@ namespaces = ["{netns}"]
                 .collect();
             assert!(errors.is_empty(), "{errors:?}\n{e:#}");
         }
-        assert_eq!(
-            std::fs::read_to_string(proc_sys(SOMAXCONN)).unwrap(),
-            self.host_somaxconn
-        );
-        assert_eq!(
-            std::fs::read_to_string(proc_sys(SYN_BACKLOG)).unwrap(),
-            self.host_syn_backlog
-        );
-        assert_eq!(
-            std::fs::read_to_string(proc_sys("kernel.core_pattern")).unwrap(),
-            self.host_core_pattern
-        );
+        self.check_host_unmoved();
         let mut files = vec![
             self.path("events.ndjson"),
             self.path("stdout"),
@@ -447,6 +436,22 @@ namespaces = ["{netns}"]
         }
         let stderr = std::fs::read_to_string(self.path("stderr")).unwrap();
         assert!(stderr.contains("LLM advisor on"), "{stderr}");
+    }
+
+    /// The host's values of both parameters, and `kernel.core_pattern`, as they were.
+    fn check_host_unmoved(&self) {
+        assert_eq!(
+            std::fs::read_to_string(proc_sys(SOMAXCONN)).unwrap(),
+            self.host_somaxconn
+        );
+        assert_eq!(
+            std::fs::read_to_string(proc_sys(SYN_BACKLOG)).unwrap(),
+            self.host_syn_backlog
+        );
+        assert_eq!(
+            std::fs::read_to_string(proc_sys("kernel.core_pattern")).unwrap(),
+            self.host_core_pattern
+        );
     }
 }
 
@@ -1281,4 +1286,129 @@ pub fn without_a_key_or_an_endpoint_the_advisor_is_off_with_one_log_line() {
     );
     assert!(!case.events().iter().any(|e| e["kind"] == "llm"));
     assert_nothing_applied(&case);
+}
+
+/// `kpo check --llm` as an operator runs it before a rollout: one consultation, as `kpo run`
+/// would make it, against the configured server (this case's namespace's two parameters offered,
+/// read now), its advice shown and nothing applied; a server that refuses the key is exit status
+/// 1 with the HTTP status shown; an advisor that is off is a mistake of the command (exit 2).
+pub fn kpo_check_llm_consults_once_and_applies_nothing() {
+    let case = Case::new();
+    let somaxconn = case.address(SOMAXCONN);
+    let syn_backlog = case.address(SYN_BACKLOG);
+    let server = Server::start(vec![completion(&advice(json!([
+        item(&somaxconn, json!(1024), true),
+        // Over the entry's max (8192): dropped by validation, as `kpo run` would.
+        item(&syn_backlog, json!(99999), false),
+    ])))]);
+    let check = |table: &str, extra: &[&str]| {
+        std::fs::write(
+            case.path("kpo.toml"),
+            format!("{SENSORS_OFF}\n\n[llm]\n{table}\n"),
+        )
+        .unwrap();
+        Command::new(kpo_binary())
+            .args(["check", "--policy"])
+            .arg(case.path("policy.toml"))
+            .arg("--config")
+            .arg(case.path("kpo.toml"))
+            .args(extra)
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
+            .output()
+            .unwrap()
+    };
+
+    let out = check(&llm_table(&server, ""), &["--llm", "--json"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let shown: Value = serde_json::from_str(&stdout).unwrap();
+    let llm = &shown["llm"];
+    assert_eq!(llm["on"], true, "{llm:#}");
+    assert_eq!(llm["base_url"], server.base_url());
+    assert_eq!(llm["model"], "kpo-test");
+    assert_eq!(llm["key"], "llm.api_key");
+    let offered: Vec<(String, Value)> = (llm["probe"]["offered"].as_array().unwrap().iter())
+        .map(|p| {
+            (
+                p["parameter"].as_str().unwrap().to_string(),
+                p["current"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        offered,
+        [
+            (somaxconn.clone(), json!(START)),
+            (syn_backlog.clone(), json!(START))
+        ]
+    );
+    let consultation = &llm["probe"]["consultation"];
+    assert_eq!(consultation["outcome"], "ok", "{consultation:#}");
+    assert_eq!(consultation["accepted_auto"], 1);
+    assert_eq!(consultation["offered"], 2);
+    assert_eq!(
+        dropped(consultation),
+        [(syn_backlog.clone(), "out_of_bounds".to_string())]
+    );
+    let advice: Vec<(String, Value)> = (llm["probe"]["recommendations"].as_array().unwrap())
+        .iter()
+        .map(|r| {
+            (
+                r["parameter"].as_str().unwrap().to_string(),
+                r["recommended_value"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(advice, [(somaxconn.clone(), json!(1024))]);
+    // One request, with the key, offering what `kpo run` would; nothing applied or journaled.
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].offered(),
+        [somaxconn.clone(), syn_backlog.clone()]
+    );
+    assert_eq!(
+        requests[0].header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    assert_eq!(case.ns_value(SOMAXCONN), START);
+    assert_eq!(case.ns_value(SYN_BACKLOG), START);
+    assert!(!case.path("state").exists());
+    assert!(!stdout.contains(KEY) && !stderr.contains(KEY));
+
+    // A server that refuses the key: exit status 1, the status shown, the key not.
+    let refusing = Server::start(vec![Reply::Http(
+        401,
+        vec![],
+        json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
+            .to_string(),
+    )]);
+    let out = check(&llm_table(&refusing, ""), &["--llm"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("llm probe: http_status in ") && stdout.contains("http_status 401"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Incorrect API key provided"), "{stdout}");
+    assert!(!stdout.contains(KEY), "{stdout}");
+    assert_eq!(refusing.requests().len(), 1);
+
+    // No endpoint and no key: the advisor is off, `--llm` has nothing to ask (exit 2), and
+    // without `--llm` the line says why.
+    let out = check("", &["--llm"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--llm: the LLM advisor is off (no API key"),
+        "{stderr}"
+    );
+    let out = check("", &[]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("  [llm] off: no API key"), "{stdout}");
+    assert_eq!(case.ns_value(SOMAXCONN), START);
+    case.check_host_unmoved();
 }

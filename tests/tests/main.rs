@@ -551,6 +551,11 @@ fn main() {
             llm_advisor::an_injected_process_name_reaches_the_model_only_as_data,
         ),
         trial(
+            "llm_advisor::kpo_check_llm_consults_once_and_applies_nothing",
+            llm_advisor::requirement(),
+            llm_advisor::kpo_check_llm_consults_once_and_applies_nothing,
+        ),
+        trial(
             "llm_advisor::without_a_key_or_an_endpoint_the_advisor_is_off_with_one_log_line",
             llm_advisor::requirement(),
             llm_advisor::without_a_key_or_an_endpoint_the_advisor_is_off_with_one_log_line,

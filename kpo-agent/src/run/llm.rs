@@ -324,33 +324,50 @@ fn end_ms(window: &Window) -> u64 {
 /// ends, up to `llm.timeout` later, and the change path refuses it if the `@netns:INODE` then
 /// names another namespace (the one read is gone and the kernel reused its inode).
 fn offer(path: &ChangePath, window: &Window, host_netns: u64) -> Vec<ParamContext> {
+    offer_among(
+        &path.policy,
+        candidates(&path.policy, &listening(window), host_netns),
+        // Yielded to a person, it is refused whatever the model says until `kpo resume`: like a
+        // parameter no value can satisfy, it would only invite advice that is then lost (s50
+        // storyY F7: offered as `auto`, each answer was refused as yielded).
+        |a| (path.journal.param_state(a)).is_some_and(|state| state.yielded.is_some()),
+        |a| path.read_with_cookie(a).ok(),
+    )
+}
+
+/// [`offer`] over `candidates`, without those `yielded` says an operator holds, each read by
+/// `read` (value and namespace cookie; `None`: not offered). `kpo check --llm` offers through it
+/// what `kpo run` would, without a journal.
+pub(crate) fn offer_among(
+    policy: &Policy,
+    candidates: Vec<ParamAddress>,
+    yielded: impl Fn(&ParamAddress) -> bool,
+    read: impl Fn(&ParamAddress) -> Option<(Value, Option<u64>)>,
+) -> Vec<ParamContext> {
     // What the advice can change (auto, recommend) before what it can only be recorded for
     // (observe), each in the candidates' order: observe-only copies would otherwise take places
     // in the cut from an entry's copy the policy lets the model drive (s43). Sorted before the
     // reads, which stop at the cut.
-    let (drivable, observed): (Vec<_>, Vec<_>) = candidates(&path.policy, window, host_netns)
+    let (drivable, observed): (Vec<_>, Vec<_>) = candidates
         .into_iter()
-        .filter_map(|a| Some((path.policy.allowed(&a, Source::Llm)?.mode, a)))
-        // Yielded to a person, it is refused whatever the model says until `kpo resume`: like a
-        // parameter no value can satisfy, it would only invite advice that is then lost (s50
-        // storyY F7: offered as `auto`, each answer was refused as yielded).
-        .filter(|(_, a)| (path.journal.param_state(a)).is_none_or(|state| state.yielded.is_none()))
+        .filter_map(|a| Some((policy.allowed(&a, Source::Llm)?.mode, a)))
+        .filter(|(_, a)| !yielded(a))
         .partition(|(mode, _)| *mode != crate::advise::limits::Mode::Observe);
     let readable: Vec<(ParamAddress, Value, Option<u64>)> = drivable
         .into_iter()
         .chain(observed)
         .map(|(_, a)| a)
-        .filter_map(|a| path.read_with_cookie(&a).ok().map(|(v, c)| (a, v, c)))
+        .filter_map(|a| read(&a).map(|(v, c)| (a, v, c)))
         // What `offered_params` leaves out (no value within reach) takes no place in the cut.
         .filter(|(a, v, _)| {
-            path.policy
+            policy
                 .allowed(a, Source::Llm)
                 .is_some_and(|l| l.within_reach(v))
         })
         .take(MAX_OFFERED)
         .collect();
     let mut offered = offered_params(
-        &path.policy,
+        policy,
         readable.iter().map(|(a, v, _)| (a.clone(), v.clone())),
     );
     for p in &mut offered {
@@ -524,16 +541,29 @@ fn shorten(text: &str, max: usize) -> String {
     }
 }
 
+/// The network namespaces with a listener in `window`, the most dropping first.
+fn listening(window: &Window) -> Vec<u64> {
+    let mut listening: Vec<(u64, u64)> = Vec::new(); // (netns, overflows)
+    for l in &window.listeners {
+        match listening.iter_mut().find(|(ns, _)| *ns == l.netns) {
+            Some((_, drops)) => *drops += l.known_overflows(),
+            None => listening.push((l.netns, l.known_overflows())),
+        }
+    }
+    listening.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    listening.into_iter().map(|(ns, _)| ns).collect()
+}
+
 /// Every address the model could be offered, before the policy's say: the [`CATALOGUE`] and the
 /// policy's exactly named parameters; a per-namespace sysctl at the host and in each namespace
-/// with a listener in the window (the most dropping first) or named by the parameter's policy
-/// entry.
+/// of `listening` (those with a listener in the window, the most dropping first: [`listening`])
+/// or named by the parameter's policy entry.
 ///
 /// Order: every key at the host, then round by round each key's copy in its next namespace (the
 /// most dropping namespace's copies of all keys first), because [`offer`] keeps only the first
 /// [`MAX_OFFERED`]: key by key, one key's copies in many namespaces would crowd out every other
 /// key.
-fn candidates(policy: &Policy, window: &Window, host_netns: u64) -> Vec<ParamAddress> {
+pub(crate) fn candidates(policy: &Policy, listening: &[u64], host_netns: u64) -> Vec<ParamAddress> {
     let mut names: Vec<ParamAddress> = CATALOGUE.iter().filter_map(|n| n.parse().ok()).collect();
     for rule in &policy.params {
         if rule.name.contains(['*', '?', '[', '{']) {
@@ -545,14 +575,6 @@ fn candidates(policy: &Policy, window: &Window, host_netns: u64) -> Vec<ParamAdd
             }
         }
     }
-    let mut listening: Vec<(u64, u64)> = Vec::new(); // (netns, overflows)
-    for l in &window.listeners {
-        match listening.iter_mut().find(|(ns, _)| *ns == l.netns) {
-            Some((_, drops)) => *drops += l.known_overflows(),
-            None => listening.push((l.netns, l.known_overflows())),
-        }
-    }
-    listening.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let mut out = Vec::new();
     // Each per-namespace key's copies, in the order of its namespaces.
     let mut copies: Vec<Vec<ParamAddress>> = Vec::new();
@@ -562,7 +584,7 @@ fn candidates(policy: &Policy, window: &Window, host_netns: u64) -> Vec<ParamAdd
             out.push(address);
             continue;
         }
-        let mut namespaces: Vec<u64> = listening.iter().map(|(ns, _)| *ns).collect();
+        let mut namespaces: Vec<u64> = listening.to_vec();
         if let Namespaces::List(list) = &policy.rule_for(&address).namespaces {
             namespaces.extend(list.iter().filter_map(|sel| match sel {
                 NamespaceSel::Host => None,

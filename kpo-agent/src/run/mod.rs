@@ -21,7 +21,7 @@ mod deciding;
 mod deciding_tests;
 mod duty;
 mod kernel_view;
-mod llm;
+pub(crate) mod llm;
 mod offline_changes;
 pub mod one_agent;
 mod open_files;

@@ -86,7 +86,7 @@ mode = "recommend"
         listener(222, 50, 10),
         listener(111, 1, 10),
     ]);
-    let got = names(&candidates(&policy, &w, HOST));
+    let got = names(&candidates(&policy, &listening(&w), HOST));
     assert_eq!(
         got,
         [

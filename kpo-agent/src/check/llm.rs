@@ -1,0 +1,284 @@
+//! `kpo check`'s LLM advisor: whether `kpo run` would consult one with this configuration and
+//! this shell's environment (its `OPENAI_*`), and, with `--llm`, one consultation as `kpo run`
+//! would make it, its outcome shown and nothing applied. Without it an operator learns that the
+//! endpoint, the key or the model is wrong only from the running agent's first `llm` event, up to
+//! `every_windows` windows after the start (s56 story AY-3).
+use serde_json::{json, Value};
+
+use crate::{
+    actuate::{open_actuator, Roots},
+    advise::{
+        llm::{consult, Consultation, LlmClient, LlmConfig, ParamContext, ResolvedLlm},
+        recommendation::WindowRef,
+    },
+    config::Config,
+    policy::Policy,
+};
+
+/// What `kpo run` would make of `[llm]` with this environment.
+pub(super) enum Advisor {
+    On(Box<ResolvedLlm>),
+    /// Off, and why (`llm.enabled = false`, no key or endpoint).
+    Off(&'static str),
+    /// A mistake only the environment makes (`OPENAI_BASE_URL` no URL): `kpo run` would stop.
+    Refused(String),
+}
+
+impl Advisor {
+    pub(super) fn of(config: &LlmConfig, env: impl Fn(&str) -> Option<String>) -> Self {
+        match config.resolve_with(env) {
+            Ok(Ok(resolved)) => Advisor::On(Box::new(resolved)),
+            Ok(Err(why)) => Advisor::Off(why),
+            Err(e) => Advisor::Refused(e.to_string()),
+        }
+    }
+
+    /// Where the key comes from: the file, the environment, or nowhere (a local server).
+    fn key_source(resolved: &ResolvedLlm) -> &'static str {
+        if resolved.api_key.is_empty() {
+            "none"
+        } else if resolved
+            .config
+            .api_key
+            .as_ref()
+            .is_some_and(|k| !k.is_empty())
+        {
+            "llm.api_key"
+        } else {
+            "OPENAI_API_KEY"
+        }
+    }
+
+    pub(super) fn to_json(&self) -> Value {
+        match self {
+            Advisor::On(r) => json!({
+                "on": true,
+                "base_url": r.shown_base_url(),
+                "model": r.config.model,
+                "key": Self::key_source(r),
+                "every_windows": r.config.every_windows,
+                "min_interval": super::shown_duration(r.config.min_interval),
+                "timeout": super::shown_duration(r.config.timeout),
+            }),
+            Advisor::Off(why) => json!({ "on": false, "why": why }),
+            Advisor::Refused(why) => json!({ "on": false, "error": why }),
+        }
+    }
+
+    pub(super) fn to_text(&self) -> String {
+        match self {
+            Advisor::On(r) => format!(
+                "  [llm] on (with this shell's OPENAI_* environment): {}, model {}, key {}; \
+                 every {} windows, min_interval {}, timeout {}\n",
+                r.shown_base_url(),
+                r.config.model,
+                Self::key_source(r),
+                r.config.every_windows,
+                super::shown_duration(r.config.min_interval),
+                super::shown_duration(r.config.timeout),
+            ),
+            Advisor::Off(why) => format!("  [llm] off: {why}\n"),
+            Advisor::Refused(why) => {
+                format!("  [llm] refused (kpo run would stop with this environment): {why}\n")
+            }
+        }
+    }
+}
+
+/// One consultation as `kpo run` would make it, before any window: the parameters it would offer
+/// (the policy's exactly named ones and the built-in list, at the host and in the namespaces
+/// their entries name, read now), no measurements and no recent changes. `None` when the policy
+/// lets the LLM drive none of them here: `kpo run` would not ask either (outcome
+/// `no_parameters`), and nothing is sent.
+pub(super) struct Probe {
+    pub offered: Vec<ParamContext>,
+    pub consultation: Option<Consultation>,
+}
+
+pub(super) fn probe(
+    resolved: ResolvedLlm,
+    policy: &Policy,
+    config: &Config,
+) -> anyhow::Result<Probe> {
+    let roots = Roots {
+        sys: config.sysfs_root.clone(),
+        ..Roots::default()
+    };
+    let host_netns = crate::policy::own_netns_inode().unwrap_or(0);
+    // No journal here: a parameter an operator holds (`kpo yield`) is offered all the same.
+    let offered = crate::run::llm::offer_among(
+        policy,
+        crate::run::llm::candidates(policy, &[], host_netns),
+        |_| false,
+        |a| {
+            let mut actuator = open_actuator(a, &roots).ok()?;
+            let cookie = actuator.netns_cookie();
+            Some((actuator.read().ok()?, cookie))
+        },
+    );
+    if offered.is_empty() {
+        return Ok(Probe {
+            offered,
+            consultation: None,
+        });
+    }
+    let client = LlmClient::new(resolved)?;
+    let window = WindowRef {
+        index: 0,
+        end: crate::journal::format_ms(crate::journal::now_ms()),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let consultation = runtime.block_on(consult(&client, &offered, &[], &[], policy, window));
+    Ok(Probe {
+        offered,
+        consultation: Some(consultation),
+    })
+}
+
+impl Probe {
+    /// Whether `kpo run` would have taken advice from this reply (`ok`), or nothing was asked.
+    pub(super) fn passed(&self) -> bool {
+        self.consultation
+            .as_ref()
+            .is_none_or(|c| c.outcome == crate::advise::llm::Outcome::Ok)
+    }
+
+    pub(super) fn to_json(&self) -> Value {
+        json!({
+            "offered": self.offered.iter().map(|p| json!({
+                "parameter": p.address.to_string(),
+                "current": p.current,
+                "mode": p.limits.mode,
+            })).collect::<Vec<_>>(),
+            // The `llm` event's fields, as `kpo run` would write them.
+            "consultation": self.consultation,
+            "recommendations": self.consultation.iter()
+                .flat_map(|c| c.recommendations.iter().chain(&c.suggestions))
+                .collect::<Vec<_>>(),
+        })
+    }
+
+    pub(super) fn to_text(&self) -> String {
+        let Some(c) = &self.consultation else {
+            return "llm probe: nothing sent: the policy lets the LLM drive no parameter kpo run \
+                    could read here, so kpo run would not consult it either (no_parameters)\n"
+                .into();
+        };
+        let mut out = format!(
+            "llm probe: {} in {} ms ({} attempt(s){}{}{})\n",
+            c.outcome.name(),
+            c.latency_ms,
+            c.attempts,
+            c.http_status
+                .map_or(String::new(), |s| format!(", http_status {s}")),
+            if c.structured_output {
+                ", structured output"
+            } else {
+                ", free-form JSON"
+            },
+            c.total_tokens
+                .map_or(String::new(), |t| format!(", {t} tokens")),
+        );
+        if let Some(e) = &c.error {
+            out += &format!("  error: {e}\n");
+        }
+        out += &format!(
+            "  offered {}: {}\n",
+            self.offered.len(),
+            (self.offered.iter())
+                .map(|p| format!("{} = {}", p.address, p.current))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for r in &c.recommendations {
+            out += &format!(
+                "  advice: {} -> {} ({}): {}\n",
+                r.parameter,
+                r.recommended_value
+                    .as_ref()
+                    .map_or("-".into(), |v| v.to_string()),
+                if r.can_auto_apply {
+                    "may apply in auto"
+                } else {
+                    "for approval"
+                },
+                r.reason
+            );
+        }
+        for r in &c.suggestions {
+            out += &format!("  suggestion: look at {}: {}\n", r.parameter, r.reason);
+        }
+        for d in c.dropped.iter().chain(&c.dropped_suggestions) {
+            out += &format!(
+                "  dropped ({}): {}\n",
+                serde_json::to_value(d.kind)
+                    .ok()
+                    .and_then(|k| k.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                d.detail
+            );
+        }
+        out += "  nothing was applied: kpo check only shows what kpo run would take\n";
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn advisor(llm: &str, env: &[(&str, &str)]) -> Advisor {
+        let config = Config::from_toml(&format!("[llm]\n{llm}"), "kpo.toml").unwrap();
+        Advisor::of(&config.llm, |k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn the_advisors_line_says_where_the_key_comes_from_and_never_shows_it() {
+        let on = advisor("model = \"m\"", &[("OPENAI_API_KEY", "sk-env-SECRET")]);
+        let text = on.to_text();
+        assert_eq!(
+            text,
+            "  [llm] on (with this shell's OPENAI_* environment): https://api.openai.com/v1, \
+             model m, key OPENAI_API_KEY; every 10 windows, min_interval 1m, timeout 30s\n"
+        );
+        assert_eq!(on.to_json()["key"], "OPENAI_API_KEY");
+        let file = advisor(
+            "base_url = \"https://user:pw-SECRET@llm.example/v1\"\nmodel = \"m\"",
+            &[("OPENAI_API_KEY", "sk-env-SECRET")],
+        );
+        // The file names another server: the environment's key is not sent there.
+        assert_eq!(file.to_json()["key"], "none");
+        let shown = file.to_json().to_string() + &file.to_text();
+        assert!(!shown.contains("SECRET"), "{shown}");
+        let keyed = advisor("api_key = \"sk-file-SECRET\"\nmodel = \"m\"", &[]);
+        assert_eq!(keyed.to_json()["key"], "llm.api_key");
+        assert!(!keyed.to_text().contains("SECRET"));
+    }
+
+    #[test]
+    fn an_advisor_off_or_refused_says_why() {
+        let off = advisor("enabled = false\napi_key = \"k\"", &[]);
+        assert_eq!(
+            off.to_text(),
+            "  [llm] off: disabled by configuration (llm.enabled = false)\n"
+        );
+        assert_eq!(
+            off.to_json(),
+            json!({"on": false, "why": "disabled by configuration (llm.enabled = false)"})
+        );
+        let refused = advisor("", &[("OPENAI_BASE_URL", "not a url")]);
+        let text = refused.to_text();
+        assert!(
+            text.starts_with("  [llm] refused (kpo run would stop with this environment): ")
+                && text.contains("OPENAI_BASE_URL"),
+            "{text}"
+        );
+        assert_eq!(refused.to_json()["on"], false);
+    }
+}
