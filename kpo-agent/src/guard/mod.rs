@@ -250,6 +250,24 @@ pub enum Verdict {
         before_left_out: u32,
         after: f64,
     },
+    /// A change the guard reverted was not the cause: every signal it was reverted for is
+    /// still past what counted as its regression in the first window wholly after the revert
+    /// ([`Cleared`]); `values`' quarantine is lifted.
+    Cleared {
+        change_id: u64,
+        address: String,
+        values: Vec<Value>,
+        still_past: Vec<StillPast>,
+    },
+}
+
+/// A signal of a [`Verdict::Cleared`]: its value in the window, and what counted as its
+/// regression (the change's baseline plus the tolerance and the noise floor).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StillPast {
+    pub signal: HealthSignal,
+    pub after: f64,
+    pub bar: f64,
 }
 
 /// What a revert's `before` is, in words, for the reasons that quote it: the highest of
@@ -295,7 +313,7 @@ pub struct GuardEvent {
 }
 
 impl GuardEvent {
-    /// A verdict that asked for nothing to be done (`kept`).
+    /// A verdict that asked for nothing to be done (`kept`, `cleared`).
     pub fn kept(verdict: Verdict) -> Self {
         Self {
             verdict,
@@ -701,6 +719,18 @@ struct Unconfirmed {
     seen_in: u64,
 }
 
+/// A change the guard reverted that the first window wholly after its revert clears: each
+/// signal it was reverted for is still past what counted as its regression without it, so the
+/// change was not their cause, and its values' quarantine is lifted (s56 story AZ-3: under an
+/// overload the rules' raise of somaxconn was reverted for the overload's own latency, and the
+/// quarantine then kept the raise out, doubling at each repeat, while the overload went on).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cleared {
+    pub change_id: u64,
+    /// Each signal, its value in the window, and what counted as its regression.
+    pub signals: Vec<(HealthSignal, f64, f64)>,
+}
+
 /// What [`Guard::resume`] found in the state directory.
 #[derive(Debug, Default)]
 pub struct Resumed {
@@ -746,7 +776,11 @@ impl Guard {
     /// is made at the next window's start, and judged from that window on. Watches written ahead of the changes made since the last
     /// window are dropped: the calls that made them have returned, and their callers have watched
     /// the ones applied.
-    pub fn window_closed(&mut self, window: &Window) {
+    ///
+    /// Returns the changes the guard reverted that this window clears: every signal one was
+    /// reverted for is still past what counted as its regression in the first window wholly
+    /// after the revert ([`Cleared`]).
+    pub fn window_closed(&mut self, window: &Window) -> Vec<Cleared> {
         let mut file = self
             .file
             .lock()
@@ -764,29 +798,44 @@ impl Guard {
             .into_iter()
             .partition(|u| u.seen_in <= closed);
         self.unconfirmed = later;
+        let mut cleared: Vec<Cleared> = Vec::new();
+        let mut not_cleared: Vec<u64> = Vec::new();
         for u in due.iter().filter(|u| u.seen_in == closed) {
             let now = Health::from_window_in(window, u.scope)
                 .0
                 .get(&u.signal)
                 .copied();
-            if now.is_some_and(|now| now > u.bar) {
-                tracing::info!(
-                    "guard: {} is still at {} after #{}'s revert, past the {:.3} that counted as \
-                     its regression: the windows it was reverted for are counted in later \
-                     baselines, as the host's",
-                    u.signal,
-                    now.unwrap_or_default(),
-                    u.change_id,
-                    u.bar
-                );
-                file.regressed
-                    .retain(|r| !(r.change_id == u.change_id && r.signal == u.signal));
+            let Some(now) = now.filter(|now| *now > u.bar) else {
+                not_cleared.push(u.change_id);
+                continue;
+            };
+            match cleared.iter_mut().find(|c| c.change_id == u.change_id) {
+                Some(c) => c.signals.push((u.signal, now, u.bar)),
+                None => cleared.push(Cleared {
+                    change_id: u.change_id,
+                    signals: vec![(u.signal, now, u.bar)],
+                }),
             }
+            tracing::info!(
+                "guard: {} is still at {} after #{}'s revert, past the {:.3} that counted as \
+                 its regression: the windows it was reverted for are counted in later \
+                 baselines, as the host's",
+                u.signal,
+                now,
+                u.change_id,
+                u.bar
+            );
+            file.regressed
+                .retain(|r| !(r.change_id == u.change_id && r.signal == u.signal));
         }
         if !file.ahead.is_empty() {
             file.ahead.clear();
             file.empty = false;
         }
+        // Cleared only when every signal it was reverted for says so: one that fell back (or
+        // was not measured) may have been the change's doing.
+        cleared.retain(|c| !not_cleared.contains(&c.change_id));
+        cleared
     }
 
     /// The run loop is done acting on the window that closed last: a change made from now on is

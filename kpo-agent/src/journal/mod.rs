@@ -1400,6 +1400,37 @@ impl Journal {
         Ok(length)
     }
 
+    /// Ends `value`'s quarantine at `address` now, if one is in force: the guard saw that the
+    /// change it was reverted for did not cause the regression ([`crate::guard::Cleared`]).
+    /// Journaled as a quarantine that ends as it begins, so a later quarantine of the value
+    /// starts again from the policy's length instead of doubling one that was a mistake
+    /// ([`quarantine_length`]). Returns whether one was in force.
+    pub fn lift_quarantine(
+        &mut self,
+        address: &ParamAddress,
+        value: &Value,
+        why: &str,
+    ) -> Result<bool, JournalError> {
+        let now = now_ms();
+        let key = target_key(address);
+        let in_force = (self.st.params.get(&key)).is_some_and(|p| {
+            p.quarantine
+                .iter()
+                .any(|q| &q.value == value && q.until_ms > now)
+        });
+        if !in_force {
+            return Ok(false);
+        }
+        self.append(Record::Quarantine {
+            ts_ms: now,
+            key,
+            value: value.clone(),
+            until_ms: now,
+            why: why.to_string(),
+        })?;
+        Ok(true)
+    }
+
     /// Quarantines the guard's reverts are missing: the guard reverts a change, then quarantines
     /// its value, so an agent killed between the two left the value reverted but free to be
     /// applied again (and a later quarantine of it not doubled). For each revert of the guard

@@ -92,6 +92,10 @@ pub struct Deciding {
     approvals: Desk,
     /// Windows closed; the one in progress is the next.
     windows: u64,
+    /// The values the guard's reverts of the last windows quarantined, until the first window
+    /// wholly after each revert says whether the change caused what it was reverted for
+    /// ([`crate::guard::Cleared`]): kept in memory only, as what the guard is to see then.
+    guard_quarantines: Vec<GuardQuarantine>,
     /// The agent's own network namespace: its keys are the host's.
     host_netns: u64,
     /// The kernel's tick rate (`CONFIG_HZ`), fixed for its life: read once.
@@ -122,6 +126,15 @@ pub struct Deciding {
     /// Where SIGHUP reads the policy again: the file `--policy` named (whose absence is an
     /// error), or the default path (whose absence is the built-in default).
     policy_file: (PathBuf, bool),
+}
+
+/// The values one of the guard's reverts quarantined, for [`Deciding::lift_cleared_quarantines`].
+struct GuardQuarantine {
+    change_id: u64,
+    address: ParamAddress,
+    values: Vec<Value>,
+    /// [`Deciding::windows`] when the revert was made (its verdict's window).
+    window: u64,
 }
 
 /// The journal names who asked as the kernel names the caller, whatever the request says. Only
@@ -463,6 +476,7 @@ impl Deciding {
             rules_save_failing: false,
             approvals,
             windows: 0,
+            guard_quarantines: Vec::new(),
             host_netns: std::fs::metadata("/proc/self/ns/net")
                 .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
                 .unwrap_or(0),
@@ -1041,10 +1055,24 @@ impl Deciding {
                         values.push(v);
                     }
                 }
-                for value in &values {
-                    if let Err(e) = self.path.journal.quarantine(&addr, value, quarantine, &why) {
-                        warn!("journal: quarantine of {address}: {e}");
+                let mut quarantined = Vec::new();
+                for value in values {
+                    match self
+                        .path
+                        .journal
+                        .quarantine(&addr, &value, quarantine, &why)
+                    {
+                        Ok(_) => quarantined.push(value),
+                        Err(e) => warn!("journal: quarantine of {address}: {e}"),
                     }
+                }
+                if failure.is_none() && !quarantined.is_empty() {
+                    self.guard_quarantines.push(GuardQuarantine {
+                        change_id: *change_id,
+                        address: addr,
+                        values: quarantined,
+                        window: self.windows,
+                    });
                 }
             }
             events.extend(self.take_events());
@@ -1055,7 +1083,8 @@ impl Deciding {
                 judged_with,
             }));
         }
-        self.guard.window_closed(window);
+        let cleared = self.guard.window_closed(window);
+        events.extend(self.lift_cleared_quarantines(cleared));
         self.guard.save();
         self.last_window = Some(window.clone());
         events.extend(self.advise(window));
@@ -1066,6 +1095,62 @@ impl Deciding {
         events.extend(self.start_optimizer_if_alike());
         // Changes from now on are made inside the next window, and judged from the one after.
         self.guard.window_under_way();
+        events
+    }
+
+    /// The quarantines of the guard's reverts that the window just closed cleared
+    /// ([`crate::guard::Cleared`]): lifted, logged, and each said in a `guard` event with the
+    /// verdict `cleared`. A revert older than its first window wholly after it is forgotten.
+    fn lift_cleared_quarantines(&mut self, cleared: Vec<crate::guard::Cleared>) -> Vec<Event> {
+        let mut events = Vec::new();
+        for c in cleared {
+            let Some(at) = (self.guard_quarantines.iter()).position(|q| q.change_id == c.change_id)
+            else {
+                continue;
+            };
+            let q = self.guard_quarantines.remove(at);
+            let still = (c.signals.iter())
+                .map(|(signal, now, bar)| format!("{signal} still at {now} (past {bar:.3})"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let why = format!(
+                "the guard saw {still} in the first window wholly after #{}'s revert: the \
+                 change was not its cause",
+                c.change_id
+            );
+            let mut lifted = Vec::new();
+            for value in q.values {
+                match self.path.journal.lift_quarantine(&q.address, &value, &why) {
+                    Ok(true) => lifted.push(value),
+                    Ok(false) => {}
+                    Err(e) => warn!("journal: lifting the quarantine of {}: {e}", q.address),
+                }
+            }
+            if lifted.is_empty() {
+                continue;
+            }
+            info!(
+                "guard: #{} ({}) is cleared: {why}; the quarantine of {} is lifted",
+                c.change_id,
+                q.address,
+                (lifted.iter())
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            events.push(Event::Guard(GuardEvent::kept(Verdict::Cleared {
+                change_id: c.change_id,
+                address: q.address.to_string(),
+                values: lifted,
+                still_past: (c.signals.into_iter())
+                    .map(|(signal, after, bar)| crate::guard::StillPast { signal, after, bar })
+                    .collect(),
+            })));
+        }
+        // Its first window wholly after the revert has closed: whatever it showed, nothing more
+        // is to be seen of it.
+        let closed = self.windows;
+        self.guard_quarantines.retain(|q| q.window + 2 > closed);
         events
     }
 

@@ -1198,6 +1198,73 @@ fn a_regression_after_a_change_is_reverted_by_the_guard_and_quarantined() {
     rig.assert_schema();
 }
 
+/// A change reverted for a load that arrived with it, and stays: in the first window wholly
+/// after the revert, request p99 is still past what counted as the change's regression, so the
+/// change was not its cause. Its value's quarantine is lifted (journaled as ended, said in a
+/// `guard` event `cleared`), and the same change is accepted again. When the load leaves with
+/// the revert, the quarantine stays (s56 story AZ-3: under a real overload the rules' raise of
+/// somaxconn was reverted and quarantined, doubling, for the overload's own latency).
+#[test]
+fn a_revert_the_signal_outlasts_has_its_quarantine_lifted() {
+    for load_stays in [true, false] {
+        let mut rig = Rig::new(OPERATORS_MAX_FREQ_BY_P99, true, "");
+        // The baseline window at 3000 MHz: p99 152 µs; its bar 152 × 1.2 + 50 = 232.4.
+        rig.window();
+        let change = rig.operator_applied_max_freq(2_400_000);
+        // A load arrives with the change: 170 + 200 = 370 µs.
+        rig.extra_p99_us = 200.0;
+        rig.until(4, |events| guard_reverts(events) > 0);
+        assert_eq!(rig.max_freq(), 3_000_000);
+        if !load_stays {
+            rig.extra_p99_us = 0.0;
+        }
+        // The window the revert was made in, then the first wholly after it.
+        let mut events = rig.window();
+        events.extend(rig.window());
+        let cleared: Vec<serde_json::Value> = (events.iter())
+            .filter_map(|e| match e {
+                Event::Guard(g) => Some(serde_json::to_value(g).unwrap()),
+                _ => None,
+            })
+            .filter(|g| g["verdict"] == "cleared")
+            .collect();
+        let again = rig.operator_sets_max_freq(2_400_000);
+        let crate::api::Reply::Ok(again) = again else {
+            panic!("{again:?}")
+        };
+        let address: ParamAddress = MAX_FREQ.parse().unwrap();
+        let quarantine = (rig.journal().param_state(&address).unwrap().quarantine)
+            .iter()
+            .find(|q| q.value == Value::Int(2_400_000))
+            .cloned()
+            .unwrap();
+        if load_stays {
+            assert_eq!(
+                cleared,
+                [serde_json::json!({
+                    "verdict": "cleared",
+                    "change_id": change,
+                    "address": MAX_FREQ,
+                    "values": [2_400_000],
+                    "still_past": [{"signal": "request_p99", "after": 352.0, "bar": 232.4}],
+                })]
+            );
+            assert_eq!(
+                quarantine.until_ms, quarantine.since_ms,
+                "ended as it began"
+            );
+            assert_eq!(again["status"], "applied", "{again}");
+            assert_eq!(rig.max_freq(), 2_400_000);
+        } else {
+            assert_eq!(cleared, Vec::<serde_json::Value>::new());
+            assert!(quarantine.until_ms > crate::journal::now_ms());
+            assert_eq!(again["refusal"]["refusal"], "quarantined", "{again}");
+            assert_eq!(rig.max_freq(), 3_000_000);
+        }
+        rig.assert_schema();
+    }
+}
+
 /// Two changes of one parameter in one window: the second is judged with the first, from the
 /// health before the first, and the guard puts back the value before the first, quarantining
 /// both (s50 storyX F2: each alone was within the tolerance of its own baseline, the first was
@@ -6314,7 +6381,16 @@ sources = ["operator"]
     assert_eq!(read("scaling_governor"), "powersave");
     // The governor gone, the driver gives KPO's preference back: judged now, and reverted.
     std::fs::write(dir.join("energy_performance_preference"), "power\n").unwrap();
-    let back = rig.first_guard_events(6);
+    let (cleared, back): (Vec<_>, Vec<_>) = (rig.first_guard_events(6).into_iter())
+        .partition(|g| matches!(g.verdict, Verdict::Cleared { .. }));
+    // The load outlasted the governor's revert: not its cause, its quarantine lifted.
+    assert!(
+        matches!(
+            cleared.as_slice(),
+            [GuardEvent { verdict: Verdict::Cleared { address, .. }, .. }] if address == GOVERNOR
+        ),
+        "{cleared:#?}"
+    );
     assert!(
         matches!(
             back.as_slice(),
