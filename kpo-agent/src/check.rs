@@ -1289,7 +1289,7 @@ max = 8000
         )
         .unwrap();
         let policy = dir.path().join("obs.toml");
-        std::fs::write(&policy, "").unwrap();
+        std::fs::write(&policy, "[defaults]\n").unwrap();
         let e = check(CheckArgs {
             policy: Some(policy),
             config: Some(config.clone()),
@@ -1315,7 +1315,7 @@ max = 8000
     fn roots_kpo_run_refuses_are_refused_by_the_file_and_key() {
         let dir = tempfile::tempdir().unwrap();
         let policy = dir.path().join("obs.toml");
-        std::fs::write(&policy, "").unwrap();
+        std::fs::write(&policy, "[defaults]\n").unwrap();
         let file = dir.path().join("file");
         std::fs::write(&file, "").unwrap();
         let empty = dir.path().join("empty");

@@ -1647,7 +1647,7 @@ mod agent_flag_tests {
         std::fs::create_dir_all(&prod).unwrap();
         std::fs::create_dir_all(&staging).unwrap();
         let policy = dir.path().join("policy.toml");
-        std::fs::write(&policy, "").unwrap();
+        std::fs::write(&policy, "[defaults]\n").unwrap();
         let running = agent(&policy.display().to_string(), &prod);
         let socket = std::path::Path::new("/run/kpo/kpo.sock");
         let args =

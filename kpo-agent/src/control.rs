@@ -1345,7 +1345,7 @@ mod tests {
         record_policy_path(state.path(), Some(&prod)).unwrap();
         assert_eq!(origin(None), PolicyOrigin::File(prod.clone()));
         let given = other.path().join("given.toml");
-        std::fs::write(&given, "").unwrap();
+        std::fs::write(&given, "[defaults]\n").unwrap();
         assert_eq!(origin(Some(&given)), PolicyOrigin::File(given.clone()));
 
         // A relative path is recorded as a canonical one.
@@ -1358,13 +1358,13 @@ mod tests {
         // target's directory, swapped at an update and deleted, is not (s45 storyG).
         let mount = other.path().join("configmap");
         std::fs::create_dir_all(mount.join("..2026_1")).unwrap();
-        std::fs::write(mount.join("..2026_1/policy.toml"), "").unwrap();
+        std::fs::write(mount.join("..2026_1/policy.toml"), "[defaults]\n").unwrap();
         std::os::unix::fs::symlink("..2026_1", mount.join("..data")).unwrap();
         std::os::unix::fs::symlink("..data/policy.toml", mount.join("policy.toml")).unwrap();
         record_policy_path(state.path(), Some(&mount.join("policy.toml"))).unwrap();
         let linked = std::fs::canonicalize(&mount).unwrap().join("policy.toml");
         std::fs::create_dir_all(mount.join("..2026_2")).unwrap();
-        std::fs::write(mount.join("..2026_2/policy.toml"), "").unwrap();
+        std::fs::write(mount.join("..2026_2/policy.toml"), "[defaults]\n").unwrap();
         std::os::unix::fs::symlink("..2026_2", mount.join("..data_tmp")).unwrap();
         std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
         std::fs::remove_dir_all(mount.join("..2026_1")).unwrap();
@@ -1377,7 +1377,7 @@ mod tests {
 
         // Removed since: the default decides.
         let moved = other.path().join("moved.toml");
-        std::fs::write(&moved, "").unwrap();
+        std::fs::write(&moved, "[defaults]\n").unwrap();
         record_policy_path(state.path(), Some(&moved)).unwrap();
         std::fs::remove_file(&moved).unwrap();
         assert_eq!(offline_policy(None, state.path()), None);

@@ -21,7 +21,7 @@ fn kpo(dir: &std::path::Path, args: &[&str]) -> Output {
 #[test]
 fn recovery_warnings_are_printed_once() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+    std::fs::write(dir.path().join("policy.toml"), "[defaults]\n").unwrap();
     let state = dir.path().join("state");
     std::fs::create_dir(&state).unwrap();
     std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
@@ -85,7 +85,7 @@ fn every_command_refuses(dir: &std::path::Path, error: &str) {
 #[test]
 fn a_state_directory_that_is_a_file_is_named_so() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+    std::fs::write(dir.path().join("policy.toml"), "[defaults]\n").unwrap();
     let state = dir.path().join("state");
     std::fs::write(&state, "").unwrap();
     every_command_refuses(
@@ -105,7 +105,7 @@ fn a_state_directory_that_is_a_file_is_named_so() {
 #[test]
 fn a_state_directory_link_to_nothing_is_named_so() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+    std::fs::write(dir.path().join("policy.toml"), "[defaults]\n").unwrap();
     let state = dir.path().join("state");
     let nowhere = dir.path().join("unmounted").join("kpo");
     let other = dir.path().join("other");
@@ -160,7 +160,7 @@ fn kpo_run_refuses_a_state_directory_link_to_nothing() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+    std::fs::write(dir.path().join("policy.toml"), "[defaults]\n").unwrap();
     let (state, nowhere) = (dir.path().join("state"), dir.path().join("unmounted/kpo"));
     std::os::unix::fs::symlink(&nowhere, &state).unwrap();
     let out = kpo(dir.path(), &["run"]);
@@ -189,7 +189,7 @@ fn kpo_run_refuses_a_state_directory_link_to_nothing() {
 #[test]
 fn a_missing_state_directory_is_an_error_not_a_clean_host() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+    std::fs::write(dir.path().join("policy.toml"), "[defaults]\n").unwrap();
     let state = dir.path().join("state");
     for args in [
         &["status"][..],
@@ -249,7 +249,7 @@ fn a_missing_state_directory_is_an_error_not_a_clean_host() {
 #[test]
 fn another_socket_without_its_state_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+    std::fs::write(dir.path().join("policy.toml"), "[defaults]\n").unwrap();
     let socket = dir.path().join("nobody-listens.sock");
     for args in [
         &["status"][..],
@@ -337,7 +337,7 @@ fn a_policy_that_does_not_load_names_the_way_to_act_meanwhile() {
 fn a_reader_gone_ends_a_showing_command_quietly() {
     use std::os::fd::OwnedFd;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+    std::fs::write(dir.path().join("policy.toml"), "[defaults]\n").unwrap();
     let state = dir.path().join("state");
     std::fs::create_dir(&state).unwrap();
     std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();

@@ -764,8 +764,8 @@ pub fn a_bad_llm_configuration_leaves_the_state_directory_alone() {
     let dir = tempfile::tempdir().unwrap();
     let old_policy = dir.path().join("old.toml");
     let new_policy = dir.path().join("new.toml");
-    std::fs::write(&old_policy, "").unwrap();
-    std::fs::write(&new_policy, "").unwrap();
+    std::fs::write(&old_policy, "[defaults]\n").unwrap();
+    std::fs::write(&new_policy, "[defaults]\n").unwrap();
     let used = dir.path().join("state");
     std::fs::create_dir(&used).unwrap();
     std::fs::set_permissions(&used, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();

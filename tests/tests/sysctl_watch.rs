@@ -147,7 +147,7 @@ pub fn an_agent_in_its_own_cgroup_namespace_says_what_its_watch_cannot_see() {
     ];
     for (how, warns) in placements {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+        std::fs::write(dir.path().join("policy.toml"), "[defaults]\n").unwrap();
         let (events, stderr) = (dir.path().join("events.ndjson"), dir.path().join("stderr"));
         let start = if how.starts_with("exec") {
             format!("echo $$ > {} && {how} \"$@\"", procs.display())

@@ -699,13 +699,14 @@ fn keep_agent_log(dir: &Path, kept: &Path) -> std::io::Result<()> {
     std::fs::copy(dir.join(AGENT_LOG), kept).map(|_| ())
 }
 
-/// `kpo run` for one bench agent. Its policy (empty: everything observed), state and socket live
+/// `kpo run` for one bench agent. Its policy (every parameter observed), state and socket live
 /// in the bench's directory: the defaults are the host's own agent's (/etc/kpo/policy.toml may put
 /// the host's parameters in auto; /var/lib/kpo holds its journal and lock), and a bench must
 /// neither change the host nor write into, or wait on, a production agent's state.
 fn agent_command(dir: &Path, extra: &[&str]) -> Result<Command> {
     let policy = dir.join("policy.toml");
-    std::fs::write(&policy, "").context("writing the bench agents' policy")?;
+    std::fs::write(&policy, "[defaults]\nmode = \"observe\"\n")
+        .context("writing the bench agents' policy")?;
     let mut cmd = Command::new(crate::kpo_binary());
     cmd.args(["run", "--events"])
         .arg(dir.join("events.ndjson"))
@@ -854,7 +855,7 @@ mod tests {
         );
         assert_eq!(
             std::fs::read_to_string(dir.path().join("policy.toml")).unwrap(),
-            ""
+            "[defaults]\nmode = \"observe\"\n"
         );
     }
 

@@ -585,7 +585,7 @@ fn header_components(header: &str) -> Vec<&str> {
 }
 
 /// A line of TOML up to its comment (a `#` outside strings).
-fn without_comment(line: &str) -> &str {
+pub(super) fn without_comment(line: &str) -> &str {
     match crate::config::outside_strings(line)
         .into_iter()
         .find(|&(_, c)| c == '#')

@@ -735,6 +735,27 @@ fn read_policy_text(path: &Path) -> std::io::Result<String> {
     String::from_utf8(bytes).map_err(|e| crate::kernel_file::not_utf8(&e))
 }
 
+/// `text` of the policy file `path`, unless it holds nothing but blank lines and comments and is
+/// a regular file: loaded, it would put the built-in default in force (recommend everywhere, an
+/// operator's `kpo apply` of any key in any namespace), and such a file is more often cut short
+/// (a failed template render, a shell `>` slip) than meant (s57 story BD-1: a truncated file and
+/// a SIGHUP lifted a host-protecting policy without a word). `/dev/null` asks for the default.
+fn refuse_if_empty(path: &Path, text: String) -> std::io::Result<String> {
+    let empty = text
+        .lines()
+        .all(|l| file::without_comment(l).trim().is_empty());
+    if empty && std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "refusing it: it holds nothing but blank lines and comments, which would put the \
+             built-in default in force (recommend in every namespace, and an operator's kpo \
+             apply of any key), and is more often a file cut short than meant; write at least \
+             its [defaults] table, or give --policy /dev/null for the built-in default",
+        ));
+    }
+    Ok(text)
+}
+
 impl Policy {
     /// The built-in default: every parameter observed and recommended, nothing automatic.
     pub fn builtin() -> Self {
@@ -762,7 +783,7 @@ impl Policy {
 
     /// Loads `path`; a missing file is the built-in default unless it was named (`explicit`).
     pub fn load_from(path: &Path, explicit: bool) -> Result<Self, PolicyError> {
-        match read_policy_text(path) {
+        match read_policy_text(path).and_then(|text| refuse_if_empty(path, text)) {
             Ok(text) => {
                 let mut policy = Self::parse(&text, &path.display().to_string())?;
                 policy.loaded_text = Some(text);

@@ -2594,3 +2594,36 @@ fn a_refusal_object_has_the_fields_docs_api_lists() {
         serde_json::json!({"refusal": "yielded"})
     );
 }
+
+/// A policy file holding nothing but blank lines and comments is refused, as one that cannot be
+/// read, naming why and the way to the built-in default; `/dev/null` and a file with only a
+/// table are loaded (s57 story BD-1: a truncated file at a SIGHUP put the built-in default in
+/// force, lifting every limit, without a word).
+#[test]
+fn an_empty_policy_file_is_refused_and_dev_null_is_the_built_in_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.toml");
+    for text in ["", "\n\n", "# every limit was here\n  # and here\n"] {
+        std::fs::write(&path, text).unwrap();
+        let e = Policy::load(Some(&path)).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: cannot read the policy: refusing it: it holds nothing but blank lines and \
+                 comments, which would put the built-in default in force (recommend in every \
+                 namespace, and an operator's kpo apply of any key), and is more often a file \
+                 cut short than meant; write at least its [defaults] table, or give --policy \
+                 /dev/null for the built-in default",
+                path.display()
+            ),
+            "{text:?}"
+        );
+    }
+    std::fs::write(&path, "# the built-in default, on purpose\n[defaults]\n").unwrap();
+    for file in [path.as_path(), Path::new("/dev/null")] {
+        let policy = Policy::load(Some(file)).unwrap();
+        assert_eq!(policy.defaults.mode, Policy::builtin().defaults.mode);
+        assert_eq!(policy.defaults.sources, Policy::builtin().defaults.sources);
+        assert!(policy.params.is_empty());
+    }
+}

@@ -6207,7 +6207,7 @@ fn a_start_refused_its_socket_makes_no_state_directory() {
     }
     let top = tempfile::tempdir().unwrap();
     let policy = top.path().join("p.toml");
-    std::fs::write(&policy, "").unwrap();
+    std::fs::write(&policy, "[defaults]\n").unwrap();
     let sys = top.path().join("sys");
     std::fs::create_dir(&sys).unwrap();
     let open_dir = a_directory_every_user_may_write(top.path());
@@ -6269,7 +6269,7 @@ fn the_agent_refuses_a_state_directory_last_used_from_another_network_namespace_
     let state = top.path().join("state");
     let socket = top.path().join("run/kpo.sock");
     let policy = top.path().join("policy.toml");
-    std::fs::write(&policy, "").unwrap();
+    std::fs::write(&policy, "[defaults]\n").unwrap();
     crate::journal::store::ensure_dir(&state).unwrap();
     let file = state.join(crate::control::AGENT_NETNS_FILE);
     std::fs::write(&file, format!("{theirs} -\n")).unwrap();
