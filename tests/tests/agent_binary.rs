@@ -741,6 +741,53 @@ pub fn a_metrics_address_in_use_stops_the_agent() {
     }
 }
 
+/// An `events` path from the configuration file that cannot be opened stops the agent naming the
+/// file and the key, as `kpo check --config` names them; from `--events`, the flag's path alone
+/// (s57 story BD-6: `kpo run` said only `cannot open the event stream PATH: ...`).
+pub fn an_events_path_from_the_file_that_cannot_be_opened_names_the_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir/events.ndjson");
+    let config = dir.path().join("kpo.toml");
+    std::fs::write(
+        &config,
+        format!("events = {:?}\n", missing.display().to_string()),
+    )
+    .unwrap();
+    let run = |extra: &[&std::ffi::OsStr]| {
+        let (_own, own_args) = crate::common::own_state(&[]);
+        Command::new(kpo_binary())
+            .arg("run")
+            .args(own_args)
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run(&[std::ffi::OsStr::new("--config"), config.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: `events` = {:?}: cannot open the event stream {}: ",
+            config.display(),
+            missing,
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    let out = run(&[std::ffi::OsStr::new("--events"), missing.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "kpo: error: cannot open the event stream {}: ",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!missing.parent().unwrap().exists());
+}
+
 /// The names and contents of the files in `dir` (none when it does not exist).
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)

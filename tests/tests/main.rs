@@ -186,6 +186,11 @@ fn main() {
             agent_binary::a_metrics_address_in_use_stops_the_agent,
         ),
         trial(
+            "agent_binary::an_events_path_from_the_file_that_cannot_be_opened_names_the_file_and_key",
+            req(),
+            agent_binary::an_events_path_from_the_file_that_cannot_be_opened_names_the_file_and_key,
+        ),
+        trial(
             "agent_binary::a_bad_llm_configuration_leaves_the_state_directory_alone",
             needs_root(),
             agent_binary::a_bad_llm_configuration_leaves_the_state_directory_alone,

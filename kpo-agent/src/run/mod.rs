@@ -123,7 +123,15 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = open_files::raise_to_hard_limit() {
         warn!("open files: the limit could not be read or raised: {e}");
     }
-    let mut sink = EventSink::open(&config.events, queue_bytes)?;
+    let mut sink = EventSink::open(&config.events, queue_bytes).map_err(|e| {
+        // From the file, named as `kpo check --config` names it: the file and its key.
+        match (&args.events, &args.config) {
+            (None, Some(file)) => {
+                anyhow::anyhow!("{}: `events` = {:?}: {e}", file.display(), config.events)
+            }
+            _ => anyhow::Error::from(e),
+        }
+    })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
