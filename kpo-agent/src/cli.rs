@@ -474,7 +474,7 @@ fn nothing_to_resume(param: &str, status: &crate::control::Status) -> Result<Str
 
 /// What a command does with the state directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
+pub(crate) enum Access {
     /// Only reads (kpo status, kpo journal): a read-only state directory is read as it is.
     Reads,
     /// Acts on what KPO did (kpo revert, kpo resume): finds no state directory an error.
@@ -496,10 +496,29 @@ pub(crate) fn nor_an_agent_on(socket: &Path, e: crate::control::ControlError) ->
     }
 }
 
+/// How long a command waits for an agent that holds the state directory's lock to answer on the
+/// socket: an agent takes the lock, opens its journal, and only then binds its socket (s57 story
+/// BC-1: a `kpo status` in the 100-200 ms after a restart failed with "the agent is running").
+const AGENT_STARTING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The agent on `socket`, once it answers there within [`AGENT_STARTING_WAIT`]: one holds the
+/// state directory, so it is starting (or answers on another socket, and the caller's error says
+/// so after the wait).
+fn agent_starting(socket: &Path) -> anyhow::Result<Option<crate::api::client::SocketControl>> {
+    let deadline = std::time::Instant::now() + AGENT_STARTING_WAIT;
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        if let Some(agent) = crate::api::client::SocketControl::connect(socket)? {
+            return Ok(Some(agent));
+        }
+    }
+    Ok(None)
+}
+
 /// The control interface: the running agent through its socket, or, when no agent answers, the
 /// journal directly under the state directory's lock (read as it is on disk, by a command that
 /// only reads, when the state directory is read-only).
-fn open(state: &StateArgs, access: Access) -> anyhow::Result<Box<dyn Control>> {
+pub(crate) fn open(state: &StateArgs, access: Access) -> anyhow::Result<Box<dyn Control>> {
     let socket = state
         .socket
         .clone()
@@ -518,14 +537,32 @@ fn open(state: &StateArgs, access: Access) -> anyhow::Result<Box<dyn Control>> {
         // storyAC AC-10: "KPO has not run with it" beside an agent on another socket).
         missing.map_err(|e| nor_an_agent_on(&socket, e))?;
     }
-    let (path, reconciled) = if access == Access::Reads {
-        let opened = open_offline_kernel_to_read(state.policy.as_deref(), &state.state_dir())?;
-        if let Some(why) = &opened.read_only {
-            eprintln!("kpo: warning: {why}");
-        }
-        (opened.path, opened.reconciled)
-    } else {
-        open_offline_kernel(state.policy.as_deref(), &state.state_dir())?
+    let offline = || -> Result<_, crate::control::ControlError> {
+        Ok(if access == Access::Reads {
+            let opened = open_offline_kernel_to_read(state.policy.as_deref(), &state.state_dir())?;
+            if let Some(why) = &opened.read_only {
+                eprintln!("kpo: warning: {why}");
+            }
+            (opened.path, opened.reconciled)
+        } else {
+            open_offline_kernel(state.policy.as_deref(), &state.state_dir())?
+        })
+    };
+    let (path, reconciled) = match offline() {
+        Err(
+            e @ crate::control::ControlError::Journal(crate::journal::JournalError::AgentRunning {
+                ..
+            }),
+        ) => match agent_starting(&socket)? {
+            Some(mut agent) => {
+                if state.policy.is_some() || state.state_dir.is_some() {
+                    state.refuse_if_agent_differs(&socket, &agent.status()?)?;
+                }
+                return Ok(Box::new(agent));
+            }
+            None => return Err(e.into()),
+        },
+        opened => opened?,
     };
     if new_dir {
         // A mistyped --state-dir would otherwise pause, or change, out of every agent's sight.

@@ -589,3 +589,34 @@ fn an_agent_without_pages_is_asked_for_the_whole_journal() {
         [r#"{"op":"journal_page","from":0}"#, r#"{"op":"journal"}"#]
     );
 }
+
+/// A command in the moments after an agent's start, between the agent taking the state
+/// directory's lock and binding its socket, waits for the socket and goes through the agent,
+/// instead of failing with "the agent is running and holds the journal" (s57 story BC-1: a `kpo
+/// status` 100-200 ms after a restart did).
+#[test]
+fn a_command_while_the_agent_is_starting_waits_for_its_socket() {
+    if super::socket_test_skipped_unless_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The agent's journal, and so its lock, first; its socket 300 ms later.
+    let (path, _k) = change_path(dir.path());
+    let at = dir.path().to_path_buf();
+    let starting = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        Agent::start(&at, path)
+    });
+    let state = crate::cli::StateArgs {
+        policy: None,
+        state_dir: Some(dir.path().join("state")),
+        socket: Some(dir.path().join("run/kpo.sock")),
+    };
+    let mut control = crate::cli::open(&state, crate::cli::Access::Reads)
+        .map_err(|e| e.to_string())
+        .unwrap();
+    let status = control.status().unwrap();
+    assert_eq!(status.state_dir, dir.path().join("state"));
+    drop(control);
+    drop(starting.join().unwrap());
+}
