@@ -213,6 +213,7 @@ pub(crate) fn warnings(policy: &Policy, proc_sys: &std::path::Path) -> Vec<Strin
     all.extend(raises_judged_by_nothing(policy));
     all.extend(optimizer_entries_without_bounds(policy));
     all.extend(out_of_reach_sysctls(policy, proc_sys));
+    all.extend(host_wide_keys_outside_the_host(policy));
     all.extend(bounds_of_another_length(policy, proc_sys));
     all.extend(adaptive_off_outside_coalescing(policy));
     all.extend(every_namespace_from_outside_the_first(policy, proc_sys));
@@ -448,6 +449,28 @@ fn bounds_of_another_length(policy: &Policy, proc_sys: &std::path::Path) -> Vec<
         }
     }
     found
+}
+
+/// Entries naming a host-wide sysctl exactly (`vm.dirty_ratio`, `net.core.netdev_max_backlog`)
+/// whose `namespaces` leave out the agent's own: the key has one value for the whole host, which
+/// KPO does not change on behalf of another namespace, so every change the entry allows fails
+/// (s57 story BD-3: accepted without a word).
+fn host_wide_keys_outside_the_host(policy: &Policy) -> Vec<String> {
+    let file = origin(policy);
+    (policy.params.iter())
+        .filter(|r| !r.name.contains(['*', '?', '[', '{', ':']))
+        .filter(|r| !crate::actuate::sysctl::is_per_netns(&r.name))
+        .filter(|r| !r.namespaces.covers(&Target::Host))
+        .map(|r| {
+            format!(
+                "{file}:{}: params.\"{}\": {} is host-wide, not one per network namespace, and \
+                 the entry covers only other namespaces: KPO does not change the whole host on \
+                 behalf of one, so every change of it fails; add \"host\" to namespaces, or \
+                 remove the entry",
+                r.line, r.name, r.name
+            )
+        })
+        .collect()
 }
 
 /// Entries with `allow_adaptive_off = true` that cover no coalescing parameter (`ethtool:...`):
@@ -1793,6 +1816,37 @@ proc_root = \"/proc\"
         )
         .unwrap();
         assert!(adaptive_off_outside_coalescing(&p).is_empty());
+    }
+
+    /// s57 story BD-3: an exact host-wide sysctl in an entry that covers only other namespaces
+    /// can never be changed; warned of. Not a per-namespace key, nor an entry that covers the
+    /// host too, nor a glob (whose keys may be per namespace).
+    #[test]
+    fn a_host_wide_key_only_in_other_namespaces_is_warned_of() {
+        let p = Policy::parse(
+            "[params.\"vm.dirty_ratio\"]\nnamespaces = [4026532999]\n\
+             [params.\"net.core.netdev_max_backlog\"]\nnamespaces = [\"/run/netns/web\"]\n\
+             [params.\"net.core.somaxconn\"]\nnamespaces = [4026532999]\n\
+             [params.\"vm.swappiness\"]\nnamespaces = [\"host\", 4026532999]\n\
+             [params.\"vm.dirty_*\"]\nnamespaces = [4026532999]\n",
+            "p.toml",
+        )
+        .unwrap();
+        let why = |line: usize, name: &str| {
+            format!(
+                "p.toml:{line}: params.\"{name}\": {name} is host-wide, not one per network \
+                 namespace, and the entry covers only other namespaces: KPO does not change the \
+                 whole host on behalf of one, so every change of it fails; add \"host\" to \
+                 namespaces, or remove the entry"
+            )
+        };
+        assert_eq!(
+            host_wide_keys_outside_the_host(&p),
+            [
+                why(1, "vm.dirty_ratio"),
+                why(3, "net.core.netdev_max_backlog")
+            ]
+        );
     }
 
     /// s54 story AO-1: `mode = "auto"` with no `namespaces` covers every namespace on the machine
