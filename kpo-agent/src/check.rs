@@ -452,7 +452,7 @@ fn bounds_of_another_length(policy: &Policy, proc_sys: &std::path::Path) -> Vec<
 }
 
 /// Entries naming a host-wide sysctl exactly (`vm.dirty_ratio`, `net.core.netdev_max_backlog`)
-/// whose `namespaces` leave out the agent's own: the key has one value for the whole host, which
+/// whose own `namespaces` leave out the agent's own: the key has one value for the whole host, which
 /// KPO does not change on behalf of another namespace, so every change the entry allows fails
 /// (s57 story BD-3: accepted without a word).
 fn host_wide_keys_outside_the_host(policy: &Policy) -> Vec<String> {
@@ -460,6 +460,8 @@ fn host_wide_keys_outside_the_host(policy: &Policy) -> Vec<String> {
     (policy.params.iter())
         .filter(|r| !r.name.contains(['*', '?', '[', '{', ':']))
         .filter(|r| !crate::actuate::sysctl::is_per_netns(&r.name))
+        // Its own list: one inherited from `[defaults]` is meant for the per-namespace keys.
+        .filter(|r| r.namespaces != policy.defaults.namespaces)
         .filter(|r| !r.namespaces.covers(&Target::Host))
         .map(|r| {
             format!(
