@@ -493,7 +493,12 @@ pub fn canonical_sysctl(name: &str) -> Result<String, ParamError> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "._-/+".contains(c))
     {
-        return Err(bad("a sysctl name uses letters, digits, '_', '-' and '.'"));
+        // "ASCII" said: a letter of another script that looks like a Latin one (a Cyrillic 'с'
+        // in `somaxсonn`) is refused with a name that reads right (s57 story BD-5).
+        return Err(bad(
+            "a sysctl name uses only ASCII letters and digits, '_', '-', '.', '/' and '+' (a \
+             letter that looks like a Latin one may be another script's)",
+        ));
     }
     Ok(
         match SYSCTL_ALIASES.iter().find(|(alias, _)| *alias == dotted) {
@@ -566,6 +571,29 @@ mod tests {
             Value::Word("40".into()).described(),
             "the text \"40\" (an integer is sent as a JSON number, not a string)"
         );
+    }
+
+    /// s57 story BD-5: a Cyrillic 'с' in `somaxсonn` was refused as using something other
+    /// than "letters", which it is: the message says ASCII, and that a look-alike may be it.
+    #[test]
+    fn a_look_alike_letter_is_refused_as_not_ascii() {
+        let e = canonical_sysctl("net.core.somax\u{0441}onn")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(
+                "a sysctl name uses only ASCII letters and digits, '_', '-', '.', '/' and '+' \
+                 (a letter that looks like a Latin one may be another script's)"
+            ),
+            "{e}"
+        );
+        for fine in [
+            "net.ipv4.conf.eth0/100.rp_filter",
+            "net.ipv6.conf.all.accept_ra",
+            "a+b",
+        ] {
+            canonical_sysctl(fine).unwrap();
+        }
     }
 
     #[test]
