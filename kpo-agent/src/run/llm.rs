@@ -423,7 +423,8 @@ fn dropped_answers(
                 recommended_value: value,
                 can_auto_apply: false,
                 reason: "the LLM's answer, dropped by validation".into(),
-                confidence: 0.0,
+                // The model's, as it gave it with the value.
+                confidence: d.confidence.unwrap_or(0.0),
                 source: Source::Llm,
                 window: consultation.window.clone(),
                 application: None,

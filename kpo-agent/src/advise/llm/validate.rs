@@ -61,6 +61,10 @@ pub struct Dropped {
     pub value: Option<Json>,
     pub kind: DropKind,
     pub detail: String,
+    /// The item's confidence, for a dropped value kept in the parameter's history (`kpo
+    /// explain`); not in the event, whose items are the model's words. `None`: no item's.
+    #[serde(skip)]
+    pub confidence: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -151,6 +155,7 @@ pub fn validate(
                 value: field(&item, VALUE_KEYS).map(shorten_json),
                 kind,
                 detail: shorten_to(&plain(&detail), MAX_DETAIL_CHARS),
+                confidence: Some(confidence(&item)),
             }),
         }
     }
@@ -166,6 +171,7 @@ pub fn validate(
                 "{ignored} more item(s) not considered: only the first {MAX_ITEMS} of a reply \
                  are, and what was accepted waits for approval"
             ),
+            confidence: None,
         });
     }
     out
@@ -423,6 +429,7 @@ pub fn suggestions(
                 value: Some(shorten_json(&other)),
                 kind: DropKind::Malformed,
                 detail: "`suggestions` is not a list".into(),
+                confidence: None,
             });
             return out;
         }
@@ -463,6 +470,7 @@ pub fn suggestions(
                 value: None,
                 kind,
                 detail: shorten_to(&plain(&detail), MAX_DETAIL_CHARS),
+                confidence: None,
             }),
         }
     }
@@ -475,6 +483,7 @@ pub fn suggestions(
                 "{ignored} more suggestion(s) not considered: only the first {MAX_SUGGESTIONS} of \
                  a reply are"
             ),
+            confidence: None,
         });
     }
     out
@@ -574,6 +583,7 @@ pub fn drop_managed(
                 value: None,
                 kind: DropKind::Managed,
                 detail: shorten_to(&detail, MAX_DETAIL_CHARS),
+                confidence: None,
             });
             false
         }
@@ -1232,6 +1242,7 @@ mod tests {
                 kind: DropKind::DenyListed,
                 detail: "kernel.core_pattern is on the built-in deny-list and is never changed"
                     .into(),
+                confidence: None,
             }
         );
         let (s, _) = suggest(serde_json::json!([{"parameter": "net.core.somaxconn"}]));
@@ -1255,6 +1266,7 @@ mod tests {
                 value: Some(serde_json::json!({"parameter": "net.ipv4.tcp_fin_timeout"})),
                 kind: DropKind::Malformed,
                 detail: "`suggestions` is not a list".into(),
+                confidence: None,
             }]
         );
         // The same name twice: the second is a duplicate, and read once.
@@ -1287,6 +1299,7 @@ mod tests {
                 value: None,
                 kind: DropKind::UnknownParameter,
                 detail: "no such sysctl here: net.ipv4.tcp_fin_wait2_timeout".into(),
+                confidence: None,
             }]
         );
         assert_eq!(s.kept.len(), 1);
@@ -1315,6 +1328,7 @@ mod tests {
                 kind: DropKind::TooMany,
                 detail: "1000 more suggestion(s) not considered: only the first 5 of a reply are"
                     .into(),
+                confidence: None,
             }]
         );
     }

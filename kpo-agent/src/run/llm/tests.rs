@@ -927,7 +927,7 @@ fn an_answer_dropped_for_its_value_is_in_the_parameters_history() {
     let offered = offer_with_held(&deciding, &window(vec![]), HOST);
     let v = crate::advise::llm::validate::validate(
         vec![
-            serde_json::json!({"parameter": "net.core.somaxconn", "value": 100000}),
+            serde_json::json!({"parameter": "net.core.somaxconn", "value": 100000, "confidence": 0.8}),
             serde_json::json!({"parameter": "net.core.somaxconn", "value": 200000}),
             serde_json::json!({"parameter": "net.core.somaxconn", "value": 1.5}),
             serde_json::json!({"parameter": "vm.swappiness", "value": 10}),
@@ -952,6 +952,8 @@ fn an_answer_dropped_for_its_value_is_in_the_parameters_history() {
         entry.recommendation.recommended_value,
         Some(Value::Int(100000))
     );
+    // The model's confidence, not 0 (s56 story AY-5: `kpo explain` showed 0.00).
+    assert_eq!(entry.recommendation.confidence, 0.8);
     assert_eq!(
         entry.detail.as_deref(),
         Some(format!("dropped (out_of_bounds): {}", v.dropped[0].detail).as_str())
