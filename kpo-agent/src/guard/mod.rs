@@ -719,6 +719,22 @@ struct Unconfirmed {
     seen_in: u64,
 }
 
+/// `u`'s signal is still past its bar at `now` in the first window wholly after the revert: its
+/// windows are the host's noise, counted in later baselines ([`Unconfirmed`]).
+fn the_hosts(file: &mut WatchFile, u: &Unconfirmed, now: f64) {
+    tracing::info!(
+        "guard: {} is still at {} after #{}'s revert, past the {:.3} that counted as its \
+         regression: the windows it was reverted for are counted in later baselines, as the \
+         host's",
+        u.signal,
+        now,
+        u.change_id,
+        u.bar
+    );
+    file.regressed
+        .retain(|r| !(r.change_id == u.change_id && r.signal == u.signal));
+}
+
 /// A change the guard reverted that the first window wholly after its revert clears: each
 /// signal it was reverted for is still past what counted as its regression without it, so the
 /// change was not their cause, and its values' quarantine is lifted (s56 story AZ-3: under an
@@ -805,8 +821,13 @@ impl Guard {
                 .0
                 .get(&u.signal)
                 .copied();
-            let Some(now) = now.filter(|now| *now > u.bar) else {
+            let latency = matches!(u.signal, HealthSignal::RequestP99 | HealthSignal::RunqP99);
+            let still = now.filter(|now| *now > u.bar);
+            let Some(now) = still.filter(|_| latency) else {
                 not_cleared.push(u.change_id);
+                if let Some(now) = still {
+                    the_hosts(&mut file, u, now);
+                }
                 continue;
             };
             match cleared.iter_mut().find(|c| c.change_id == u.change_id) {
@@ -816,24 +837,17 @@ impl Guard {
                     signals: vec![(u.signal, now, u.bar)],
                 }),
             }
-            tracing::info!(
-                "guard: {} is still at {} after #{}'s revert, past the {:.3} that counted as \
-                 its regression: the windows it was reverted for are counted in later \
-                 baselines, as the host's",
-                u.signal,
-                now,
-                u.change_id,
-                u.bar
-            );
-            file.regressed
-                .retain(|r| !(r.change_id == u.change_id && r.signal == u.signal));
+            the_hosts(&mut file, u, now);
         }
         if !file.ahead.is_empty() {
             file.ahead.clear();
             file.empty = false;
         }
         // Cleared only when every signal it was reverted for says so: one that fell back (or
-        // was not measured) may have been the change's doing.
+        // was not measured) may have been the change's doing. And only by the latencies: SYNs and
+        // segments sent again back off for tens of seconds after the revert, and a listener keeps
+        // the backlog it took at listen(), so the drops and retransmits a change caused may
+        // outlast its revert by a window (s57 review1 R1-1).
         cleared.retain(|c| !not_cleared.contains(&c.change_id));
         cleared
     }
@@ -3205,6 +3219,44 @@ mod tests {
         assert_eq!(baseline_after(&calm), (100.0, 4));
         // Still past 100 * 1.2 + 50 µs without it (at 300): the host's noise, 900 included.
         assert_eq!(baseline_after(&runq_window(Some(300.0))), (900.0, 0));
+    }
+
+    /// A revert is cleared ([`Cleared`]) when every signal it was made for is still past its bar
+    /// in the first window wholly after it, and only by the latencies: listen overflows and
+    /// retransmits a change caused may outlast its revert (a listener keeps its backlog, SYNs
+    /// back off), so a revert for them is never cleared, though their windows still count as
+    /// the host's (s57 review1 R1-1).
+    #[test]
+    fn only_a_latency_that_outlasts_its_revert_clears_it() {
+        let calm = runq_window(Some(100.0));
+        let regressed = runq_window(Some(900.0));
+        let mut guard = made_inside_a_window_and_reverted(&calm, &regressed);
+        next_window(&mut guard, &regressed);
+        let still = runq_window(Some(300.0));
+        guard.observe(&still);
+        assert_eq!(
+            guard.window_closed(&still),
+            [Cleared {
+                change_id: 1,
+                signals: vec![(HealthSignal::RunqP99, 300.0, 100.0 * 1.2 + 50.0)]
+            }]
+        );
+        // Fell back under its bar: the change's doing, not cleared.
+        let mut guard = made_inside_a_window_and_reverted(&calm, &regressed);
+        next_window(&mut guard, &regressed);
+        guard.observe(&calm);
+        assert_eq!(guard.window_closed(&calm), []);
+
+        let calm = window(&[(HOST_NETNS, 0, 200.0)]);
+        let dropping = window(&[(HOST_NETNS, 500, 200.0)]);
+        let mut guard = made_inside_a_window_and_reverted(&calm, &dropping);
+        next_window(&mut guard, &dropping);
+        guard.observe(&dropping);
+        assert_eq!(guard.window_closed(&dropping), []);
+        // Its windows are the host's all the same.
+        let file = guard.file.lock().unwrap();
+        let b = file.baseline_of(Some(&dropping), Scope::Host);
+        assert_eq!(b.left_out.get(&HealthSignal::ListenOverflows), None);
     }
 
     /// KPO's regression in one namespace's listen overflows is left out of the baselines that

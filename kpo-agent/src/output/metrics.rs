@@ -215,7 +215,7 @@ impl Metrics {
         );
         registry.register(
             "guard_verdicts",
-            "The guard's verdicts, kept or revert",
+            "The guard's verdicts: kept, revert, or cleared (a revert whose change was not the cause)",
             m.guard.clone(),
         );
         registry.register(

@@ -96,6 +96,9 @@ pub struct Deciding {
     /// wholly after each revert says whether the change caused what it was reverted for
     /// ([`crate::guard::Cleared`]): kept in memory only, as what the guard is to see then.
     guard_quarantines: Vec<GuardQuarantine>,
+    /// The values whose quarantine a `cleared` verdict lifted, by journal key, and when (ms): not
+    /// lifted again within [`CLEARED_ONCE_WITHIN`], in case the clearing was wrong.
+    cleared_lately: Vec<(String, Value, u64)>,
     /// The agent's own network namespace: its keys are the host's.
     host_netns: u64,
     /// The kernel's tick rate (`CONFIG_HZ`), fixed for its life: read once.
@@ -127,6 +130,11 @@ pub struct Deciding {
     /// error), or the default path (whose absence is the built-in default).
     policy_file: (PathBuf, bool),
 }
+
+/// How long after a `cleared` verdict lifted a value's quarantine another may not lift it: a
+/// clearing is a judgement from one window, and a value the guard reverts again within a day
+/// stays out (s57 review1 R1-1).
+const CLEARED_ONCE_WITHIN: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// The values one of the guard's reverts quarantined, for [`Deciding::lift_cleared_quarantines`].
 struct GuardQuarantine {
@@ -477,6 +485,7 @@ impl Deciding {
             approvals,
             windows: 0,
             guard_quarantines: Vec::new(),
+            cleared_lately: Vec::new(),
             host_netns: std::fs::metadata("/proc/self/ns/net")
                 .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
                 .unwrap_or(0),
@@ -1119,9 +1128,26 @@ impl Deciding {
                 c.change_id
             );
             let mut lifted = Vec::new();
+            let now_ms = crate::journal::now_ms();
+            let within = CLEARED_ONCE_WITHIN.as_millis() as u64;
+            self.cleared_lately
+                .retain(|(.., at)| now_ms.saturating_sub(*at) < within);
+            let key = crate::journal::target_key(&q.address);
             for value in q.values {
+                if (self.cleared_lately.iter()).any(|(k, v, _)| *k == key && *v == value) {
+                    info!(
+                        "guard: #{} ({}): {value} was cleared once within a day already; its \
+                         quarantine stays",
+                        c.change_id, q.address
+                    );
+                    continue;
+                }
                 match self.path.journal.lift_quarantine(&q.address, &value, &why) {
-                    Ok(true) => lifted.push(value),
+                    Ok(true) => {
+                        self.cleared_lately
+                            .push((key.clone(), value.clone(), now_ms));
+                        lifted.push(value)
+                    }
                     Ok(false) => {}
                     Err(e) => warn!("journal: lifting the quarantine of {}: {e}", q.address),
                 }

@@ -1255,6 +1255,30 @@ fn a_revert_the_signal_outlasts_has_its_quarantine_lifted() {
             );
             assert_eq!(again["status"], "applied", "{again}");
             assert_eq!(rig.max_freq(), 2_400_000);
+            // Reverted again, for more than the load the baseline holds now (170 + 600 µs), the
+            // load staying: not cleared twice in a day, and quarantined for guard.quarantine,
+            // the lifted one counting for no doubling.
+            rig.extra_p99_us = 600.0;
+            let mut events = rig.until(4, |events| guard_reverts(events) > 0);
+            assert_eq!(rig.max_freq(), 3_000_000);
+            events.extend(rig.window());
+            events.extend(rig.window());
+            assert!(
+                !(events.iter()).any(|e| matches!(e, Event::Guard(g)
+                    if matches!(g.verdict, crate::guard::Verdict::Cleared { .. }))),
+                "{events:?}"
+            );
+            let quarantine = (rig.journal().param_state(&address).unwrap().quarantine)
+                .iter()
+                .find(|q| q.value == Value::Int(2_400_000))
+                .cloned()
+                .unwrap();
+            assert_eq!(quarantine.until_ms - quarantine.since_ms, 3_600_000);
+            let again = rig.operator_sets_max_freq(2_400_000);
+            let crate::api::Reply::Ok(again) = again else {
+                panic!("{again:?}")
+            };
+            assert_eq!(again["refusal"]["refusal"], "quarantined", "{again}");
         } else {
             assert_eq!(cleared, Vec::<serde_json::Value>::new());
             assert!(quarantine.until_ms > crate::journal::now_ms());
