@@ -501,18 +501,39 @@ pub(crate) fn nor_an_agent_on(socket: &Path, e: crate::control::ControlError) ->
 /// BC-1: a `kpo status` in the 100-200 ms after a restart failed with "the agent is running").
 const AGENT_STARTING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The agent on `socket`, once it answers there within [`AGENT_STARTING_WAIT`]: one holds the
-/// state directory, so it is starting (or answers on another socket, and the caller's error says
-/// so after the wait).
-fn agent_starting(socket: &Path) -> anyhow::Result<Option<crate::api::client::SocketControl>> {
+/// The state directory opened by `offline`, or, while an agent holds it, that agent once it
+/// answers on `socket` (checked to be the one `state` names), each tried again for
+/// [`AGENT_STARTING_WAIT`]: an agent that holds the lock without answering is starting, or
+/// stopping, or answers on another socket, which the offline open's error says after the wait.
+/// Every other outcome of `offline` is the caller's, as it came.
+pub(crate) fn offline_or_starting_agent<T>(
+    state: &StateArgs,
+    socket: &Path,
+    offline: impl Fn() -> Result<T, crate::control::ControlError>,
+) -> anyhow::Result<
+    Result<crate::api::client::SocketControl, Result<T, crate::control::ControlError>>,
+> {
     let deadline = std::time::Instant::now() + AGENT_STARTING_WAIT;
-    while std::time::Instant::now() < deadline {
+    loop {
+        let opened = offline();
+        let held = matches!(
+            opened,
+            Err(crate::control::ControlError::Journal(
+                crate::journal::JournalError::AgentRunning { .. }
+            ))
+        );
+        if !held || std::time::Instant::now() >= deadline {
+            return Ok(Err(opened));
+        }
         std::thread::sleep(std::time::Duration::from_millis(50));
-        if let Some(agent) = crate::api::client::SocketControl::connect(socket)? {
-            return Ok(Some(agent));
+        if let Some(mut agent) = crate::api::client::SocketControl::connect(socket)? {
+            if state.policy.is_some() || state.state_dir.is_some() {
+                let status = Control::status(&mut agent)?;
+                state.refuse_if_agent_differs(socket, &status)?;
+            }
+            return Ok(Ok(agent));
         }
     }
-    Ok(None)
 }
 
 /// The control interface: the running agent through its socket, or, when no agent answers, the
@@ -548,21 +569,9 @@ pub(crate) fn open(state: &StateArgs, access: Access) -> anyhow::Result<Box<dyn 
             open_offline_kernel(state.policy.as_deref(), &state.state_dir())?
         })
     };
-    let (path, reconciled) = match offline() {
-        Err(
-            e @ crate::control::ControlError::Journal(crate::journal::JournalError::AgentRunning {
-                ..
-            }),
-        ) => match agent_starting(&socket)? {
-            Some(mut agent) => {
-                if state.policy.is_some() || state.state_dir.is_some() {
-                    state.refuse_if_agent_differs(&socket, &agent.status()?)?;
-                }
-                return Ok(Box::new(agent));
-            }
-            None => return Err(e.into()),
-        },
-        opened => opened?,
+    let (path, reconciled) = match offline_or_starting_agent(state, &socket, offline)? {
+        Ok(agent) => return Ok(Box::new(agent)),
+        Err(opened) => opened?,
     };
     if new_dir {
         // A mistyped --state-dir would otherwise pause, or change, out of every agent's sight.

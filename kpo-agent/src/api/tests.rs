@@ -599,24 +599,33 @@ fn a_command_while_the_agent_is_starting_waits_for_its_socket() {
     if super::socket_test_skipped_unless_root() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    // The agent's journal, and so its lock, first; its socket 300 ms later.
-    let (path, _k) = change_path(dir.path());
-    let at = dir.path().to_path_buf();
-    let starting = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
-        Agent::start(&at, path)
-    });
-    let state = crate::cli::StateArgs {
-        policy: None,
-        state_dir: Some(dir.path().join("state")),
-        socket: Some(dir.path().join("run/kpo.sock")),
-    };
-    let mut control = crate::cli::open(&state, crate::cli::Access::Reads)
-        .map_err(|e| e.to_string())
-        .unwrap();
-    let status = control.status().unwrap();
-    assert_eq!(status.state_dir, dir.path().join("state"));
-    drop(control);
-    drop(starting.join().unwrap());
+    // `kpo status` and the like, then `kpo pending` and the like (review1 R1-2: they open
+    // apart, and did not wait).
+    for approvals in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        // The agent's journal, and so its lock, first; its socket 300 ms later.
+        let (path, _k) = change_path(dir.path());
+        let at = dir.path().to_path_buf();
+        let starting = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            Agent::start(&at, path)
+        });
+        let state = crate::cli::StateArgs {
+            policy: None,
+            state_dir: Some(dir.path().join("state")),
+            socket: Some(dir.path().join("run/kpo.sock")),
+        };
+        if approvals {
+            crate::approvals::cli::open(&state, true)
+                .map_err(|e| e.to_string())
+                .unwrap();
+        } else {
+            let mut control = crate::cli::open(&state, crate::cli::Access::Reads)
+                .map_err(|e| e.to_string())
+                .unwrap();
+            let status = control.status().unwrap();
+            assert_eq!(status.state_dir, dir.path().join("state"));
+        }
+        drop(starting.join().unwrap());
+    }
 }

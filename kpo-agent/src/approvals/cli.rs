@@ -121,7 +121,7 @@ fn limit_arg(text: &str) -> Result<usize, String> {
 
 /// The running agent through its socket, or the state directory under its lock (`reads`: a
 /// command that only reads, which reads a read-only state directory as it is on disk).
-fn open(state: &StateArgs, reads: bool) -> anyhow::Result<Box<dyn ApprovalControl>> {
+pub(crate) fn open(state: &StateArgs, reads: bool) -> anyhow::Result<Box<dyn ApprovalControl>> {
     Ok(match open_either(state, reads)? {
         Ok(agent) => Box::new(agent),
         Err(offline) => Box::new(offline),
@@ -146,14 +146,19 @@ fn open_either(
     }
     state.refuse_default_state_dir_for_another_socket(&socket)?;
     let (policy, dir) = (state.policy.as_deref(), state.state_dir());
-    let opened = if reads {
-        Offline::open_to_read(policy, &dir)
-    } else {
-        Offline::open(policy, &dir)
+    let offline = || {
+        if reads {
+            Offline::open_to_read(policy, &dir)
+        } else {
+            Offline::open(policy, &dir)
+        }
     };
-    Ok(Err(
-        opened.map_err(|e| crate::cli::nor_an_agent_on(&socket, e))?
-    ))
+    match crate::cli::offline_or_starting_agent(state, &socket, offline)? {
+        Ok(agent) => Ok(Ok(agent)),
+        Err(opened) => Ok(Err(
+            opened.map_err(|e| crate::cli::nor_an_agent_on(&socket, e))?
+        )),
+    }
 }
 
 /// The pending approvals, and, with the agent down, those this listing expired: their time ran
