@@ -90,6 +90,9 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
         eprintln!("kpo: warning: {w}");
     }
     let advisor = llm::Advisor::of(&agent.llm, |k| std::env::var(k).ok());
+    for w in advisor.warnings(&agent.llm, |k| std::env::var(k).ok()) {
+        eprintln!("kpo: warning: {w}");
+    }
     let probe = match (&advisor, args.llm) {
         (_, false) => None,
         (llm::Advisor::On(resolved), true) => {
@@ -452,7 +455,7 @@ fn bounds_of_another_length(policy: &Policy, proc_sys: &std::path::Path) -> Vec<
 }
 
 /// Entries naming a host-wide sysctl exactly (`vm.dirty_ratio`, `net.core.netdev_max_backlog`)
-/// whose own `namespaces` leave out the agent's own: the key has one value for the whole host, which
+/// whose `namespaces` (its own or `[defaults]`') leave out the agent's own: the key has one value for the whole host, which
 /// KPO does not change on behalf of another namespace, so every change the entry allows fails
 /// (s57 story BD-3: accepted without a word).
 fn host_wide_keys_outside_the_host(policy: &Policy) -> Vec<String> {
@@ -461,7 +464,6 @@ fn host_wide_keys_outside_the_host(policy: &Policy) -> Vec<String> {
         .filter(|r| !r.name.contains(['*', '?', '[', '{', ':']))
         .filter(|r| !crate::actuate::sysctl::is_per_netns(&r.name))
         // Its own list: one inherited from `[defaults]` is meant for the per-namespace keys.
-        .filter(|r| r.namespaces != policy.defaults.namespaces)
         .filter(|r| !r.namespaces.covers(&Target::Host))
         .map(|r| {
             format!(
@@ -1471,7 +1473,14 @@ proc_root = \"/proc\"
             warnings(&p, dir.path()),
             vec![
                 said(1, "[defaults]"),
-                said(3, "params.\"net.core.somaxconn\"")
+                said(3, "params.\"net.core.somaxconn\""),
+                // [defaults]' list, which leaves out the host, for a host-wide key (review1
+                // R1-4: not said when inherited).
+                "p.toml:8: params.\"net.core.netdev_budget\": net.core.netdev_budget is \
+                 host-wide, not one per network namespace, and the entry covers only other \
+                 namespaces: KPO does not change the whole host on behalf of one, so every \
+                 change of it fails; add \"host\" to namespaces, or remove the entry"
+                    .to_string(),
             ]
         );
         // Several of an entry's paths: one line (pods come and go; s49 storyU U4).

@@ -495,10 +495,12 @@ pub fn canonical_sysctl(name: &str) -> Result<String, ParamError> {
     {
         // "ASCII" said: a letter of another script that looks like a Latin one (a Cyrillic 'с'
         // in `somaxсonn`) is refused with a name that reads right (s57 story BD-5).
-        return Err(bad(
+        return Err(bad(if dotted.is_ascii() {
+            "a sysctl name uses only ASCII letters and digits, '_', '-', '.', '/' and '+'"
+        } else {
             "a sysctl name uses only ASCII letters and digits, '_', '-', '.', '/' and '+' (a \
-             letter that looks like a Latin one may be another script's)",
-        ));
+             letter that looks like a Latin one may be another script's)"
+        }));
     }
     Ok(
         match SYSCTL_ALIASES.iter().find(|(alias, _)| *alias == dotted) {
@@ -584,6 +586,16 @@ mod tests {
             e.ends_with(
                 "a sysctl name uses only ASCII letters and digits, '_', '-', '.', '/' and '+' \
                  (a letter that looks like a Latin one may be another script's)"
+            ),
+            "{e}"
+        );
+        // ASCII punctuation is no look-alike (s57 story BE-8).
+        let e = canonical_sysctl("net.core.somax!conn")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(
+                "a sysctl name uses only ASCII letters and digits, '_', '-', '.', '/' and '+'"
             ),
             "{e}"
         );

@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 use crate::{
     actuate::{open_actuator, Roots},
     advise::{
-        llm::{consult, Consultation, LlmClient, LlmConfig, ParamContext, ResolvedLlm},
+        llm::{
+            config::Caution, consult, Consultation, LlmClient, LlmConfig, ParamContext, ResolvedLlm,
+        },
         recommendation::WindowRef,
     },
     config::Config,
@@ -35,8 +37,14 @@ impl Advisor {
 
     /// Where the key comes from: the file, the environment, or nowhere (a local server).
     fn key_source(resolved: &ResolvedLlm) -> &'static str {
+        let url_credentials = reqwest::Url::parse(&resolved.base_url)
+            .is_ok_and(|u| !u.username().is_empty() || u.password().is_some());
         if resolved.api_key.is_empty() {
-            "none"
+            if url_credentials {
+                "the URL's user name and password"
+            } else {
+                "none"
+            }
         } else if resolved
             .config
             .api_key
@@ -46,6 +54,32 @@ impl Advisor {
             "llm.api_key"
         } else {
             "OPENAI_API_KEY"
+        }
+    }
+
+    /// What `kpo run` would warn of at its start (or why it would stop), as `kpo check`'s
+    /// warnings: the key in clear, `OPENAI_API_KEY` not sent (s57 review1 R1-7, R1-8; story
+    /// BE-1: `kpo check --llm` sent the key over plain http without a word).
+    pub(super) fn warnings(
+        &self,
+        config: &LlmConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Vec<String> {
+        match self {
+            Advisor::On(r) => (config.cautions(r, env).into_iter())
+                .map(|c| match &c {
+                    Caution::KeyThroughProxy(proxy) => format!(
+                        "llm: {} (base_url {}, proxy {proxy})",
+                        c.text(),
+                        r.shown_base_url()
+                    ),
+                    _ => format!("llm: {} (base_url {})", c.text(), r.shown_base_url()),
+                })
+                .collect(),
+            Advisor::Off(_) => Vec::new(),
+            Advisor::Refused(why) => vec![format!(
+                "llm: kpo run with this environment would stop at its start: {why}"
+            )],
         }
     }
 
@@ -87,12 +121,13 @@ impl Advisor {
 
 /// One consultation as `kpo run` would make it, before any window: the parameters it would offer
 /// (the policy's exactly named ones and the built-in list, at the host and in the namespaces
-/// their entries name, read now), no measurements and no recent changes. `None` when the policy
-/// lets the LLM drive none of them here: `kpo run` would not ask either (outcome
-/// `no_parameters`), and nothing is sent.
+/// their entries name, read now), no measurements and no recent changes, validated as `kpo run`
+/// validates (against what was offered, then the suggestions of managed parameters dropped).
+/// When the policy lets the LLM drive none of them here, nothing is sent: the outcome is
+/// `no_parameters`, as `kpo run`'s.
 pub(super) struct Probe {
     pub offered: Vec<ParamContext>,
-    pub consultation: Option<Consultation>,
+    pub consultation: Consultation,
 }
 
 pub(super) fn probe(
@@ -116,12 +151,6 @@ pub(super) fn probe(
             Some((actuator.read().ok()?, cookie))
         },
     );
-    if offered.is_empty() {
-        return Ok(Probe {
-            offered,
-            consultation: None,
-        });
-    }
     let client = LlmClient::new(resolved)?;
     let window = WindowRef {
         index: 0,
@@ -130,19 +159,23 @@ pub(super) fn probe(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let consultation = runtime.block_on(consult(&client, &offered, &[], &[], policy, window));
+    let answers = crate::run::llm::OfferedPolicy::new(&offered);
+    let mut consultation = runtime.block_on(consult(&client, &offered, &[], &[], &answers, window));
+    crate::run::llm::drop_managed_suggestions(&mut consultation, policy);
     Ok(Probe {
         offered,
-        consultation: Some(consultation),
+        consultation,
     })
 }
 
 impl Probe {
     /// Whether `kpo run` would have taken advice from this reply (`ok`), or nothing was asked.
     pub(super) fn passed(&self) -> bool {
-        self.consultation
-            .as_ref()
-            .is_none_or(|c| c.outcome == crate::advise::llm::Outcome::Ok)
+        use crate::advise::llm::Outcome;
+        matches!(
+            self.consultation.outcome,
+            Outcome::Ok | Outcome::NoParameters
+        )
     }
 
     pub(super) fn to_json(&self) -> Value {
@@ -154,18 +187,19 @@ impl Probe {
             })).collect::<Vec<_>>(),
             // The `llm` event's fields, as `kpo run` would write them.
             "consultation": self.consultation,
-            "recommendations": self.consultation.iter()
-                .flat_map(|c| c.recommendations.iter().chain(&c.suggestions))
+            "recommendations": (self.consultation.recommendations.iter())
+                .chain(&self.consultation.suggestions)
                 .collect::<Vec<_>>(),
         })
     }
 
     pub(super) fn to_text(&self) -> String {
-        let Some(c) = &self.consultation else {
+        let c = &self.consultation;
+        if c.outcome == crate::advise::llm::Outcome::NoParameters {
             return "llm probe: nothing sent: the policy lets the LLM drive no parameter kpo run \
                     could read here, so kpo run would not consult it either (no_parameters)\n"
                 .into();
-        };
+        }
         let mut out = format!(
             "llm probe: {} in {} ms ({} attempt(s){}{}{})\n",
             c.outcome.name(),
@@ -173,10 +207,12 @@ impl Probe {
             c.attempts,
             c.http_status
                 .map_or(String::new(), |s| format!(", http_status {s}")),
-            if c.structured_output {
-                ", structured output"
-            } else {
-                ", free-form JSON"
+            // What the last request asked for, said only of a server that answered it
+            // (review1 R1-9: "structured output" after a refused connection).
+            match (c.http_status, c.structured_output) {
+                (None, _) => "",
+                (Some(_), true) => ", structured output",
+                (Some(_), false) => ", free-form JSON",
             },
             c.total_tokens
                 .map_or(String::new(), |t| format!(", {t} tokens")),
@@ -210,13 +246,24 @@ impl Probe {
         for r in &c.suggestions {
             out += &format!("  suggestion: look at {}: {}\n", r.parameter, r.reason);
         }
+        if c.outcome == crate::advise::llm::Outcome::Ok
+            && c.recommendations.is_empty()
+            && c.suggestions.is_empty()
+        {
+            out += "  advice: none\n";
+        }
         for d in c.dropped.iter().chain(&c.dropped_suggestions) {
+            // The parameter, as the model named it: details such as "10000000 is outside the
+            // policy's bounds" do not (s57 story BE-2).
             out += &format!(
-                "  dropped ({}): {}\n",
+                "  dropped ({}){}: {}\n",
                 serde_json::to_value(d.kind)
                     .ok()
                     .and_then(|k| k.as_str().map(str::to_string))
                     .unwrap_or_default(),
+                d.parameter
+                    .as_deref()
+                    .map_or(String::new(), |p| format!(" {p}")),
                 d.detail
             );
         }
@@ -252,8 +299,30 @@ mod tests {
             "base_url = \"https://user:pw-SECRET@llm.example/v1\"\nmodel = \"m\"",
             &[("OPENAI_API_KEY", "sk-env-SECRET")],
         );
-        // The file names another server: the environment's key is not sent there.
-        assert_eq!(file.to_json()["key"], "none");
+        // The file names another server: the environment's key is not sent there; the URL's
+        // credentials are.
+        assert_eq!(file.to_json()["key"], "the URL's user name and password");
+        let env = |k: &str| (k == "OPENAI_API_KEY").then(|| "sk-env-SECRET".to_string());
+        let config = |llm: &str| Config::from_toml(&format!("[llm]\n{llm}"), "kpo.toml").unwrap();
+        let llm = "base_url = \"https://user:pw-SECRET@llm.example/v1\"\nmodel = \"m\"";
+        assert_eq!(
+            file.warnings(&config(llm).llm, env),
+            [
+                "llm: OPENAI_API_KEY is not sent to llm.base_url; set llm.api_key for that server \
+              (base_url https://[redacted]@llm.example/v1)"
+            ]
+        );
+        // A key over plain http to another host: kpo run's warning, as kpo check's.
+        let llm =
+            "base_url = \"http://llm.example/v1\"\napi_key = \"sk-file-SECRET\"\nmodel = \"m\"";
+        let clear = Advisor::of(&config(llm).llm, |_| None);
+        assert_eq!(
+            clear.warnings(&config(llm).llm, |_| None),
+            [
+                "llm: the LLM API key is sent over plain http to a host that is not this one: \
+              anyone on the path can read it; use https (base_url http://llm.example/v1)"
+            ]
+        );
         let shown = file.to_json().to_string() + &file.to_text();
         assert!(!shown.contains("SECRET"), "{shown}");
         let keyed = advisor("api_key = \"sk-file-SECRET\"\nmodel = \"m\"", &[]);
@@ -280,5 +349,15 @@ mod tests {
             "{text}"
         );
         assert_eq!(refused.to_json()["on"], false);
+        let config = Config::from_toml("[llm]\n", "kpo.toml").unwrap();
+        let warned = refused.warnings(&config.llm, |k| {
+            (k == "OPENAI_BASE_URL").then(|| "not a url".to_string())
+        });
+        assert!(
+            warned.len() == 1
+                && warned[0]
+                    .starts_with("llm: kpo run with this environment would stop at its start: "),
+            "{warned:?}"
+        );
     }
 }

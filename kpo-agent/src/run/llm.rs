@@ -247,22 +247,7 @@ impl LlmStage {
                 )))];
             }
         };
-        // `managed` needs the whole policy, and the task had only the answers for what it
-        // offered (`OfferedPolicy`), by which nothing else is managed: the live one, now.
-        let managed = crate::advise::llm::validate::drop_managed(
-            &mut consultation.suggestions,
-            &deciding.change_path().policy,
-        );
-        if !managed.is_empty() {
-            let kept = &consultation.suggestions;
-            consultation
-                .suggested_ids
-                .retain(|id| kept.iter().any(|s| s.id == *id));
-            for d in &managed {
-                info!(detail = %d.detail, "LLM suggestion dropped as managed");
-            }
-            consultation.dropped_suggestions.extend(managed);
-        }
+        drop_managed_suggestions(&mut consultation, &deciding.change_path().policy);
         let mut recommendations = std::mem::take(&mut consultation.recommendations);
         // Without a value: the desk reports them, keeps them in the history and posts them as
         // advice, and proposes nothing for them.
@@ -615,6 +600,23 @@ pub(crate) fn candidates(policy: &Policy, listening: &[u64], host_netns: u64) ->
         out.extend(copies.iter().filter_map(|c| c.get(round).cloned()));
     }
     out
+}
+
+/// The suggestions of `consultation` of parameters `policy` lets an advisor change, dropped as
+/// `managed`. That needs the whole policy, and the consultation's task had only the answers for
+/// what it offered ([`OfferedPolicy`]), by which nothing else is managed: the live one, after.
+pub(crate) fn drop_managed_suggestions(consultation: &mut Consultation, policy: &Policy) {
+    let managed = crate::advise::llm::validate::drop_managed(&mut consultation.suggestions, policy);
+    if !managed.is_empty() {
+        let kept = &consultation.suggestions;
+        consultation
+            .suggested_ids
+            .retain(|id| kept.iter().any(|s| s.id == *id));
+        for d in &managed {
+            info!(detail = %d.detail, "LLM suggestion dropped as managed");
+        }
+        consultation.dropped_suggestions.extend(managed);
+    }
 }
 
 /// The policy's answers for the offered parameters, frozen when the prompt was built: validation

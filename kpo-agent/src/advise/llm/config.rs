@@ -224,7 +224,59 @@ impl fmt::Debug for ApiKey {
 
 impl<'de> Deserialize<'de> for ApiKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(ApiKey::new)
+        d.deserialize_any(KeyVisitor)
+    }
+}
+
+/// A string, and for anything else an error that does not quote the value: serde's own says
+/// "invalid type: integer `982451653`", and a key of digits is still the key (s57 story BE-6).
+struct KeyVisitor;
+
+impl KeyVisitor {
+    fn not_a_string<E: serde::de::Error>(what: &str) -> E {
+        E::custom(format!(
+            "{what}, not a string: write the key in quotes (the value is not shown here)"
+        ))
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+    type Value = ApiKey;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("the API key as a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ApiKey, E> {
+        Ok(ApiKey::new(v.to_string()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<ApiKey, E> {
+        Ok(ApiKey::new(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<ApiKey, E> {
+        Err(Self::not_a_string("an integer"))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<ApiKey, E> {
+        Err(Self::not_a_string("an integer"))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<ApiKey, E> {
+        Err(Self::not_a_string("a number"))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<ApiKey, E> {
+        Err(Self::not_a_string("a boolean"))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<ApiKey, A::Error> {
+        Err(Self::not_a_string("a list"))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<ApiKey, A::Error> {
+        Err(Self::not_a_string("a table"))
     }
 }
 
@@ -530,7 +582,58 @@ impl fmt::Debug for ResolvedLlm {
     }
 }
 
+/// What an operator is told of an endpoint the advisor is on for, at `kpo run`'s start and by
+/// `kpo check` ([`LlmConfig::cautions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caution {
+    /// `OPENAI_API_KEY` is set, but the file's `base_url` names another server, which gets only
+    /// the file's key (none here).
+    EnvKeyNotSent,
+    /// The key goes over plain http to another host through this proxy, which reads it.
+    KeyThroughProxy(String),
+    /// The key goes over plain http to another host.
+    KeyInClear,
+}
+
+impl Caution {
+    pub fn text(&self) -> &'static str {
+        match self {
+            Caution::EnvKeyNotSent => {
+                "OPENAI_API_KEY is not sent to llm.base_url; set llm.api_key for that server"
+            }
+            Caution::KeyThroughProxy(_) => {
+                "the LLM API key is sent over plain http to a host that is not this one, \
+                 through the proxy from HTTP_PROXY (or ALL_PROXY), which reads it: anyone on \
+                 the path can read it; use https"
+            }
+            Caution::KeyInClear => {
+                "the LLM API key is sent over plain http to a host that is not this one: anyone \
+                 on the path can read it; use https"
+            }
+        }
+    }
+}
+
 impl LlmConfig {
+    /// What to tell of `resolved` (this configuration, resolved against `env`).
+    pub fn cautions(
+        &self,
+        resolved: &ResolvedLlm,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Vec<Caution> {
+        let mut out = Vec::new();
+        if resolved.api_key.is_empty() && self.base_url.is_some() && env("OPENAI_API_KEY").is_some()
+        {
+            out.push(Caution::EnvKeyNotSent);
+        }
+        if let Some(proxy) = resolved.key_proxy_with(&env) {
+            out.push(Caution::KeyThroughProxy(proxy));
+        } else if resolved.key_in_clear() {
+            out.push(Caution::KeyInClear);
+        }
+        out
+    }
+
     /// Resolves against the process environment. `Ok(None)` means the advisor is off; the reason
     /// has been logged once.
     pub fn resolve(&self) -> Result<Option<ResolvedLlm>, LlmConfigError> {
@@ -545,28 +648,21 @@ impl LlmConfig {
                     min_interval = %humantime::format_duration(r.config.min_interval),
                     "LLM advisor on"
                 );
-                if r.api_key.is_empty()
-                    && self.base_url.is_some()
-                    && std::env::var_os("OPENAI_API_KEY").is_some()
-                {
-                    tracing::info!(
-                        "OPENAI_API_KEY is not sent to llm.base_url; set llm.api_key for that server"
-                    );
-                }
-                if let Some(proxy) = r.key_proxy_with(|k| std::env::var(k).ok()) {
-                    tracing::warn!(
-                        base_url = %r.shown_base_url(),
-                        %proxy,
-                        "the LLM API key is sent over plain http to a host that is not this one, \
-                         through the proxy from HTTP_PROXY (or ALL_PROXY), which reads it: \
-                         anyone on the path can read it; use https"
-                    );
-                } else if r.key_in_clear() {
-                    tracing::warn!(
-                        base_url = %r.shown_base_url(),
-                        "the LLM API key is sent over plain http to a host that is not this one: \
-                         anyone on the path can read it; use https"
-                    );
+                for caution in self.cautions(r, |k| std::env::var(k).ok()) {
+                    match caution {
+                        Caution::EnvKeyNotSent => tracing::info!("{}", caution.text()),
+                        Caution::KeyThroughProxy(proxy) => tracing::warn!(
+                            base_url = %r.shown_base_url(),
+                            %proxy,
+                            "{}",
+                            Caution::KeyThroughProxy(String::new()).text()
+                        ),
+                        Caution::KeyInClear => tracing::warn!(
+                            base_url = %r.shown_base_url(),
+                            "{}",
+                            caution.text()
+                        ),
+                    }
                 }
             }
             Err(why) => tracing::info!("LLM advisor off: {why}"),
@@ -1427,5 +1523,35 @@ mod tests {
             assert!(!text.contains("tok-123"), "{text}");
             assert!(text.contains("[redacted]@"), "{text}");
         }
+    }
+
+    /// s57 story BE-6: `api_key = 982451653` (no quotes) was refused with serde's "invalid
+    /// type: integer `982451653`", the key shown; now what it is, not its value.
+    #[test]
+    fn a_key_that_is_no_string_is_refused_without_showing_it() {
+        for (value, what) in [
+            ("982451653", "an integer"),
+            ("-982451653", "an integer"),
+            ("98245.1653", "a number"),
+            ("[982451653]", "a list"),
+        ] {
+            let e = crate::config::Config::from_toml(
+                &format!("[llm]\napi_key = {value}\n"),
+                "kpo.toml",
+            )
+            .map(|_| ())
+            .expect_err("refused")
+            .to_string();
+            assert!(!e.contains("982451653") && !e.contains("98245.1653"), "{e}");
+            assert!(
+                e.contains(&format!(
+                    "{what}, not a string: write the key in quotes (the value is not shown here)"
+                )),
+                "{e}"
+            );
+        }
+        let c =
+            crate::config::Config::from_toml("[llm]\napi_key = \"sk-1\"\n", "kpo.toml").unwrap();
+        assert!(c.llm.api_key.is_some());
     }
 }
