@@ -1378,6 +1378,35 @@ pub fn kpo_check_llm_consults_once_and_applies_nothing() {
     assert!(!case.path("state").exists());
     assert!(!stdout.contains(KEY) && !stderr.contains(KEY));
 
+    // The same in text: the dropped item named by its parameter (s57 story BE-2).
+    let out = check(&llm_table(&server, ""), &["--llm"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!("  dropped (out_of_bounds) {syn_backlog}: ")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "  advice: {somaxconn} -> 1024 (may apply in auto): "
+        )),
+        "{stdout}"
+    );
+
+    // No server: the outcome named, and nothing said of structured output no server took
+    // (review1 R1-9).
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = gone.local_addr().unwrap().port();
+    drop(gone);
+    let out = check(
+        &format!("base_url = \"http://127.0.0.1:{port}/v1\"\nmodel = \"m\"\nmax_attempts = 1\n"),
+        &["--llm"],
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("llm probe: connect in "), "{stdout}");
+    assert!(!stdout.contains("structured output"), "{stdout}");
+
     // A server that refuses the key: exit status 1, the status shown, the key not.
     let refusing = Server::start(vec![Reply::Http(
         401,
