@@ -1155,6 +1155,10 @@ impl Deciding {
             if lifted.is_empty() {
                 continue;
             }
+            // A rule whose advice was refused as quarantined holds it for `repeat_windows`: it
+            // may give it again now, where its condition holds (s57 story BF-3).
+            let mut kernel = PathView::new(&self.path, self.host_netns, self.hz);
+            self.rules.release(&q.address, &mut kernel);
             info!(
                 "guard: #{} ({}) is cleared: {why}; the quarantine of {} is lifted",
                 c.change_id,

@@ -342,11 +342,22 @@ impl AcceptQueueRule {
         policy: &dyn AdvicePolicy,
     ) -> Vec<Recommendation> {
         self.syn_full = syn_full_in(tick);
-        let dropping = tick
-            .listeners
-            .iter()
-            .filter(|l| dropping_at_its_limit(tick, l));
-        self.advise(at, dropping, kernel, policy)
+        let dropping: Vec<&ListenerWindow> = (tick.listeners.iter())
+            .filter(|l| dropping_at_its_limit(tick, l))
+            .filter(|l| !self.old_sockets_drops(l))
+            .collect();
+        self.advise(at, dropping.into_iter(), kernel, policy)
+    }
+
+    /// Whether `l` listened again at a higher limit since the last window closed, with its queue
+    /// far from the new limit: the drops counted since were made by the old socket, at the old
+    /// limit, and say nothing of the new one (s57 story BF-1: after the guard put somaxconn back
+    /// from 24 to 64 and the service listened again, the rules proposed 64 -> 104 for the drops
+    /// at 24, the queue at 32 of 64).
+    fn old_sockets_drops(&self, l: &ListenerWindow) -> bool {
+        let before = (self.listeners.get(&ListenerId::of(l))).map_or(0, |st| st.run.0);
+        let near = f64::from(l.backlog_max) >= self.cfg.near_ratio * f64::from(l.backlog_limit);
+        before != 0 && l.backlog_limit > before && !near
     }
 
     /// A window closed (`at.index`): drops, or a queue near its limit for `near_windows`
@@ -362,6 +373,7 @@ impl AcceptQueueRule {
         self.syn_full = syn_full_in(window);
         for l in &window.listeners {
             let id = ListenerId::of(l);
+            let old_sockets = self.old_sockets_drops(l);
             let st = self.listeners.entry(id).or_default();
             let dropping = dropping_at_its_limit(window, l);
             let near = l.backlog_limit > 0
@@ -396,6 +408,9 @@ impl AcceptQueueRule {
                     self.futile.remove(&id);
                 }
             }
+            // The judgement above took them in as it takes a window it listened again in; the
+            // advice does not ([`AcceptQueueRule::old_sockets_drops`]).
+            let dropping = dropping && !old_sockets;
             if !(dropping || near) {
                 // A window whose drops are unknown (a failed read) is no evidence of calm: it
                 // neither counts toward re-arming the advice nor breaks a run of pressure.
@@ -2097,6 +2112,32 @@ mod tests {
         assert_eq!(
             proposed(&rule.on_tick(&at(6), &relistened, &mut k, &p)),
             [Some(512)]
+        );
+    }
+
+    /// s57 story BF-1: somaxconn went back from 24 to 64 (the guard's revert) and the service
+    /// listened again at 64; the drops counted since were the old socket's, at 24, with the new
+    /// queue at 32 of 64: no raise from them, on a tick or at the window's end. Drops with the
+    /// queue near the new limit are the new socket's, and answered.
+    #[test]
+    fn drops_of_the_old_socket_after_it_listened_again_higher_give_no_raise() {
+        let (mut rule, mut k, p) = (AcceptQueueRule::default(), kernel(64), auto_policy());
+        let at_24 = window(vec![listener(NS, 24, 10, 0)]);
+        rule.evaluate(&at(1), &at_24, &mut k, &p);
+        let relistened = window(vec![listener(NS, 64, 32, 16)]);
+        assert!(rule.on_tick(&at(2), &relistened, &mut k, &p).is_empty());
+        assert!(rule.evaluate(&at(2), &relistened, &mut k, &p).is_empty());
+        let full = window(vec![listener(NS, 64, 64, 50)]);
+        assert_eq!(
+            proposed(&rule.on_tick(&at(3), &full, &mut k, &p)),
+            [Some(128)]
+        );
+        // Near the new limit in the window it listened again: the new socket's drops.
+        let (mut rule, mut k) = (AcceptQueueRule::default(), kernel(64));
+        rule.evaluate(&at(1), &at_24, &mut k, &p);
+        assert_eq!(
+            proposed(&rule.on_tick(&at(2), &full, &mut k, &p)),
+            [Some(128)]
         );
     }
 
