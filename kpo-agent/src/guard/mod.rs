@@ -723,7 +723,7 @@ struct Unconfirmed {
 /// windows are the host's noise, counted in later baselines ([`Unconfirmed`]).
 fn the_hosts(file: &mut WatchFile, u: &Unconfirmed, now: f64) {
     tracing::info!(
-        "guard: {} is still at {} after #{}'s revert, past the {:.3} that counted as its \
+        "guard: {} is still at {:.3} after #{}'s revert, past the {:.3} that counted as its \
          regression: the windows it was reverted for are counted in later baselines, as the \
          host's",
         u.signal,
@@ -815,7 +815,10 @@ impl Guard {
             .partition(|u| u.seen_in <= closed);
         self.unconfirmed = later;
         let mut cleared: Vec<Cleared> = Vec::new();
-        let mut not_cleared: Vec<u64> = Vec::new();
+        // Why each change is not cleared, by signal, for the log (s57 story BF-2: a signal that
+        // fell back kept the quarantine without a word, beside lines calling the others the
+        // host's).
+        let mut not_cleared: Vec<(u64, String)> = Vec::new();
         for u in due.iter().filter(|u| u.seen_in == closed) {
             let now = Health::from_window_in(window, u.scope)
                 .0
@@ -824,7 +827,17 @@ impl Guard {
             let latency = matches!(u.signal, HealthSignal::RequestP99 | HealthSignal::RunqP99);
             let still = now.filter(|now| *now > u.bar);
             let Some(now) = still.filter(|_| latency) else {
-                not_cleared.push(u.change_id);
+                let why = match now {
+                    None => format!("{} was not measured", u.signal),
+                    Some(now) if now <= u.bar => {
+                        format!("{} fell back to {now:.3} (not past {:.3})", u.signal, u.bar)
+                    }
+                    Some(_) => format!(
+                        "{} is no latency (what a change does to it may outlast its revert)",
+                        u.signal
+                    ),
+                };
+                not_cleared.push((u.change_id, why));
                 if let Some(now) = still {
                     the_hosts(&mut file, u, now);
                 }
@@ -848,7 +861,20 @@ impl Guard {
         // segments sent again back off for tens of seconds after the revert, and a listener keeps
         // the backlog it took at listen(), so the drops and retransmits a change caused may
         // outlast its revert by a window (s57 review1 R1-1).
-        cleared.retain(|c| !not_cleared.contains(&c.change_id));
+        cleared.retain(|c| !not_cleared.iter().any(|(id, _)| *id == c.change_id));
+        let mut ids: Vec<u64> = not_cleared.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            let why: Vec<&str> = (not_cleared.iter())
+                .filter(|(of, _)| *of == id)
+                .map(|(_, why)| why.as_str())
+                .collect();
+            tracing::info!(
+                "guard: #{id}'s revert is not cleared ({}): its quarantine stays",
+                why.join("; ")
+            );
+        }
         cleared
     }
 

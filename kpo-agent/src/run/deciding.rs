@@ -1119,7 +1119,7 @@ impl Deciding {
             };
             let q = self.guard_quarantines.remove(at);
             let still = (c.signals.iter())
-                .map(|(signal, now, bar)| format!("{signal} still at {now} (past {bar:.3})"))
+                .map(|(signal, now, bar)| format!("{signal} still at {now:.3} (past {bar:.3})"))
                 .collect::<Vec<_>>()
                 .join(", ");
             let why = format!(
@@ -1173,7 +1173,13 @@ impl Deciding {
                 address: q.address.to_string(),
                 values: lifted,
                 still_past: (c.signals.into_iter())
-                    .map(|(signal, after, bar)| crate::guard::StillPast { signal, after, bar })
+                    // To three decimals, as the reasons quote them (s57 story BF-4: a bar of
+                    // 6236.599999999999).
+                    .map(|(signal, after, bar)| crate::guard::StillPast {
+                        signal,
+                        after: (after * 1000.0).round() / 1000.0,
+                        bar: (bar * 1000.0).round() / 1000.0,
+                    })
                     .collect(),
             })));
         }

@@ -1253,6 +1253,21 @@ fn a_revert_the_signal_outlasts_has_its_quarantine_lifted() {
                 quarantine.until_ms, quarantine.since_ms,
                 "ended as it began"
             );
+            // The schema ties the fields to the verdict (s57 story BF-5): a `cleared` without
+            // `values`, a `revert` without `signal`, are not events KPO writes.
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/events.schema.json");
+            let schema: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+            let validator = jsonschema::validator_for(&schema).unwrap();
+            for (verdict, field) in [("cleared", "values"), ("revert", "signal")] {
+                let mut e = (rig.json.iter())
+                    .find(|e| e["kind"] == "guard" && e["verdict"] == verdict)
+                    .unwrap()
+                    .clone();
+                assert!(validator.is_valid(&e), "{e}");
+                e.as_object_mut().unwrap().remove(field);
+                assert!(!validator.is_valid(&e), "{e}");
+            }
             assert_eq!(again["status"], "applied", "{again}");
             assert_eq!(rig.max_freq(), 2_400_000);
             // Reverted again, for more than the load the baseline holds now (170 + 600 µs), the
