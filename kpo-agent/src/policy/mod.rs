@@ -800,6 +800,11 @@ impl Policy {
         }
     }
 
+    /// The default path where no file was found, when this is the built-in default for that.
+    pub fn missing_file(&self) -> Option<&Path> {
+        self.missing_file.as_deref()
+    }
+
     /// What the agent logs at its start about the policy in force: the file, or the built-in
     /// default with the default file it did not find (an operator who meant to write one learns
     /// it from the log, not from the first change that does not happen).

@@ -716,14 +716,36 @@ impl Deciding {
     /// their windows.
     pub fn reload_policy(&mut self, config: &Config) -> Vec<Event> {
         let (file, named) = &self.policy_file;
-        let mut new = match Policy::load_from(file, *named) {
+        // A file removed from the default path since a file was loaded from it: as an emptied
+        // one, more often a mistake than meant, and the built-in default it would load lifts
+        // every limit the file set (s57 review1 R1-10, beside story BD-1's empty file).
+        let removed = |new: &Policy| {
+            (new.missing_file().is_some()
+                && matches!(
+                    self.path.policy.origin,
+                    crate::policy::PolicyOrigin::File(_)
+                ))
+            .then(|| {
+                format!(
+                    "{}: the policy file was removed since the agent loaded it: refusing to fall \
+                     back to the built-in default at a reload (recommend in every namespace, and \
+                     an operator's kpo apply of any key); write the file again, with at least \
+                     its [defaults] table for the built-in default",
+                    file.display()
+                )
+            })
+        };
+        let loaded = Policy::load_from(file, *named)
+            .map_err(|e| e.to_string())
+            .and_then(|p| removed(&p).map_or(Ok(p), Err));
+        let mut new = match loaded {
             Ok(policy) => policy,
             Err(e) => {
                 warn!("policy reload refused, the policy loaded before stays in force: {e}");
                 return vec![Event::Policy {
                     outcome: "refused",
                     source: file.display().to_string(),
-                    error: Some(e.to_string()),
+                    error: Some(e),
                     optimizer_knobs_changed: false,
                 }];
             }
