@@ -463,7 +463,6 @@ fn host_wide_keys_outside_the_host(policy: &Policy) -> Vec<String> {
     (policy.params.iter())
         .filter(|r| !r.name.contains(['*', '?', '[', '{', ':']))
         .filter(|r| !crate::actuate::sysctl::is_per_netns(&r.name))
-        // Its own list: one inherited from `[defaults]` is meant for the per-namespace keys.
         .filter(|r| !r.namespaces.covers(&Target::Host))
         .map(|r| {
             format!(

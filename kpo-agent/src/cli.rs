@@ -514,15 +514,17 @@ pub(crate) fn offline_or_starting_agent<T>(
     Result<crate::api::client::SocketControl, Result<T, crate::control::ControlError>>,
 > {
     let deadline = std::time::Instant::now() + AGENT_STARTING_WAIT;
+    let mut opened = offline();
     loop {
-        let opened = offline();
-        let held = matches!(
-            opened,
-            Err(crate::control::ControlError::Journal(
-                crate::journal::JournalError::AgentRunning { .. }
-            ))
-        );
-        if !held || std::time::Instant::now() >= deadline {
+        let held = |opened: &Result<T, crate::control::ControlError>| {
+            matches!(
+                opened,
+                Err(crate::control::ControlError::Journal(
+                    crate::journal::JournalError::AgentRunning { .. }
+                ))
+            )
+        };
+        if !held(&opened) || std::time::Instant::now() >= deadline {
             return Ok(Err(opened));
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -532,6 +534,17 @@ pub(crate) fn offline_or_starting_agent<T>(
                 state.refuse_if_agent_differs(socket, &status)?;
             }
             return Ok(Ok(agent));
+        }
+        // Opened again only once the lock is free: `offline` says what it says of the policy
+        // before it takes the lock, and would say it at every try (s57 review2 R2-4).
+        let free = crate::journal::lock::acquire(
+            &state.state_dir(),
+            crate::journal::lock::Holder::Cli,
+            std::time::Duration::ZERO,
+        )
+        .is_ok();
+        if free {
+            opened = offline();
         }
     }
 }

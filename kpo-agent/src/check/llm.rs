@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use crate::{
-    actuate::{open_actuator, Roots},
+    actuate::{open_actuator, param::Target, Roots},
     advise::{
         llm::{
             config::Caution, consult, Consultation, LlmClient, LlmConfig, ParamContext, ResolvedLlm,
@@ -128,6 +128,8 @@ impl Advisor {
 pub(super) struct Probe {
     pub offered: Vec<ParamContext>,
     pub consultation: Consultation,
+    /// Parameters in other network namespaces not read, and so not offered: not run as root.
+    pub unread_as_user: usize,
 }
 
 pub(super) fn probe(
@@ -141,14 +143,24 @@ pub(super) fn probe(
     };
     let host_netns = crate::policy::own_netns_inode().unwrap_or(0);
     // No journal here: a parameter an operator holds (`kpo yield`) is offered all the same.
+    // Another namespace's parameters are read by entering it, which needs root: as another
+    // user they are not offered, and the output says so (s57 review2 R2-5: "nothing sent" as if
+    // `kpo run` would not ask either).
+    let root = nix::unistd::geteuid().is_root();
+    let unread = std::cell::Cell::new(0usize);
     let offered = crate::run::llm::offer_among(
         policy,
         crate::run::llm::candidates(policy, &[], host_netns),
         |_| false,
         |a| {
-            let mut actuator = open_actuator(a, &roots).ok()?;
-            let cookie = actuator.netns_cookie();
-            Some((actuator.read().ok()?, cookie))
+            let read = open_actuator(a, &roots).and_then(|mut actuator| {
+                let cookie = actuator.netns_cookie();
+                Ok((actuator.read()?, cookie))
+            });
+            if read.is_err() && !root && matches!(a.target, Target::Netns { .. }) {
+                unread.set(unread.get() + 1);
+            }
+            read.ok()
         },
     );
     let client = LlmClient::new(resolved)?;
@@ -165,21 +177,27 @@ pub(super) fn probe(
     Ok(Probe {
         offered,
         consultation,
+        unread_as_user: unread.get(),
     })
 }
 
 impl Probe {
     /// Whether `kpo run` would have taken advice from this reply (`ok`), or nothing was asked.
+    /// Whether `kpo run` would have taken advice from this reply (`ok`), or would not ask
+    /// either; not when nothing was asked only because this user could not read what `kpo run`
+    /// would offer.
     pub(super) fn passed(&self) -> bool {
         use crate::advise::llm::Outcome;
-        matches!(
-            self.consultation.outcome,
-            Outcome::Ok | Outcome::NoParameters
-        )
+        match self.consultation.outcome {
+            Outcome::Ok => true,
+            Outcome::NoParameters => self.unread_as_user == 0,
+            _ => false,
+        }
     }
 
     pub(super) fn to_json(&self) -> Value {
         json!({
+            "unread_as_user": self.unread_as_user,
             "offered": self.offered.iter().map(|p| json!({
                 "parameter": p.address.to_string(),
                 "current": p.current,
@@ -195,7 +213,21 @@ impl Probe {
 
     pub(super) fn to_text(&self) -> String {
         let c = &self.consultation;
+        let unread = match self.unread_as_user {
+            0 => String::new(),
+            n => format!(
+                "  {n} parameter(s) in other network namespaces not read, and not offered: \
+                 reading them needs root (kpo run, as root, would offer them)\n"
+            ),
+        };
         if c.outcome == crate::advise::llm::Outcome::NoParameters {
+            if self.unread_as_user > 0 {
+                return format!(
+                    "llm probe: nothing sent: what the LLM may drive here is in other network \
+                     namespaces, which this user cannot read; run kpo check --llm as root\n\
+                     {unread}"
+                );
+            }
             return "llm probe: nothing sent: the policy lets the LLM drive no parameter kpo run \
                     could read here, so kpo run would not consult it either (no_parameters)\n"
                 .into();
@@ -220,6 +252,7 @@ impl Probe {
         if let Some(e) = &c.error {
             out += &format!("  error: {e}\n");
         }
+        out += &unread;
         out += &format!(
             "  offered {}: {}\n",
             self.offered.len(),

@@ -716,6 +716,8 @@ struct Unconfirmed {
     signal: HealthSignal,
     scope: Scope,
     bar: f64,
+    /// The signal in the window that confirmed the regression (`bar` when not measured there).
+    strike: f64,
     seen_in: u64,
 }
 
@@ -826,16 +828,35 @@ impl Guard {
                 .copied();
             let latency = matches!(u.signal, HealthSignal::RequestP99 | HealthSignal::RunqP99);
             let still = now.filter(|now| *now > u.bar);
-            let Some(now) = still.filter(|_| latency) else {
-                let why = match now {
-                    None => format!("{} was not measured", u.signal),
-                    Some(now) if now <= u.bar => {
+            // Cleared only where the revert changed nothing: the signal no lower than its
+            // regression less the tolerance. One that fell, if still past the bar, may be the
+            // change's own effect draining (a queue built under a lowered max_freq: s57 review2
+            // R2-1); another change watched where it is measured may be holding it up.
+            let level = (1.0 - self.config.tolerance) * u.strike;
+            // Watched through this window: those still watched, and those this window's
+            // verdicts revert now (in place until the revert, at its end).
+            let other = (self.watches.iter().chain(&self.reverting))
+                .find(|w| w.change_id != u.change_id && overlap(u.signal, u.scope, w.scope))
+                .map(|w| w.change_id);
+            let clears = |now: &f64| latency && *now >= level && other.is_none();
+            let Some(now) = still.filter(clears) else {
+                let why = match (now, other) {
+                    (None, _) => format!("{} was not measured", u.signal),
+                    (Some(now), _) if now <= u.bar => {
                         format!("{} fell back to {now:.3} (not past {:.3})", u.signal, u.bar)
                     }
-                    Some(_) => format!(
+                    (Some(_), _) if !latency => format!(
                         "{} is no latency (what a change does to it may outlast its revert)",
                         u.signal
                     ),
+                    (Some(now), _) if now < level => format!(
+                        "{} fell to {now:.3} from {:.3} with the revert",
+                        u.signal, u.strike
+                    ),
+                    (Some(_), Some(id)) => {
+                        format!("{} may be moved by #{id}, still watched", u.signal)
+                    }
+                    (Some(_), None) => format!("{} did not clear it", u.signal),
                 };
                 not_cleared.push((u.change_id, why));
                 if let Some(now) = still {
@@ -1367,12 +1388,14 @@ impl Guard {
                         .collect::<std::collections::BTreeSet<_>>()
                         .into_iter()
                         .filter_map(|signal| {
+                            let bar = w.baseline.0.get(&signal)? * (1.0 + config.tolerance)
+                                + noise_floor(signal);
                             Some(Unconfirmed {
                                 change_id: w.change_id,
                                 signal,
                                 scope: w.scope,
-                                bar: w.baseline.0.get(&signal)? * (1.0 + config.tolerance)
-                                    + noise_floor(signal),
+                                bar,
+                                strike: health.0.get(&signal).copied().unwrap_or(bar),
                                 seen_in: now + 2,
                             })
                         }),
@@ -3258,15 +3281,22 @@ mod tests {
         let regressed = runq_window(Some(900.0));
         let mut guard = made_inside_a_window_and_reverted(&calm, &regressed);
         next_window(&mut guard, &regressed);
-        let still = runq_window(Some(300.0));
+        let still = runq_window(Some(850.0));
         guard.observe(&still);
         assert_eq!(
             guard.window_closed(&still),
             [Cleared {
                 change_id: 1,
-                signals: vec![(HealthSignal::RunqP99, 300.0, 100.0 * 1.2 + 50.0)]
+                signals: vec![(HealthSignal::RunqP99, 850.0, 100.0 * 1.2 + 50.0)]
             }]
         );
+        // Past the bar still, but fell with the revert (900 to 300, more than the tolerance):
+        // the change's own effect may be draining (review2 R2-1).
+        let mut guard = made_inside_a_window_and_reverted(&calm, &regressed);
+        next_window(&mut guard, &regressed);
+        let lower = runq_window(Some(300.0));
+        guard.observe(&lower);
+        assert_eq!(guard.window_closed(&lower), []);
         // Fell back under its bar: the change's doing, not cleared.
         let mut guard = made_inside_a_window_and_reverted(&calm, &regressed);
         next_window(&mut guard, &regressed);

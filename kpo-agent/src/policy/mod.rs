@@ -741,8 +741,8 @@ fn read_policy_text(path: &Path) -> std::io::Result<String> {
 /// (a failed template render, a shell `>` slip) than meant (s57 story BD-1: a truncated file and
 /// a SIGHUP lifted a host-protecting policy without a word). `/dev/null` asks for the default.
 fn refuse_if_empty(path: &Path, text: String) -> std::io::Result<String> {
-    let empty = text
-        .lines()
+    // A byte-order mark alone is no content either (s57 review2 R2-8).
+    let empty = (text.trim_start_matches('\u{feff}').lines())
         .all(|l| file::without_comment(l).trim().is_empty());
     if empty && std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
         return Err(std::io::Error::new(

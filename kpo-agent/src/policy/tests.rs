@@ -2603,7 +2603,12 @@ fn a_refusal_object_has_the_fields_docs_api_lists() {
 fn an_empty_policy_file_is_refused_and_dev_null_is_the_built_in_default() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("policy.toml");
-    for text in ["", "\n\n", "# every limit was here\n  # and here\n"] {
+    for text in [
+        "",
+        "\n\n",
+        "# every limit was here\n  # and here\n",
+        "\u{feff}# a byte-order mark, then comments\n",
+    ] {
         std::fs::write(&path, text).unwrap();
         let e = Policy::load(Some(&path)).unwrap_err().to_string();
         assert_eq!(

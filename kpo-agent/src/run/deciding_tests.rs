@@ -6444,14 +6444,9 @@ sources = ["operator"]
     std::fs::write(dir.join("energy_performance_preference"), "power\n").unwrap();
     let (cleared, back): (Vec<_>, Vec<_>) = (rig.first_guard_events(6).into_iter())
         .partition(|g| matches!(g.verdict, Verdict::Cleared { .. }));
-    // The load outlasted the governor's revert: not its cause, its quarantine lifted.
-    assert!(
-        matches!(
-            cleared.as_slice(),
-            [GuardEvent { verdict: Verdict::Cleared { address, .. }, .. }] if address == GOVERNOR
-        ),
-        "{cleared:#?}"
-    );
+    // The load outlasted the governor's revert, but the preference's change, still watched,
+    // may hold it up: the governor's quarantine stays (s57 review2 R2-1).
+    assert!(cleared.is_empty(), "{cleared:#?}");
     assert!(
         matches!(
             back.as_slice(),
