@@ -753,37 +753,38 @@ pub fn an_events_path_from_the_file_that_cannot_be_opened_names_the_file_and_key
         format!("events = {:?}\n", missing.display().to_string()),
     )
     .unwrap();
-    let run = |extra: &[&std::ffi::OsStr]| {
+    // `kpo run` with `flag path` stops, exit status 2, saying `said`.
+    let refused_saying = |flag: &str, path: &Path, said: String| {
         let (_own, own_args) = crate::common::own_state(&[]);
-        Command::new(kpo_binary())
+        let out = Command::new(kpo_binary())
             .arg("run")
             .args(own_args)
-            .args(extra)
+            .arg(flag)
+            .arg(path)
             .stdin(Stdio::null())
             .output()
-            .unwrap()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(&said), "{stderr}");
     };
-    let out = run(&[std::ffi::OsStr::new("--config"), config.as_os_str()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
+    refused_saying(
+        "--config",
+        &config,
+        format!(
             "{}: `events` = {:?}: cannot open the event stream {}: ",
             config.display(),
             missing,
             missing.display()
-        )),
-        "{stderr}"
+        ),
     );
-    let out = run(&[std::ffi::OsStr::new("--events"), missing.as_os_str()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
+    refused_saying(
+        "--events",
+        &missing,
+        format!(
             "kpo: error: cannot open the event stream {}: ",
             missing.display()
-        )),
-        "{stderr}"
+        ),
     );
     assert!(!missing.parent().unwrap().exists());
 }
