@@ -250,9 +250,10 @@ pub enum Verdict {
         before_left_out: u32,
         after: f64,
     },
-    /// A change the guard reverted was not the cause: every signal it was reverted for is
-    /// still past what counted as its regression in the first window wholly after the revert
-    /// ([`Cleared`]); `values`' quarantine is lifted.
+    /// A change the guard reverted was not the cause: in the first window wholly after the
+    /// revert, every signal it was reverted for is a latency still past what counted as its
+    /// regression, not fallen with the revert, and no other change watched could move it
+    /// ([`Guard::window_closed`]); `values`' quarantine is lifted.
     Cleared {
         change_id: u64,
         address: String,
@@ -737,9 +738,10 @@ fn the_hosts(file: &mut WatchFile, u: &Unconfirmed, now: f64) {
         .retain(|r| !(r.change_id == u.change_id && r.signal == u.signal));
 }
 
-/// A change the guard reverted that the first window wholly after its revert clears: each
-/// signal it was reverted for is still past what counted as its regression without it, so the
-/// change was not their cause, and its values' quarantine is lifted (s56 story AZ-3: under an
+/// A change the guard reverted that the first window wholly after its revert clears (on the
+/// terms of [`Guard::window_closed`]): the signals it was reverted for stayed as they were
+/// without it, so the change was not their cause, and its values' quarantine is lifted (s56
+/// story AZ-3: under an
 /// overload the rules' raise of somaxconn was reverted for the overload's own latency, and the
 /// quarantine then kept the raise out, doubling at each repeat, while the overload went on).
 #[derive(Debug, Clone, PartialEq)]
@@ -795,9 +797,10 @@ impl Guard {
     /// window are dropped: the calls that made them have returned, and their callers have watched
     /// the ones applied.
     ///
-    /// Returns the changes the guard reverted that this window clears: every signal one was
-    /// reverted for is still past what counted as its regression in the first window wholly
-    /// after the revert ([`Cleared`]).
+    /// Returns the changes the guard reverted that this window clears, the first wholly after
+    /// their revert ([`Cleared`]): every signal one was reverted for is a latency, still past
+    /// what counted as its regression, no lower than in the window that confirmed it less the
+    /// tolerance, and no other change watched through this window could move it.
     pub fn window_closed(&mut self, window: &Window) -> Vec<Cleared> {
         let mut file = self
             .file
