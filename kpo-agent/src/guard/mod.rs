@@ -702,6 +702,9 @@ pub struct Guard {
     /// The signals reverts were made for, to be seen again in the first window wholly after the
     /// revert ([`Guard::window_closed`]).
     unconfirmed: Vec<Unconfirmed>,
+    /// The reverts the last window closed did not clear, each with why
+    /// ([`Guard::take_not_cleared`]).
+    not_cleared: Vec<(u64, String)>,
 }
 
 /// A signal the guard reverted `change_id` for: its windows are left out of later baselines as
@@ -889,17 +892,23 @@ impl Guard {
         let mut ids: Vec<u64> = not_cleared.iter().map(|(id, _)| *id).collect();
         ids.sort_unstable();
         ids.dedup();
-        for id in ids {
-            let why: Vec<&str> = (not_cleared.iter())
-                .filter(|(of, _)| *of == id)
-                .map(|(_, why)| why.as_str())
-                .collect();
-            tracing::info!(
-                "guard: #{id}'s revert is not cleared ({}): its quarantine stays",
-                why.join("; ")
-            );
-        }
+        self.not_cleared = (ids.into_iter())
+            .map(|id| {
+                let why: Vec<&str> = (not_cleared.iter())
+                    .filter(|(of, _)| *of == id)
+                    .map(|(_, why)| why.as_str())
+                    .collect();
+                (id, why.join("; "))
+            })
+            .collect();
         cleared
+    }
+
+    /// The reverts the last [`Guard::window_closed`] did not clear, each with why, signal by
+    /// signal: for the caller to say, which knows whether the revert quarantined anything (s57
+    /// review2 R2-6: "its quarantine stays" of a revert that wrote none).
+    pub fn take_not_cleared(&mut self) -> Vec<(u64, String)> {
+        std::mem::take(&mut self.not_cleared)
     }
 
     /// The run loop is done acting on the window that closed last: a change made from now on is

@@ -16,7 +16,7 @@ use std::{
 };
 
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     actuate::{
@@ -1134,9 +1134,19 @@ impl Deciding {
     /// verdict `cleared`. A revert older than its first window wholly after it is forgotten.
     fn lift_cleared_quarantines(&mut self, cleared: Vec<crate::guard::Cleared>) -> Vec<Event> {
         let mut events = Vec::new();
+        for (id, why) in self.guard.take_not_cleared() {
+            if (self.guard_quarantines.iter()).any(|q| q.change_id == id) {
+                info!("guard: #{id}'s revert is not cleared ({why}): its quarantine stays");
+            }
+        }
         for c in cleared {
+            // A revert that did not take, or took nothing out, quarantined nothing to lift.
             let Some(at) = (self.guard_quarantines.iter()).position(|q| q.change_id == c.change_id)
             else {
+                debug!(
+                    "guard: #{} would be cleared, but its revert quarantined nothing",
+                    c.change_id
+                );
                 continue;
             };
             let q = self.guard_quarantines.remove(at);
