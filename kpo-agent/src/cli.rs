@@ -514,16 +514,16 @@ pub(crate) fn offline_or_starting_agent<T>(
     Result<crate::api::client::SocketControl, Result<T, crate::control::ControlError>>,
 > {
     let deadline = std::time::Instant::now() + AGENT_STARTING_WAIT;
+    let held = |opened: &Result<T, crate::control::ControlError>| {
+        matches!(
+            opened,
+            Err(crate::control::ControlError::Journal(
+                crate::journal::JournalError::AgentRunning { .. }
+            ))
+        )
+    };
     let mut opened = offline();
     loop {
-        let held = |opened: &Result<T, crate::control::ControlError>| {
-            matches!(
-                opened,
-                Err(crate::control::ControlError::Journal(
-                    crate::journal::JournalError::AgentRunning { .. }
-                ))
-            )
-        };
         if !held(&opened) || std::time::Instant::now() >= deadline {
             return Ok(Err(opened));
         }

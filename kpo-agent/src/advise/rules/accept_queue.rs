@@ -356,8 +356,13 @@ impl AcceptQueueRule {
     /// at 24, the queue at 32 of 64).
     fn old_sockets_drops(&self, l: &ListenerWindow) -> bool {
         let before = (self.listeners.get(&ListenerId::of(l))).map_or(0, |st| st.run.0);
-        let near = f64::from(l.backlog_max) >= self.cfg.near_ratio * f64::from(l.backlog_limit);
-        before != 0 && l.backlog_limit > before && !near
+        before != 0 && l.backlog_limit > before && !self.near(l)
+    }
+
+    /// Whether `l`'s deepest queue came near its limit (`near_ratio` of it).
+    fn near(&self, l: &ListenerWindow) -> bool {
+        l.backlog_limit > 0
+            && f64::from(l.backlog_max) >= self.cfg.near_ratio * f64::from(l.backlog_limit)
     }
 
     /// A window closed (`at.index`): drops, or a queue near its limit for `near_windows`
@@ -374,10 +379,9 @@ impl AcceptQueueRule {
         for l in &window.listeners {
             let id = ListenerId::of(l);
             let old_sockets = self.old_sockets_drops(l);
+            let near = self.near(l);
             let st = self.listeners.entry(id).or_default();
             let dropping = dropping_at_its_limit(window, l);
-            let near = l.backlog_limit > 0
-                && f64::from(l.backlog_max) >= self.cfg.near_ratio * f64::from(l.backlog_limit);
             // The last raise is judged before the window's advice: one that did not help is
             // not followed by another.
             if l.overflows.is_some() {
