@@ -331,14 +331,27 @@ impl Folded {
                 key,
                 value,
                 until_ms,
+                earlier,
                 ..
             } => {
                 let p = self.param(key);
+                let replaced =
+                    (p.quarantine.iter().find(|q| &q.value == value)).and_then(|q| q.doubles);
                 p.quarantine.retain(|q| &q.value != value);
+                let lift = until_ms == ts_ms;
                 p.quarantine.push(Quarantined {
                     value: value.clone(),
                     since_ms: *ts_ms,
                     until_ms: *until_ms,
+                    doubles: if lift {
+                        *earlier
+                    } else {
+                        Some(Span {
+                            since_ms: *ts_ms,
+                            until_ms: *until_ms,
+                        })
+                    },
+                    replaced,
                 });
             }
         }
@@ -481,6 +494,12 @@ impl Folded {
         if p.address.is_none() {
             p.address = copy.key.parse().ok();
         }
+    }
+
+    /// What a new quarantine of `value` at `key` doubles ([`quarantine_length`]).
+    pub(super) fn doubled_quarantine(&self, key: &str, value: &Value) -> Option<Span> {
+        let p = self.params.get(key)?;
+        p.quarantine.iter().find(|q| &q.value == value)?.doubles
     }
 
     /// The value guard revert `i` (at `records[at]`) took away, as the guard quarantines it, if

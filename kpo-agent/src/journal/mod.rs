@@ -425,7 +425,8 @@ pub enum Record {
         key: String,
         why: String,
     },
-    /// The guard reverted this value; not to be applied again before `until_ms`.
+    /// The guard reverted this value; not to be applied again before `until_ms`. One whose
+    /// `until_ms` is its own time lifts the one before it ([`Journal::lift_quarantine`]).
     Quarantine {
         ts_ms: u64,
         #[serde(deserialize_with = "key_without_alias")]
@@ -433,6 +434,12 @@ pub enum Record {
         value: Value,
         until_ms: u64,
         why: String,
+        /// On a lift: the value's quarantine before the lifted one, which a later quarantine
+        /// doubles as if the lifted one had not been ([`quarantine_length`]). Carried in the
+        /// record, not looked up at the next quarantine: archiving may have dropped the record it
+        /// came from by then.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        earlier: Option<Span>,
     },
     /// Written at recovery for a damaged line dropped ([`Journal::open`]), from what it still
     /// showed: `id`, an id it named above every intact record's, which is never handed out again
@@ -525,6 +532,21 @@ pub struct Quarantined {
     /// When the quarantine began (its record's time).
     pub since_ms: u64,
     pub until_ms: u64,
+    /// The quarantine a later one of the value doubles ([`quarantine_length`]): this one, or for
+    /// a lift the one before the lifted one (none if there was none).
+    #[serde(skip)]
+    pub doubles: Option<Span>,
+    /// What the quarantine this one replaced gave to double (its `doubles`), for a lift of this
+    /// one to carry on ([`Journal::lift_quarantine`]).
+    #[serde(skip)]
+    pub replaced: Option<Span>,
+}
+
+/// When a quarantine began and ended (or ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    pub since_ms: u64,
+    pub until_ms: u64,
 }
 
 /// The longest a quarantine grows to by repeating (unless the policy's own is longer).
@@ -536,8 +558,10 @@ pub const QUARANTINE_REPEATED_AT_MOST: Duration = Duration::from_secs(7 * 24 * 3
 /// advisors see the same kernel value again once a revert restores it, so a fixed length makes a
 /// change that keeps regressing come back, and regress, once per `base`, forever; doubling makes
 /// each return rarer. A day is how long the journal keeps an ended quarantine's record (see
-/// docs/journal.md, archive), so the rule reads the same after an archive.
-pub fn quarantine_length(previous: Option<&Quarantined>, base: Duration, now_ms: u64) -> Duration {
+/// docs/journal.md, archive), so the rule reads the same after an archive. `previous` is the
+/// value's [`Quarantined::doubles`]: a lifted quarantine was a mistake and counts for nothing, the
+/// one before it still does.
+pub fn quarantine_length(previous: Option<Span>, base: Duration, now_ms: u64) -> Duration {
     const DAY_MS: u64 = 24 * 3600 * 1000;
     let Some(previous) = previous.filter(|q| q.until_ms.saturating_add(DAY_MS) > now_ms) else {
         return base;
@@ -1384,11 +1408,7 @@ impl Journal {
     ) -> Result<Duration, JournalError> {
         let now = now_ms();
         let key = target_key(address);
-        let previous = self
-            .st
-            .params
-            .get(&key)
-            .and_then(|p| p.quarantine.iter().find(|q| &q.value == value));
+        let previous = self.st.doubled_quarantine(&key, value);
         let length = quarantine_length(previous, for_, now);
         self.append(Record::Quarantine {
             ts_ms: now,
@@ -1396,6 +1416,7 @@ impl Journal {
             value: value.clone(),
             until_ms: now.saturating_add(length.as_millis().min(u128::from(u64::MAX)) as u64),
             why: why.to_string(),
+            earlier: None,
         })?;
         Ok(length)
     }
@@ -1413,20 +1434,23 @@ impl Journal {
     ) -> Result<bool, JournalError> {
         let now = now_ms();
         let key = target_key(address);
-        let in_force = (self.st.params.get(&key)).is_some_and(|p| {
-            p.quarantine
-                .iter()
-                .any(|q| &q.value == value && q.until_ms > now)
-        });
-        if !in_force {
+        let in_force = (self.st.params.get(&key))
+            .and_then(|p| {
+                p.quarantine
+                    .iter()
+                    .find(|q| &q.value == value && q.until_ms > now)
+            })
+            .cloned();
+        let Some(lifted) = in_force else {
             return Ok(false);
-        }
+        };
         self.append(Record::Quarantine {
             ts_ms: now,
             key,
             value: value.clone(),
             until_ms: now,
             why: why.to_string(),
+            earlier: lifted.replaced,
         })?;
         Ok(true)
     }
@@ -1482,11 +1506,7 @@ impl Journal {
         let now = now_ms();
         let mut restored = Vec::new();
         for (revert, of, value, since) in missing {
-            let previous = self
-                .st
-                .params
-                .get(&revert.key)
-                .and_then(|p| p.quarantine.iter().find(|q| q.value == value));
+            let previous = self.st.doubled_quarantine(&revert.key, &value);
             let length = quarantine_length(previous, base, since);
             let until_ms =
                 since.saturating_add(length.as_millis().min(u128::from(u64::MAX)) as u64);
@@ -1503,6 +1523,7 @@ impl Journal {
                     if ended { ", ended already" } else { "" },
                     revert.id
                 ),
+                earlier: None,
             })?;
             restored.push(if ended {
                 format!(

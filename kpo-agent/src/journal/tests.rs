@@ -1037,33 +1037,65 @@ fn a_value_reverted_again_is_quarantined_twice_as_long() {
     assert!(left > 3 * base && left <= 4 * base, "{left:?}");
 }
 
+/// A lifted quarantine was a mistake (the guard's `cleared` verdict): it counts for no doubling,
+/// and neither does it erase the doubling of the real ones before it (review2 s57 R2-3): a value
+/// reverted for real after a lift is kept out twice as long as its last real quarantine, also
+/// after a reopen, as the lift's record carries that quarantine.
+#[test]
+fn a_lifted_quarantine_keeps_the_doubling_of_the_ones_before_it() {
+    let dir = private_tempdir();
+    let a = addr("net.core.somaxconn");
+    let v = Value::Int(9000);
+    let base = Duration::from_secs(600);
+    let mut j = open(dir.path());
+    assert_eq!(j.quarantine(&a, &v, base, "p99 rose").unwrap(), base);
+    assert_eq!(j.quarantine(&a, &v, base, "p99 rose").unwrap(), 2 * base);
+    assert_eq!(j.quarantine(&a, &v, base, "p99 rose").unwrap(), 4 * base);
+    assert!(j.lift_quarantine(&a, &v, "cleared").unwrap());
+    assert!(
+        !j.lift_quarantine(&a, &v, "cleared").unwrap(),
+        "none in force"
+    );
+    drop(j);
+    let mut j = open(dir.path());
+    let now = SystemTime::now();
+    let until = j.context(&a, &v, now).quarantined_until;
+    assert!(until.is_some_and(|u| u <= now), "lifted: {until:?}");
+    assert_eq!(
+        j.quarantine(&a, &v, base, "p99 rose").unwrap(),
+        4 * base,
+        "twice the last real one (2 × base), not base, nor twice the lifted one"
+    );
+    // A lift of a value's first quarantine leaves nothing to double.
+    let w = Value::Int(4000);
+    assert_eq!(j.quarantine(&a, &w, base, "p99 rose").unwrap(), base);
+    assert!(j.lift_quarantine(&a, &w, "cleared").unwrap());
+    assert_eq!(j.quarantine(&a, &w, base, "p99 rose").unwrap(), base);
+}
+
 #[test]
 fn a_repeated_quarantine_doubles_within_a_day_of_the_last_one_and_up_to_a_week() {
-    use crate::journal::{quarantine_length, Quarantined, QUARANTINE_REPEATED_AT_MOST};
+    use crate::journal::{quarantine_length, Span, QUARANTINE_REPEATED_AT_MOST};
     const HOUR_MS: u64 = 3600 * 1000;
     let hour = Duration::from_secs(3600);
-    let last = |since_ms, until_ms| Quarantined {
-        value: Value::Int(1),
-        since_ms,
-        until_ms,
-    };
+    let last = |since_ms, until_ms| Span { since_ms, until_ms };
     let now = 100 * 24 * HOUR_MS;
     assert_eq!(quarantine_length(None, hour, now), hour);
     // Ended 23 hours ago, after 2 hours: 4 hours now.
     let ended = last(now - 25 * HOUR_MS, now - 23 * HOUR_MS);
-    assert_eq!(quarantine_length(Some(&ended), hour, now), 4 * hour);
+    assert_eq!(quarantine_length(Some(ended), hour, now), 4 * hour);
     // Ended a day ago or more: forgotten, as the journal's archive forgets it.
     let old = last(now - 26 * HOUR_MS, now - 24 * HOUR_MS);
-    assert_eq!(quarantine_length(Some(&old), hour, now), hour);
+    assert_eq!(quarantine_length(Some(old), hour, now), hour);
     // Five days doubled is more than a week: a week.
     let long = last(now - 5 * 24 * HOUR_MS, now - HOUR_MS);
     assert_eq!(
-        quarantine_length(Some(&long), hour, now),
+        quarantine_length(Some(long), hour, now),
         QUARANTINE_REPEATED_AT_MOST
     );
     // A policy's own quarantine longer than that stays the floor.
     let year = Duration::from_secs(365 * 24 * 3600);
-    assert_eq!(quarantine_length(Some(&long), year, now), year);
+    assert_eq!(quarantine_length(Some(long), year, now), year);
 }
 
 /// The last intent's line, whole but damaged (its change may have been made: the kernel is

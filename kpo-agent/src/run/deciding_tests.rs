@@ -5942,6 +5942,7 @@ guard_signals = ["request_p99"]
             value: Value::Int(128),
             until_ms: now,
             why: "test: an hour has passed".into(),
+            earlier: None,
         })
         .unwrap();
     assert_eq!(

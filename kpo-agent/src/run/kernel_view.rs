@@ -759,6 +759,7 @@ max = 65535
                 value: Value::Int(2048),
                 until_ms: now,
                 why: "ended".into(),
+                earlier: None,
             })
             .unwrap();
         assert!(!quarantined(&p, 2048), "ended");

@@ -143,6 +143,7 @@ fn quarantined_by(path: &ChangePath, e: &Entry) -> Option<String> {
             value,
             until_ms,
             why,
+            ..
         } if *of == key
             && value == taken_out
             && *ts_ms <= e.ts_ms
