@@ -183,6 +183,9 @@ struct ListenerState {
     /// The pressed windows in a row at a limit (that limit, and their drops).
     run: (u32, Drops),
     raised: Option<Raised>,
+    /// Its limit when the last window closed, whether or not its drops were known then
+    /// ([`AcceptQueueRule::old_sockets_drops`]).
+    limit: u32,
 }
 
 impl ListenerState {
@@ -353,10 +356,15 @@ impl AcceptQueueRule {
     /// far from the new limit: the drops counted since were made by the old socket, at the old
     /// limit, and say nothing of the new one (s57 story BF-1: after the guard put somaxconn back
     /// from 24 to 64 and the service listened again, the rules proposed 64 -> 104 for the drops
-    /// at 24, the queue at 32 of 64).
+    /// at 24, the queue at 32 of 64). Not where SYN queues were full: a SYN queue full at the new
+    /// limit drops with the accept queue far from it (a SYN flood without syncookies), and those
+    /// drops are the new socket's (s57 review2 R2-7).
     fn old_sockets_drops(&self, l: &ListenerWindow) -> bool {
-        let before = (self.listeners.get(&ListenerId::of(l))).map_or(0, |st| st.run.0);
-        before != 0 && l.backlog_limit > before && !self.near(l)
+        let before = (self.listeners.get(&ListenerId::of(l))).map_or(0, |st| st.limit);
+        before != 0
+            && l.backlog_limit > before
+            && !self.near(l)
+            && !self.syn_full.contains(&l.netns)
     }
 
     /// Whether `l`'s deepest queue came near its limit (`near_ratio` of it).
@@ -381,6 +389,7 @@ impl AcceptQueueRule {
             let old_sockets = self.old_sockets_drops(l);
             let near = self.near(l);
             let st = self.listeners.entry(id).or_default();
+            st.limit = l.backlog_limit;
             let dropping = dropping_at_its_limit(window, l);
             // The last raise is judged before the window's advice: one that did not help is
             // not followed by another.
@@ -2141,6 +2150,34 @@ mod tests {
         rule.evaluate(&at(1), &at_24, &mut k, &p);
         assert_eq!(
             proposed(&rule.on_tick(&at(2), &full, &mut k, &p)),
+            [Some(128)]
+        );
+        // Its SYN queue full at the new limit (review2 R2-7): the new socket's drops, the
+        // accept queue far from its limit all the same.
+        let (mut rule, mut k) = (AcceptQueueRule::default(), kernel(64));
+        rule.evaluate(&at(1), &at_24, &mut k, &p);
+        let mut syn_flood = relistened.clone();
+        syn_flood.netns = vec![crate::window::NetnsWindow {
+            netns: NS,
+            listen_overflows: 0,
+            listen_drops: 16,
+            syn_queue_full_drops: Some(16),
+            syn_queue_full_cookies: Some(0),
+            cookie: None,
+        }];
+        assert_eq!(
+            proposed(&rule.on_tick(&at(2), &syn_flood, &mut k, &p)),
+            [Some(128)]
+        );
+        // At the new limit when the last window closed, its drops unknown there (a failed
+        // dump): the drops since are the new socket's (review2 R2-7).
+        let (mut rule, mut k) = (AcceptQueueRule::default(), kernel(64));
+        rule.evaluate(&at(1), &at_24, &mut k, &p);
+        let mut unknown = window(vec![listener(NS, 64, 32, 0)]);
+        unknown.listeners[0].overflows = None;
+        assert!(rule.evaluate(&at(2), &unknown, &mut k, &p).is_empty());
+        assert_eq!(
+            proposed(&rule.on_tick(&at(3), &relistened, &mut k, &p)),
             [Some(128)]
         );
     }
