@@ -462,6 +462,7 @@ fn host_wide_keys_outside_the_host(policy: &Policy) -> Vec<String> {
     let file = origin(policy);
     (policy.params.iter())
         .filter(|r| !r.name.contains(['*', '?', '[', '{', ':']))
+        .filter(|r| r.mode != Mode::Observe)
         .filter(|r| !crate::actuate::sysctl::is_per_netns(&r.name))
         .filter(|r| !r.namespaces.covers(&Target::Host))
         .map(|r| {
@@ -1830,7 +1831,8 @@ proc_root = \"/proc\"
 
     /// s57 story BD-3: an exact host-wide sysctl in an entry that covers only other namespaces
     /// can never be changed; warned of. Not a per-namespace key, nor an entry that covers the
-    /// host too, nor a glob (whose keys may be per namespace).
+    /// host too, nor a glob (whose keys may be per namespace), nor one that observes (it changes
+    /// nothing anyway: s57 review2 R2-9).
     #[test]
     fn a_host_wide_key_only_in_other_namespaces_is_warned_of() {
         let p = Policy::parse(
@@ -1838,7 +1840,8 @@ proc_root = \"/proc\"
              [params.\"net.core.netdev_max_backlog\"]\nnamespaces = [\"/run/netns/web\"]\n\
              [params.\"net.core.somaxconn\"]\nnamespaces = [4026532999]\n\
              [params.\"vm.swappiness\"]\nnamespaces = [\"host\", 4026532999]\n\
-             [params.\"vm.dirty_*\"]\nnamespaces = [4026532999]\n",
+             [params.\"vm.dirty_*\"]\nnamespaces = [4026532999]\n\
+             [params.\"vm.dirty_bytes\"]\nnamespaces = [4026532999]\nmode = \"observe\"\n",
             "p.toml",
         )
         .unwrap();

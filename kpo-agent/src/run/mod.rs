@@ -124,9 +124,10 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
         warn!("open files: the limit could not be read or raised: {e}");
     }
     let mut sink = EventSink::open(&config.events, queue_bytes).map_err(|e| {
-        // From the file, named as `kpo check --config` names it: the file and its key.
+        // From the file, named as `kpo check --config` names it: the file and its key. Standard
+        // output is the default, which a file without the key leaves (s57 review2 R2-9).
         match (&args.events, &args.config) {
-            (None, Some(file)) => {
+            (None, Some(file)) if config.events != std::path::Path::new("-") => {
                 anyhow::anyhow!("{}: `events` = {:?}: {e}", file.display(), config.events)
             }
             _ => anyhow::Error::from(e),
