@@ -1003,79 +1003,102 @@ impl ChangePath {
             let signals = self.policy.guard_signals_for(address, source);
             ahead.before_write(id, address, before, after, signals.as_deref());
         }
-        let written = if is_revert {
-            actuator.revert(after)
-        } else {
-            actuator.apply(after)
+        // Another writer (a configuration tool, `sysctl -p`) may have written the parameter
+        // since `before` was read: the intent's fsync takes milliseconds. Its value is not
+        // written over (s58 story BH-2: a lost write, and a `before` that was not the kernel's).
+        let moved = match actuator.holds_still() {
+            true => actuator.read().ok().filter(|now| now != before),
+            false => None,
+        };
+        let written = match &moved {
+            Some(_) => None,
+            None if is_revert => Some(actuator.revert(after)),
+            None => Some(actuator.apply(after)),
         };
         crash_point(CrashPoint::AfterWrite);
         let outcome = match written {
-            Ok(read_back) if &read_back == after => {
-                let ev = self.event(
-                    ChangePhase::Applied,
-                    address,
-                    Some(before),
-                    after,
-                    source,
-                    reason,
-                    Some(id),
+            None => {
+                let now = moved.unwrap_or_else(|| before.clone());
+                let error = format!(
+                    "not written: the kernel has {now}, not the {before} read before the intent \
+                     was journaled: someone else wrote it meanwhile, and their value stays"
                 );
-                self.send(ev);
-                report.read_back = Some(read_back.clone());
-                if is_revert {
-                    report.status = ChangeStatus::Reverted;
-                    Outcome::Reverted {
-                        why: reason.to_string(),
-                        read_back: Some(read_back),
-                    }
-                } else {
-                    report.status = ChangeStatus::Applied;
-                    Outcome::Applied {
-                        read_back,
-                        reconciled: false,
-                        why: None,
-                    }
+                report.status = ChangeStatus::Failed;
+                report.detail = Some(error.clone());
+                Outcome::Failed {
+                    error,
+                    reconciled: false,
+                    left: None,
                 }
             }
-            Ok(read_back) => {
-                let why = format!("wrote {after} but read back {read_back}");
-                self.put_back(
-                    &mut *actuator,
-                    id,
-                    &kind,
-                    before,
-                    Some(&read_back),
-                    why,
-                    &mut report,
-                )
-            }
-            Err(e) => {
-                // Did anything change? Read, and put the value before back if it did.
-                match actuator.read() {
-                    Ok(now) if &now == before => {
-                        report.status = ChangeStatus::Failed;
-                        report.detail = Some(e.to_string());
-                        report.failed_for_a_while = e.is_passing();
-                        Outcome::Failed {
-                            error: e.to_string(),
+            Some(written) => match written {
+                Ok(read_back) if &read_back == after => {
+                    let ev = self.event(
+                        ChangePhase::Applied,
+                        address,
+                        Some(before),
+                        after,
+                        source,
+                        reason,
+                        Some(id),
+                    );
+                    self.send(ev);
+                    report.read_back = Some(read_back.clone());
+                    if is_revert {
+                        report.status = ChangeStatus::Reverted;
+                        Outcome::Reverted {
+                            why: reason.to_string(),
+                            read_back: Some(read_back),
+                        }
+                    } else {
+                        report.status = ChangeStatus::Applied;
+                        Outcome::Applied {
+                            read_back,
                             reconciled: false,
-                            left: None,
+                            why: None,
                         }
                     }
-                    now => {
-                        let seen = now.ok();
-                        self.put_back(
-                            &mut *actuator,
-                            id,
-                            &kind,
-                            before,
-                            seen.as_ref(),
-                            e.to_string(),
-                            &mut report,
-                        )
+                }
+                Ok(read_back) => {
+                    let why = format!("wrote {after} but read back {read_back}");
+                    self.put_back(
+                        &mut *actuator,
+                        id,
+                        &kind,
+                        before,
+                        Some(&read_back),
+                        why,
+                        &mut report,
+                    )
+                }
+                Err(e) => {
+                    // Did anything change? Read, and put the value before back if it did.
+                    match actuator.read() {
+                        Ok(now) if &now == before => {
+                            report.status = ChangeStatus::Failed;
+                            report.detail = Some(e.to_string());
+                            report.failed_for_a_while = e.is_passing();
+                            Outcome::Failed {
+                                error: e.to_string(),
+                                reconciled: false,
+                                left: None,
+                            }
+                        }
+                        now => {
+                            let seen = now.ok();
+                            self.put_back(
+                                &mut *actuator,
+                                id,
+                                &kind,
+                                before,
+                                seen.as_ref(),
+                                e.to_string(),
+                                &mut report,
+                            )
+                        }
                     }
                 }
-            }
+            },
         };
         let phase = match &outcome {
             Outcome::Applied { .. } => ChangePhase::Verified,

@@ -224,6 +224,14 @@ pub trait Actuator: Send {
     fn revert(&mut self, original: &param::Value) -> Result<param::Value, ActuateError> {
         self.apply(original)
     }
+    /// Whether a value read from this parameter stays as it is until someone writes it, so that
+    /// the change path may read it again just before its write and take another value for
+    /// another writer's (s58 story BH-2). A sysctl's does. A NIC's coalescing value may move when
+    /// KPO turns adaptive moderation off before it, and a cpufreq limit reads clamped by the
+    /// other limit KPO may just have written: they are not checked so.
+    fn holds_still(&self) -> bool {
+        false
+    }
     /// The cookie of the network namespace this actuator acts in (`None`: the host's, or unknown):
     /// read through the namespace it holds, so it is the namespace its writes go to.
     fn netns_cookie(&self) -> Option<u64> {

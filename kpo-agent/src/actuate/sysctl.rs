@@ -1004,6 +1004,10 @@ impl Actuator for SysctlActuator {
         })
     }
 
+    fn holds_still(&self) -> bool {
+        true
+    }
+
     fn apply(&mut self, value: &Value) -> Result<Value, ActuateError> {
         let param = self.address.to_string();
         let where_ = where_text(&self.address);

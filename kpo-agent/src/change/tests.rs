@@ -28,6 +28,8 @@ pub(crate) struct FakeKernel {
     pub revert_clamp_once: Option<(String, Value)>,
     /// Reverts (put-backs) of this address fail.
     pub refuse_revert: Vec<String>,
+    /// Someone else writes this address this value once it has been read this many times more.
+    pub written_by_others_after_reads: Option<(String, usize, Value)>,
 }
 
 #[derive(Clone, Default)]
@@ -54,15 +56,26 @@ impl Actuator for FakeActuator {
             _ => None,
         }
     }
+    fn holds_still(&self) -> bool {
+        true
+    }
     fn read(&mut self) -> Result<Value, ActuateError> {
-        let k = self.kernel.lock().unwrap();
-        k.values
-            .get(&self.address.to_string())
-            .cloned()
-            .ok_or_else(|| ActuateError::NotFound {
-                knob: self.address.to_string(),
-                reason: "no such key".into(),
-            })
+        let mut k = self.kernel.lock().unwrap();
+        let key = self.address.to_string();
+        let read = (k.values.get(&key).cloned()).ok_or_else(|| ActuateError::NotFound {
+            knob: key.clone(),
+            reason: "no such key".into(),
+        });
+        if let Some((of, reads, value)) = k.written_by_others_after_reads.take() {
+            match (of == key, reads) {
+                (true, 0 | 1) => {
+                    k.values.insert(key, value);
+                }
+                (true, n) => k.written_by_others_after_reads = Some((of, n - 1, value)),
+                (false, n) => k.written_by_others_after_reads = Some((of, n, value)),
+            }
+        }
+        read
     }
     fn validate(&mut self, value: &Value) -> Result<(), ActuateError> {
         match value {
@@ -419,6 +432,52 @@ fn a_read_back_mismatch_is_reverted() {
     // KPO never held it: the value put back is the kernel's own, not one KPO applied.
     let state = p.journal.param_state(&SOMAX.parse().unwrap()).unwrap();
     assert_eq!((&state.last_applied, state.holding), (&None, None));
+}
+
+/// s58 story BH-2: another writer (`sysctl -p`, a configuration tool) wrote the parameter after
+/// KPO read the value before and before its write, while the intent was journaled. KPO writes
+/// nothing over it, for a change and for a revert, and says so; the journal keeps no `before`
+/// that was not the kernel's as KPO's.
+#[test]
+fn a_value_written_by_someone_else_while_the_intent_is_journaled_is_not_written_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, events) = path(dir.path(), POLICY, &k);
+    let others = |k: &FakeActuators, value: i128| {
+        let reads = 1;
+        k.0.lock().unwrap().written_by_others_after_reads =
+            Some((SOMAX.into(), reads, Value::Int(value)));
+    };
+    others(&k, 7001);
+    let r = p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Failed, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(7001));
+    assert_eq!(
+        r.detail.as_deref(),
+        Some(
+            "not written: the kernel has 7001, not the 4096 read before the intent was \
+             journaled: someone else wrote it meanwhile, and their value stays"
+        )
+    );
+    assert_eq!(
+        phases(&events),
+        [ChangePhase::Proposed, ChangePhase::Failed]
+    );
+    let state = p.journal.param_state(&SOMAX.parse().unwrap()).unwrap();
+    assert_eq!((&state.last_applied, state.holding), (&None, None));
+    // A revert of KPO's change, the other writer coming between its read and its write.
+    let r = p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
+    assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
+    let id = r.journal_id.unwrap();
+    others(&k, 7002);
+    let r = p.revert(id, Source::Operator, "undo").unwrap();
+    assert_eq!(r.status, ChangeStatus::Failed, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(7002));
+    assert!(
+        (r.detail.as_deref().unwrap()).contains("the kernel has 7002, not the 8192"),
+        "{}",
+        r.describe()
+    );
 }
 
 #[test]
