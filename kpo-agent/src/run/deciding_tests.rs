@@ -3484,6 +3484,45 @@ fn a_loop_off_for_a_group_apart_starts_once_they_agree() {
     rig.assert_schema();
 }
 
+/// s58 story BG-1: a member whose hardware range cannot be read (`cpuinfo_max_freq` holding a
+/// word, or gone) refused every candidate of the group as invalid, and the search spent its whole
+/// budget so, reported as converged. It is left out at start, named with why, as an unreadable
+/// value is, and the search goes on over the others.
+#[test]
+fn a_member_whose_hardware_range_cannot_be_read_is_left_out_at_start() {
+    for broken in ["fast", ""] {
+        let (rig, base) = Rig::over_two_policies(
+            &cpufreq_entries(&["cpufreq:*:scaling_max_freq"]),
+            "cpuinfo_max_freq",
+            broken,
+        );
+        let mut rig = if broken.is_empty() {
+            std::fs::remove_file(base.join("policy1/cpuinfo_max_freq")).unwrap();
+            rig.restarted()
+        } else {
+            rig
+        };
+        let left_out = rig.left_out_of_start_over(&["cpufreq:policy0:scaling_max_freq"]);
+        assert!(
+            left_out.contains("cpufreq:policy1:scaling_max_freq")
+                && left_out.contains("cpuinfo_max_freq"),
+            "{left_out}"
+        );
+        for _ in 0..6 {
+            rig.window();
+        }
+        let invalid = rig.live.iter().filter(|e| {
+            matches!(e, LiveEvent::Refused { reason, .. } if reason.contains("cpuinfo_max_freq"))
+        });
+        assert_eq!(invalid.count(), 0, "{:?}", rig.live);
+        assert!(
+            (rig.intents().iter()).any(|i| i.kind == IntentKind::Change),
+            "the search goes on over policy0: {:?}",
+            rig.live
+        );
+    }
+}
+
 /// s48 review M2: with both limits of the policies as knobs, the check was left out whole where
 /// only the other limit's part depends on the write order: a value beyond one member's hardware
 /// range was written to the others first again.

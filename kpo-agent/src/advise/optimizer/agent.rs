@@ -41,7 +41,10 @@ use super::live::{
 };
 use super::space::{KnobSpec, Space};
 use crate::{
-    actuate::param::{ParamAddress, ParamKind, Target, Value},
+    actuate::{
+        param::{ParamAddress, ParamKind, Target, Value},
+        ActuateError,
+    },
     change::{ChangePath, ChangeReport, ChangeStatus},
     energy::EnergySource,
     guard::Guard,
@@ -300,10 +303,16 @@ impl AgentOptimizer {
             // The knob keeps the members that can be read; the group keeps its bounds and levels.
             for address in std::mem::take(&mut group.members) {
                 match path.read(&address) {
-                    Ok(Value::Int(now)) => {
-                        values.push(now);
-                        members.push(address);
-                    }
+                    Ok(Value::Int(now)) => match unreadable_for_its_checks(path, &address, now) {
+                        Some(e) => {
+                            unreadable += 1;
+                            problems.push(named(&address, e.to_string()));
+                        }
+                        None => {
+                            values.push(now);
+                            members.push(address);
+                        }
+                    },
                     Ok(other) => problems.push(format!(
                         "{address} is {}, not one integer",
                         other.described()
@@ -1029,6 +1038,23 @@ fn read_knobs_partly(path: &ChangePath, knobs: &[Knob], record: &[f64]) -> (Vec<
             }
         })
         .unzip()
+}
+
+/// Why every value of `address` would be refused, by a check that reads something besides the
+/// parameter (a cpufreq limit's hardware range, `cpuinfo_min_freq` and `cpuinfo_max_freq`) and
+/// cannot read it: left out at start as an unreadable value is, where the search would otherwise
+/// spend its whole budget on candidates each refused as invalid (s58 story BG-1). Checked with
+/// the value it has now, which the kernel took; a refusal of that value itself says nothing of
+/// the candidates.
+fn unreadable_for_its_checks(
+    path: &ChangePath,
+    address: &ParamAddress,
+    now: i128,
+) -> Option<ActuateError> {
+    match path.check_value(address, &Value::Int(now), true) {
+        Err(e @ (ActuateError::Io { .. } | ActuateError::Parse { .. })) => Some(e),
+        _ => None,
+    }
 }
 
 /// Each knob's value: its members', which must agree (one set apart by someone else is an
