@@ -211,6 +211,17 @@ pub(crate) fn plan(
     archive_base: u64,
 ) -> Option<Plan> {
     let sel = Selection::new(st, cutoff);
+    let old_markers = (st.records.iter())
+        .filter(|r| matches!(r, Record::Archived { .. }))
+        .count();
+    // Every record under a day old (but the marker): all stay, and the candidate's fold would
+    // cost a second journal in memory at every open for nothing (s58 story BI-2: a journal over
+    // the threshold with every record recent).
+    if old_markers <= 1
+        && (st.records[..sel.end].iter()).all(|r| matches!(r, Record::Archived { .. }))
+    {
+        return None;
+    }
     let batch = sel.batch();
     let mut kept_whole = BTreeSet::new();
     let mut plan = sel.candidate(st, boot, now, &batch, &kept_whole, archive_base);
@@ -226,11 +237,6 @@ pub(crate) fn plan(
         plan = sel.candidate(st, boot, now, &batch, &kept_whole, archive_base);
     }
     plan.kept_whole = kept_whole.into_iter().collect();
-    let old_markers = st
-        .records
-        .iter()
-        .filter(|r| matches!(r, Record::Archived { .. }))
-        .count();
     // The new journal has one marker; nothing to do if it would hold every record it holds now.
     if batch.is_empty() && plan.live.len() - 1 == st.records.len() - old_markers {
         return None;

@@ -1312,7 +1312,12 @@ pub enum Refusal {
     Quarantined { until: String },
     #[error("rate-limited: {changes} changes in the last hour, the limit is {limit}")]
     RateLimited { changes: u32, limit: u32 },
-    #[error("yielded: an administrator changed this parameter; kpo resume PARAM hands it back")]
+    // Named by the line that quotes it (`refused #301 NAME: ...: yielded: ...`); `kpo status`
+    // names the writer (s58 story BH-4: a literal PARAM).
+    #[error(
+        "yielded: someone else (a person, a tool) wrote this parameter over KPO's value; `kpo \
+         resume` with its name hands it back"
+    )]
     Yielded,
     #[error("invalid: {why}")]
     Invalid { why: String },

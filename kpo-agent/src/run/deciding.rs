@@ -847,7 +847,7 @@ impl Deciding {
             events.extend(self.take_events());
             events.extend(self.yield_after_the_loops_reverts(&skipped));
             for e in settled {
-                info!("policy reload: optimizer: {e:?}");
+                info!("policy reload: optimizer: {}", optimizer_log_line(&e));
                 events.push(optimizer_event(knobs.clone(), e));
             }
         }
@@ -1578,7 +1578,7 @@ impl Deciding {
             // Yielded before `on_exit`'s reverts, which then leave the person's value alone.
             events.extend(self.yield_after_the_loops_reverts(&skipped));
             for e in settled {
-                info!("on exit: optimizer: {e:?}");
+                info!("on exit: optimizer: {}", optimizer_log_line(&e));
                 events.push(optimizer_event(knobs.clone(), e));
             }
         }
@@ -1909,4 +1909,10 @@ mod tests {
             "{warning}"
         );
     }
+}
+
+/// An optimizer step for the log, as its event says it (s58 story BG-8: the log printed Rust's
+/// debug form, `Settled { from: [...], to: [...] }`).
+fn optimizer_log_line(e: &LiveEvent) -> String {
+    serde_json::to_string(e).unwrap_or_else(|_| format!("{e:?}"))
 }
