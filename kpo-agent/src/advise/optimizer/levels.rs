@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::actuate::{
     cpufreq::{frequency_table, policy_dir},
@@ -34,6 +34,7 @@ pub fn knob_levels(
     levels: usize,
     sys: &Path,
 ) -> Vec<f64> {
+    let (min, max) = within_the_hardware(members, min, max, sys);
     match common_table(members, sys) {
         Ok(None) if members.iter().all(is_coalescing_delay) => {
             even_values(&even_grid(min, max, levels), min, max)
@@ -177,6 +178,43 @@ fn spread_by_index(sorted: &[i64], levels: usize) -> Vec<i64> {
     (0..levels)
         .map(|i| sorted[((i * last) as f64 / (levels - 1) as f64).round() as usize])
         .collect()
+}
+
+/// `[min, max]` narrowed to the hardware range every cpufreq member has (`cpuinfo_min_freq` to
+/// `cpuinfo_max_freq`; a member whose range cannot be read narrows nothing), said when it is:
+/// a level outside it is refused at every search (s58 story BG-4: bounds of 400000..4000000 over
+/// a range of 800000..3000000 spent 3 of 8 levels so). Bounds that lie wholly outside it are kept,
+/// for the refusals to say why.
+fn within_the_hardware(members: &[ParamAddress], min: i64, max: i64, sys: &Path) -> (i64, i64) {
+    let read = |dir: &Path, file: &str| -> Option<i64> {
+        std::fs::read_to_string(dir.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let (mut lo, mut hi) = (min, max);
+    for address in members {
+        let Target::Cpufreq { policy } = &address.target else {
+            continue;
+        };
+        let dir = policy_dir(sys, policy);
+        if let Some(v) = read(&dir, "cpuinfo_min_freq") {
+            lo = lo.max(v);
+        }
+        if let Some(v) = read(&dir, "cpuinfo_max_freq") {
+            hi = hi.min(v);
+        }
+    }
+    if lo > hi || (lo, hi) == (min, max) {
+        return (min, max);
+    }
+    info!(
+        "optimizer: {}: the policy's bounds {min}..={max} kHz reach beyond the hardware range \
+         (cpuinfo_min_freq..cpuinfo_max_freq); its levels lie within {lo}..={hi}",
+        members_named(members)
+    );
+    (lo, hi)
 }
 
 /// The frequencies every cpufreq member's table has: `None` when no member is a cpufreq policy
@@ -417,6 +455,31 @@ mod tests {
         assert_eq!(
             knob_levels(&[rx], 0, 100, 6, tmp.path()),
             [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]
+        );
+    }
+
+    /// s58 story BG-4: bounds wider than the hardware range are narrowed to it, the range every
+    /// member has; a member whose range cannot be read narrows nothing, nor do bounds wholly
+    /// outside it.
+    #[test]
+    fn the_levels_lie_within_the_hardware_range_of_every_member() {
+        let tmp = tree(&[("policy0", None), ("policy1", None)]);
+        let cpuinfo = |policy: &str, lo: &str, hi: &str| {
+            let dir = policy_dir(tmp.path(), policy);
+            std::fs::write(dir.join("cpuinfo_min_freq"), lo).unwrap();
+            std::fs::write(dir.join("cpuinfo_max_freq"), hi).unwrap();
+        };
+        cpuinfo("policy0", "800000\n", "3000000\n");
+        cpuinfo("policy1", "1000000\n", "fast\n");
+        let members = max_freq(&["policy0", "policy1"]);
+        assert_eq!(
+            knob_levels(&members, 400_000, 4_000_000, 3, tmp.path()),
+            [1_000_000.0, 2_000_000.0, 3_000_000.0]
+        );
+        assert_eq!(
+            knob_levels(&members, 3_500_000, 4_000_000, 2, tmp.path()),
+            [3_500_000.0, 4_000_000.0],
+            "wholly outside: kept"
         );
     }
 
