@@ -548,6 +548,10 @@ pub struct LiveOptimizer {
     before_trials: Option<Vec<f64>>,
     /// The start was measured beyond the SLO: no settle goes back to it.
     start_broke_slo: bool,
+    /// Where the loop last went back to after a breach, until it is learned: a return is no
+    /// trial of the budget's, even to a configuration this search has not measured (what the
+    /// knobs held before a killed agent's trial: s58 story BG-2).
+    returned_to: Option<Vec<f64>>,
     /// The proposal applied last (point, candidate index), until a step measures it: while it
     /// is [`Self::current`], a trial is in place.
     untested: Option<(Vec<f64>, usize)>,
@@ -613,6 +617,7 @@ impl LiveOptimizer {
             waited_for: None,
             last_told: None,
             just_went_back: false,
+            returned_to: None,
             pending_best: None,
             before_trials: None,
             start_broke_slo: false,
@@ -722,6 +727,7 @@ impl LiveOptimizer {
         self.hold_windows = 0;
         self.hold_sum = 0.0;
         self.restarts += 1;
+        self.returned_to = None;
         self.waiting = false;
         self.waited_for = None;
         self.retry_wait = RetryWait::default();
@@ -867,7 +873,9 @@ impl LiveOptimizer {
             self.waited_for = None;
             // A configuration this search measured before (the best, or the start, the loop went
             // back to after a breach) is learned again but is no trial of the budget's.
-            let revisit = self.opt.observations().iter().any(|o| o.point == current);
+            let returned = self.returned_to.take();
+            let revisit = returned.as_ref() == Some(&current)
+                || self.opt.observations().iter().any(|o| o.point == current);
             self.opt.tell(&current, objective, &slo.values(m))?;
             if !revisit {
                 self.evaluations += 1;
@@ -972,6 +980,9 @@ impl LiveOptimizer {
             ev.push(e);
         }
         self.just_went_back = self.current != from;
+        if self.just_went_back {
+            self.returned_to = Some(self.current.clone());
+        }
         // The search had converged and its best waited to be applied (refused for now) under
         // the last trial: going back took the loop to that best (or, if the guard quarantined
         // it since, to the cheapest one still allowed), which it now holds. A revert that failed
@@ -1841,6 +1852,49 @@ mod tests {
             "{events:#?}"
         );
         assert_eq!(machine.now, before);
+    }
+
+    /// s58 story BG-2: a killed agent's trial was the start; it broke the SLO and the loop went
+    /// back to what the knobs held before the trials, which this search had not measured. That
+    /// return was counted as a trial of the budget's: the search had one trial fewer than the
+    /// budget allows (the start and `budget - 1` trials).
+    #[test]
+    fn a_return_to_what_the_knobs_held_before_a_killed_agents_trial_is_no_trial() {
+        use crate::advise::optimizer::space::KnobSpec;
+        let space = Space::new(vec![KnobSpec::range("k", 1.0, 5.0, 1.0)]).unwrap();
+        let budget = 4;
+        let (start, before) = (vec![2.0], vec![5.0]);
+        let mut live = LiveOptimizer::new(space, start.clone(), slo_300us(budget)).unwrap();
+        live.set_before_trials(before.clone());
+        let mut machine = Machine { now: start.clone() };
+        let mut events = Vec::new();
+        for _ in 0..20 {
+            let m = if machine.now == start {
+                breach()
+            } else {
+                within_slo()
+            };
+            events.extend(live.step(&m, &mut machine).unwrap());
+            if live.phase() == Phase::Holding {
+                break;
+            }
+        }
+        assert!(
+            (events.iter()).any(|e| matches!(e, LiveEvent::Reverted { to, .. } if *to == before)),
+            "{events:#?}"
+        );
+        // Before the search converges (an `applied` after it is the move to the best).
+        let trials = (events.iter())
+            .take_while(|e| !matches!(e, LiveEvent::Converged { .. }))
+            .filter(|e| matches!(e, LiveEvent::Applied { .. }))
+            .count();
+        assert_eq!(trials, budget - 1, "{events:#?}");
+        assert!(
+            (events.iter()).any(
+                |e| matches!(e, LiveEvent::Converged { evaluations, .. } if *evaluations == budget)
+            ),
+            "{events:#?}"
+        );
     }
 
     fn breach() -> Measurement {
