@@ -101,7 +101,7 @@ impl From<WireValue> for Value {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParamError {
     #[error("{0:?} is not a parameter address: {1}")]
-    BadAddress(String, &'static str),
+    BadAddress(String, std::borrow::Cow<'static, str>),
 }
 
 impl Value {
@@ -288,7 +288,10 @@ impl FromStr for NetnsRef {
     type Err = ParamError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.is_empty() {
-            return Err(ParamError::BadAddress(s.into(), "empty network namespace"));
+            return Err(ParamError::BadAddress(
+                s.into(),
+                "empty network namespace".into(),
+            ));
         }
         Ok(match s.parse::<u64>() {
             Ok(inode) => NetnsRef::Inode(inode),
@@ -296,7 +299,7 @@ impl FromStr for NetnsRef {
             Err(_) => {
                 return Err(ParamError::BadAddress(
                     s.into(),
-                    "a network namespace is an inode number or an absolute path",
+                    "a network namespace is an inode number or an absolute path".into(),
                 ))
             }
         })
@@ -385,7 +388,7 @@ impl fmt::Display for ParamAddress {
 impl FromStr for ParamAddress {
     type Err = ParamError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |why| ParamError::BadAddress(s.to_string(), why);
+        let bad = |why: &'static str| ParamError::BadAddress(s.to_string(), why.into());
         let (head, netns) = match s.split_once("@netns:") {
             Some((head, ns)) => (head, Some(ns.parse::<NetnsRef>()?)),
             None => (s, None),
@@ -475,11 +478,11 @@ pub fn slashed_to_dotted(name: &str) -> String {
 /// The dotted form of a sysctl name given dotted or slashed. Rejects what cannot name a file under
 /// `/proc/sys` (empty components, `..`, NUL).
 pub fn canonical_sysctl(name: &str) -> Result<String, ParamError> {
-    let bad = |why| ParamError::BadAddress(name.to_string(), why);
+    let bad = |why: std::borrow::Cow<'static, str>| ParamError::BadAddress(name.to_string(), why);
     let name = name.trim();
     let dotted = slashed_to_dotted(name.trim_start_matches("/proc/sys/"));
     if dotted.is_empty() || dotted.contains('\0') || dotted.chars().any(char::is_whitespace) {
-        return Err(bad("a sysctl name is non-empty, without spaces"));
+        return Err(bad("a sysctl name is non-empty, without spaces".into()));
     }
     // In the dotted form '/' stands for a dot inside a component: a component that starts or
     // ends with one would be a hidden file or `..` under /proc/sys.
@@ -487,20 +490,26 @@ pub fn canonical_sysctl(name: &str) -> Result<String, ParamError> {
         .split('.')
         .any(|part| part.is_empty() || part.starts_with('/') || part.ends_with('/'))
     {
-        return Err(bad("a sysctl name has no empty or dot-led component"));
+        return Err(bad("a sysctl name has no empty or dot-led component".into()));
     }
-    if !dotted
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "._-/+".contains(c))
+    if let Some((at, c)) = (dotted.chars().enumerate())
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || "._-/+".contains(*c)))
     {
-        // "ASCII" said: a letter of another script that looks like a Latin one (a Cyrillic 'с'
-        // in `somaxсonn`) is refused with a name that reads right (s57 story BD-5).
-        return Err(bad(if dotted.is_ascii() {
-            "a sysctl name uses only ASCII letters and digits, '_', '-', '.', '/' and '+'"
-        } else {
-            "a sysctl name uses only ASCII letters and digits, '_', '-', '.', '/' and '+' (a \
-             letter that looks like a Latin one may be another script's)"
-        }));
+        // The character named, with its code point: a letter of another script that looks like
+        // a Latin one (a Cyrillic 'с' in `somaxсonn`) is refused in a name that reads right
+        // (s57 story BD-5).
+        const ALLOWED: &str =
+            "a sysctl name uses only ASCII letters and digits, '_', '-', '.', '/' and '+'";
+        let look_alike = match c.is_alphanumeric() {
+            true => ", a letter that looks like a Latin one may be another script's",
+            false => "",
+        };
+        return Err(bad(format!(
+            "{ALLOWED}; character {} is {c:?} (U+{:04X}{look_alike})",
+            at + 1,
+            u32::from(c)
+        )
+        .into()));
     }
     Ok(
         match SYSCTL_ALIASES.iter().find(|(alias, _)| *alias == dotted) {
@@ -576,7 +585,8 @@ mod tests {
     }
 
     /// s57 story BD-5: a Cyrillic 'с' in `somaxсonn` was refused as using something other
-    /// than "letters", which it is: the message says ASCII, and that a look-alike may be it.
+    /// than "letters", which it is: the message says ASCII, and names the character, its place
+    /// and code point, and that a look-alike may be it.
     #[test]
     fn a_look_alike_letter_is_refused_as_not_ascii() {
         let e = canonical_sysctl("net.core.somax\u{0441}onn")
@@ -584,8 +594,9 @@ mod tests {
             .to_string();
         assert!(
             e.ends_with(
-                "a sysctl name uses only ASCII letters and digits, '_', '-', '.', '/' and '+' \
-                 (a letter that looks like a Latin one may be another script's)"
+                "a sysctl name uses only ASCII letters and digits, '_', '-', '.', '/' and '+'; \
+                 character 15 is 'с' (U+0441, a letter that looks like a Latin one may be \
+                 another script's)"
             ),
             "{e}"
         );
@@ -595,7 +606,8 @@ mod tests {
             .to_string();
         assert!(
             e.ends_with(
-                "a sysctl name uses only ASCII letters and digits, '_', '-', '.', '/' and '+'"
+                "a sysctl name uses only ASCII letters and digits, '_', '-', '.', '/' and '+'; \
+                 character 15 is '!' (U+0021)"
             ),
             "{e}"
         );

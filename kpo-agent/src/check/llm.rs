@@ -356,6 +356,19 @@ mod tests {
               anyone on the path can read it; use https (base_url http://llm.example/v1)"
             ]
         );
+        // The default model against another server (s57 story BD-8); not against OpenAI's.
+        let local = "base_url = \"http://127.0.0.1:11434/v1\"";
+        let default_model = Advisor::of(&config(local).llm, |_| None);
+        assert_eq!(
+            default_model.warnings(&config(local).llm, |_| None),
+            [
+                "llm: llm.model is gpt-4o-mini (the default when it is not set), an OpenAI \
+                 model, and the endpoint is not OpenAI's: set llm.model to a model that server \
+                 serves (base_url http://127.0.0.1:11434/v1)"
+            ]
+        );
+        let openai = advisor("", &[("OPENAI_API_KEY", "sk-env-SECRET")]);
+        assert_eq!(openai.warnings(&config("").llm, env), [] as [String; 0]);
         let shown = file.to_json().to_string() + &file.to_text();
         assert!(!shown.contains("SECRET"), "{shown}");
         let keyed = advisor("api_key = \"sk-file-SECRET\"\nmodel = \"m\"", &[]);

@@ -591,6 +591,9 @@ pub enum Caution {
     EnvKeyNotSent,
     /// The key goes over plain http to another host through this proxy, which reads it.
     KeyThroughProxy(String),
+    /// The model is OpenAI's default and the endpoint another server's, which likely serves
+    /// other models (Ollama, vLLM): every consultation would fail (s57 story BD-8).
+    OpenAisModelElsewhere,
     /// The key goes over plain http to another host.
     KeyInClear,
 }
@@ -609,6 +612,10 @@ impl Caution {
             Caution::KeyInClear => {
                 "the LLM API key is sent over plain http to a host that is not this one: anyone \
                  on the path can read it; use https"
+            }
+            Caution::OpenAisModelElsewhere => {
+                "llm.model is gpt-4o-mini (the default when it is not set), an OpenAI model, and \
+                 the endpoint is not OpenAI's: set llm.model to a model that server serves"
             }
         }
     }
@@ -630,6 +637,11 @@ impl LlmConfig {
             out.push(Caution::KeyThroughProxy(proxy));
         } else if resolved.key_in_clear() {
             out.push(Caution::KeyInClear);
+        }
+        let openais = reqwest::Url::parse(&resolved.base_url)
+            .is_ok_and(|u| u.host_str() == Some("api.openai.com"));
+        if resolved.config.model == DEFAULT_MODEL && !openais {
+            out.push(Caution::OpenAisModelElsewhere);
         }
         out
     }
@@ -657,7 +669,7 @@ impl LlmConfig {
                             "{}",
                             Caution::KeyThroughProxy(String::new()).text()
                         ),
-                        Caution::KeyInClear => tracing::warn!(
+                        Caution::KeyInClear | Caution::OpenAisModelElsewhere => tracing::warn!(
                             base_url = %r.shown_base_url(),
                             "{}",
                             caution.text()
