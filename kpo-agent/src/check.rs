@@ -89,6 +89,9 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
     for w in optimizer_held_back_by_the_limits(&policy, &agent) {
         eprintln!("kpo: warning: {w}");
     }
+    for w in optimizer_entries_in_recommend(&policy) {
+        eprintln!("kpo: warning: {w}");
+    }
     let advisor = llm::Advisor::of(&agent.llm, |k| std::env::var(k).ok());
     for w in advisor.warnings(&agent.llm, |k| std::env::var(k).ok()) {
         eprintln!("kpo: warning: {w}");
@@ -744,6 +747,30 @@ fn optimizer_entries_without_bounds(policy: &Policy) -> Vec<String> {
             format!(
                 "{file}:{}: params.\"{}\": the optimizer leaves this entry out: it needs an \
                  integer min and max (min < max), and searches only within bounds the operator set",
+                r.line, r.name
+            )
+        })
+        .collect()
+}
+
+/// Entries of a knob the optimizer would search but for their mode recommend (in the file, or
+/// made so by `--recommend-only`): the optimizer leaves them out, as `kpo run`'s `optimizer`
+/// event `off` says; `kpo check` said nothing (s58 story BG-6). Not logged by `kpo run`, whose
+/// event says it.
+fn optimizer_entries_in_recommend(policy: &Policy) -> Vec<String> {
+    let file = origin(policy);
+    let by = match policy.forced_recommend() {
+        true => "mode recommend (made so by --recommend-only)",
+        false => "mode recommend",
+    };
+    (policy.params.iter())
+        .filter(|r| r.sources.contains(&crate::policy::Source::Optimizer))
+        .filter(|r| r.mode == Mode::Recommend && names_an_optimizer_knob(&r.name))
+        .map(|r| {
+            format!(
+                "{file}:{}: params.\"{}\": the optimizer leaves this entry out in {by}: its \
+                 trials do not wait for approvals; give the entry mode auto, within its min and \
+                 max, for the optimizer to search it",
                 r.line, r.name
             )
         })
@@ -1827,6 +1854,40 @@ proc_root = \"/proc\"
         )
         .unwrap();
         assert!(adaptive_off_outside_coalescing(&p).is_empty());
+    }
+
+    /// s58 story BG-6: an optimizer entry in mode recommend, or made so by --recommend-only, is
+    /// left out by the optimizer; `kpo check` says so. Not an entry without the optimizer among
+    /// its sources, nor one in mode auto.
+    #[test]
+    fn an_optimizer_entry_in_mode_recommend_is_warned_of() {
+        let text = "[params.\"cpufreq:*:scaling_max_freq\"]\nmode = \"recommend\"\n\
+                    sources = [\"optimizer\"]\nmin = 1200000\nmax = 3000000\n\
+                    [params.\"ethtool:eth0:rx-usecs\"]\nmode = \"auto\"\n\
+                    sources = [\"optimizer\"]\nmin = 0\nmax = 100\n\
+                    [params.\"ethtool:eth0:tx-usecs\"]\nmode = \"recommend\"\n\
+                    sources = [\"operator\"]\nmin = 0\nmax = 100\n";
+        let why = |line: usize, name: &str, by: &str| {
+            format!(
+                "p.toml:{line}: params.\"{name}\": the optimizer leaves this entry out in {by}: \
+                 its trials do not wait for approvals; give the entry mode auto, within its min \
+                 and max, for the optimizer to search it"
+            )
+        };
+        let mut p = Policy::parse(text, "p.toml").unwrap();
+        assert_eq!(
+            optimizer_entries_in_recommend(&p),
+            [why(1, "cpufreq:*:scaling_max_freq", "mode recommend")]
+        );
+        p.force_recommend();
+        let forced = "mode recommend (made so by --recommend-only)";
+        assert_eq!(
+            optimizer_entries_in_recommend(&p),
+            [
+                why(1, "cpufreq:*:scaling_max_freq", forced),
+                why(6, "ethtool:eth0:rx-usecs", forced)
+            ]
+        );
     }
 
     /// s57 story BD-3: an exact host-wide sysctl in an entry that covers only other namespaces
