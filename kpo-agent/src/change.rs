@@ -715,6 +715,7 @@ impl ChangePath {
             IntentKind::Change,
             report,
             None,
+            true,
         );
         let report = match executed {
             Ok(report) => report,
@@ -799,6 +800,7 @@ impl ChangePath {
             IntentKind::Change,
             report,
             Some(p.address.to_string()),
+            true,
         )?;
         if r.status == ChangeStatus::Applied {
             Ok(Ok(r.journal_id))
@@ -927,7 +929,10 @@ impl ChangePath {
 
     /// Intent, write, read-back, outcome. `before` is the kernel's value just read. A namespace
     /// named by a path is journaled and reported by the inode of the one the actuator holds when
-    /// the path no longer names it ([`pinned_to_held_namespace`]).
+    /// the path no longer names it ([`pinned_to_held_namespace`]). `only_over_before`: nothing is
+    /// written over another value found in place of `before` just before the write (a sysctl's,
+    /// [`Actuator::holds_still`]); false for a revert that writes over someone else's value
+    /// anyway.
     #[allow(clippy::too_many_arguments)]
     fn execute(
         &mut self,
@@ -940,6 +945,7 @@ impl ChangePath {
         kind: IntentKind,
         mut report: ChangeReport,
         made_way_for: Option<String>,
+        only_over_before: bool,
     ) -> Result<ChangeReport, ChangeError> {
         let is_revert = matches!(kind, IntentKind::Revert { .. });
         let pinned = pinned_to_held_namespace(address, actuator.netns_inode());
@@ -1005,8 +1011,10 @@ impl ChangePath {
         }
         // Another writer (a configuration tool, `sysctl -p`) may have written the parameter
         // since `before` was read: the intent's fsync takes milliseconds. Its value is not
-        // written over (s58 story BH-2: a lost write, and a `before` that was not the kernel's).
-        let moved = match actuator.holds_still() {
+        // written over (s58 story BH-2: a lost write, and a `before` that was not the kernel's),
+        // unless the caller writes over someone else's value anyway (`kpo revert --force`,
+        // `--all`: `only_over_before` false).
+        let moved = match only_over_before && actuator.holds_still() {
             true => actuator.read().ok().filter(|now| now != before),
             false => None,
         };
@@ -1023,8 +1031,18 @@ impl ChangePath {
                     "not written: the kernel has {now}, not the {before} read before the intent \
                      was journaled: someone else wrote it meanwhile, and their value stays"
                 );
-                report.status = ChangeStatus::Failed;
                 report.detail = Some(error.clone());
+                if is_revert {
+                    // As a revert that found someone else's value before its intent is reported
+                    // ([`ChangePath::restore`]): its caller yields to them, and the guard
+                    // quarantines what it was reverting (s58 review1 R1-1). The journal keeps
+                    // the intent's outcome, `failed`: nothing was written.
+                    report.status = ChangeStatus::Skipped;
+                    report.theirs_left = true;
+                    report.read_back = Some(now.clone());
+                } else {
+                    report.status = ChangeStatus::Failed;
+                }
                 Outcome::Failed {
                     error,
                     reconciled: false,

@@ -229,6 +229,9 @@ pub struct JournalArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Only the latest N entries (at least 1), still oldest first.
+    #[arg(long, value_parser = crate::approvals::cli::limit_arg)]
+    pub limit: Option<usize>,
     #[command(flatten)]
     pub state: StateArgs,
 }
@@ -779,23 +782,66 @@ fn cmd_revert(a: RevertArgs) -> anyhow::Result<ExitCode> {
 
 fn cmd_journal(a: JournalArgs) -> anyhow::Result<ExitCode> {
     let c = open(&a.state, Access::Reads)?;
-    list_journal(
-        c,
-        || {
-            if !a.json {
-                print_journal_header();
+    let print = |e: &crate::journal::Entry| -> anyhow::Result<()> {
+        if a.json {
+            crate::out!("{}", serde_json::to_string(e)?);
+        } else {
+            print_journal_entry(e);
+        }
+        Ok(())
+    };
+    let header = || {
+        if !a.json {
+            print_journal_header();
+        }
+    };
+    match a.limit {
+        None => list_journal(c, header, print)?,
+        // The listing is read whole and its tail kept: entries come oldest first (s58 story
+        // BI-4: the last 20 changes of a long-lived agent's 14,000).
+        Some(limit) => {
+            let mut latest = Latest::new(limit);
+            list_journal(
+                c,
+                || {},
+                |e| {
+                    latest.push(e.clone());
+                    Ok(())
+                },
+            )?;
+            header();
+            for e in latest.into_iter() {
+                print(&e)?;
             }
-        },
-        |e| {
-            if a.json {
-                crate::out!("{}", serde_json::to_string(e)?);
-            } else {
-                print_journal_entry(e);
-            }
-            Ok(())
-        },
-    )?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The last `limit` items pushed, oldest first.
+struct Latest<T> {
+    limit: usize,
+    kept: std::collections::VecDeque<T>,
+}
+
+impl<T> Latest<T> {
+    fn new(limit: usize) -> Self {
+        Latest {
+            limit,
+            kept: std::collections::VecDeque::with_capacity(limit.min(1024)),
+        }
+    }
+
+    fn push(&mut self, item: T) {
+        if self.kept.len() == self.limit {
+            self.kept.pop_front();
+        }
+        self.kept.push_back(item);
+    }
+
+    fn into_iter(self) -> impl Iterator<Item = T> {
+        self.kept.into_iter()
+    }
 }
 
 /// Every journal entry, oldest first, after `start`. Opened while the agent is down, the state
@@ -1438,6 +1484,23 @@ mod tests {
         // Measured as journaled: runs of white space are one space there.
         let spaced = format!("{}abcdefgh", " ".repeat(MAX_REASON_BYTES));
         assert!(Cli::try_parse_from(["kpo", "reject", "3", "--reason", &spaced]).is_ok());
+    }
+
+    /// `kpo journal --limit N`: the latest N, oldest first; N is at least 1 (s58 story BI-4).
+    #[test]
+    fn a_journal_limit_keeps_the_latest_entries_oldest_first() {
+        use clap::Parser as _;
+        let mut latest = Latest::new(3);
+        (1..=10).for_each(|i| latest.push(i));
+        assert_eq!(latest.into_iter().collect::<Vec<_>>(), [8, 9, 10]);
+        let mut few = Latest::new(3);
+        (1..=2).for_each(|i| few.push(i));
+        assert_eq!(few.into_iter().collect::<Vec<_>>(), [1, 2]);
+        let e = Cli::try_parse_from(["kpo", "journal", "--limit", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("it must be at least 1"), "{e}");
+        assert!(Cli::try_parse_from(["kpo", "journal", "--limit", "20", "--json"]).is_ok());
     }
 
     #[test]

@@ -111,7 +111,7 @@ fn id_arg(text: &str) -> Result<String, String> {
 
 /// `--limit N`: at least 1. Zero would list nothing, which reads as "no recommendation
 /// recorded" for a parameter that has some.
-fn limit_arg(text: &str) -> Result<usize, String> {
+pub(crate) fn limit_arg(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(0) => Err("it must be at least 1 (0 would show none)".into()),
         Ok(n) => Ok(n),

@@ -923,6 +923,7 @@ impl ChangePath {
             report.theirs_left = true;
             return Ok(report);
         }
+        let only_over_before = only_over.is_some();
         if let Some(ours) = only_over.filter(|ours| ours != &before) {
             report.status = ChangeStatus::Skipped;
             let unsettled = self
@@ -984,6 +985,7 @@ impl ChangePath {
             },
             report,
             None,
+            only_over_before,
         )?;
         if let Some(words) = quarantined {
             report.detail = Some(match report.detail.take() {

@@ -465,19 +465,42 @@ fn a_value_written_by_someone_else_while_the_intent_is_journaled_is_not_written_
     );
     let state = p.journal.param_state(&SOMAX.parse().unwrap()).unwrap();
     assert_eq!((&state.last_applied, state.holding), (&None, None));
-    // A revert of KPO's change, the other writer coming between its read and its write.
+    // A revert of KPO's change, the other writer coming between its read and its write: their
+    // value stays, reported as a revert that found it before its intent is (`skipped`, theirs
+    // left, for the caller to yield: s58 review1 R1-1), the journal's outcome `failed`.
     let r = p.propose(&op(SOMAX, Value::Int(8192))).unwrap();
     assert_eq!(r.status, ChangeStatus::Applied, "{}", r.describe());
     let id = r.journal_id.unwrap();
     others(&k, 7002);
     let r = p.revert(id, Source::Operator, "undo").unwrap();
-    assert_eq!(r.status, ChangeStatus::Failed, "{}", r.describe());
+    assert_eq!(
+        (r.status, r.theirs_left, &r.read_back),
+        (ChangeStatus::Skipped, true, &Some(Value::Int(7002))),
+        "{}",
+        r.describe()
+    );
     assert_eq!(value(&k, SOMAX), Value::Int(7002));
     assert!(
         (r.detail.as_deref().unwrap()).contains("the kernel has 7002, not the 8192"),
         "{}",
         r.describe()
     );
+    let revert = r.journal_id.unwrap();
+    assert_eq!(
+        p.journal
+            .entries()
+            .iter()
+            .find(|e| e.id == revert)
+            .unwrap()
+            .status,
+        "failed"
+    );
+    // `kpo revert --force` writes over someone else's value, also one written meanwhile
+    // (review1 R1-2).
+    others(&k, 7003);
+    let r = p.revert_over_theirs(id, Source::Operator, "undo").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(7001), "the value before #{id}");
 }
 
 #[test]

@@ -356,15 +356,13 @@ impl AcceptQueueRule {
     /// far from the new limit: the drops counted since were made by the old socket, at the old
     /// limit, and say nothing of the new one (s57 story BF-1: after the guard put somaxconn back
     /// from 24 to 64 and the service listened again, the rules proposed 64 -> 104 for the drops
-    /// at 24, the queue at 32 of 64). Not where SYN queues were full: a SYN queue full at the new
-    /// limit drops with the accept queue far from it (a SYN flood without syncookies), and those
-    /// drops are the new socket's (s57 review2 R2-7).
+    /// at 24, the queue at 32 of 64). A SYN queue full at the new limit drops with the accept
+    /// queue far from it (a SYN flood without syncookies) and waits for the next window so; the
+    /// namespace's `TCPReqQFullDrop` cannot tell it from the old socket's, whose SYN queue was
+    /// full at the old limit (s58 review1 R1-4).
     fn old_sockets_drops(&self, l: &ListenerWindow) -> bool {
         let before = (self.listeners.get(&ListenerId::of(l))).map_or(0, |st| st.limit);
-        before != 0
-            && l.backlog_limit > before
-            && !self.near(l)
-            && !self.syn_full.contains(&l.netns)
+        before != 0 && l.backlog_limit > before && !self.near(l)
     }
 
     /// Whether `l`'s deepest queue came near its limit (`near_ratio` of it).
@@ -2150,23 +2148,6 @@ mod tests {
         rule.evaluate(&at(1), &at_24, &mut k, &p);
         assert_eq!(
             proposed(&rule.on_tick(&at(2), &full, &mut k, &p)),
-            [Some(128)]
-        );
-        // Its SYN queue full at the new limit (review2 R2-7): the new socket's drops, the
-        // accept queue far from its limit all the same.
-        let (mut rule, mut k) = (AcceptQueueRule::default(), kernel(64));
-        rule.evaluate(&at(1), &at_24, &mut k, &p);
-        let mut syn_flood = relistened.clone();
-        syn_flood.netns = vec![crate::window::NetnsWindow {
-            netns: NS,
-            listen_overflows: 0,
-            listen_drops: 16,
-            syn_queue_full_drops: Some(16),
-            syn_queue_full_cookies: Some(0),
-            cookie: None,
-        }];
-        assert_eq!(
-            proposed(&rule.on_tick(&at(2), &syn_flood, &mut k, &p)),
             [Some(128)]
         );
         // At the new limit when the last window closed, its drops unknown there (a failed
