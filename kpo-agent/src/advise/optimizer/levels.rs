@@ -33,9 +33,9 @@ pub fn knob_levels(
     max: i64,
     levels: usize,
     sys: &Path,
-) -> Vec<f64> {
-    let (min, max) = within_the_hardware(members, min, max, sys);
-    match common_table(members, sys) {
+) -> Result<Vec<f64>, String> {
+    let (min, max) = within_the_hardware(members, min, max, sys)?;
+    Ok(match common_table(members, sys) {
         Ok(None) if members.iter().all(is_coalescing_delay) => {
             even_values(&even_grid(min, max, levels), min, max)
         }
@@ -52,7 +52,7 @@ pub fn knob_levels(
                      trying values spread over them, which the driver will round",
                     members_named(members)
                 );
-                return even_grid(min, max, levels);
+                return Ok(even_grid(min, max, levels));
             }
             spread_by_index(&in_range, levels)
                 .into_iter()
@@ -67,7 +67,7 @@ pub fn knob_levels(
             );
             even_grid(min, max, levels)
         }
-    }
+    })
 }
 
 /// The levels the loop tries for a knob whose policy entry gives them (`optimizer_levels`): those
@@ -81,6 +81,25 @@ pub fn given_levels(
     sys: &Path,
 ) -> Result<Vec<f64>, String> {
     let mut kept: Vec<i64> = given.to_vec();
+    // Outside the hardware range, a value is refused at every search (s58 review1 R1-5).
+    if let Some((lo, hi)) = hardware_range(members, sys) {
+        let (within, outside): (Vec<i64>, Vec<i64>) =
+            kept.iter().partition(|v| (lo..=hi).contains(*v));
+        if !outside.is_empty() {
+            warn!(
+                "optimizer: {}: optimizer_levels {outside:?} left out: outside the hardware \
+                 range {lo}..={hi} (cpuinfo_min_freq..cpuinfo_max_freq{}), where every trial of \
+                 them would be refused",
+                members_named(members),
+                if members.len() > 1 {
+                    " of every policy of the knob"
+                } else {
+                    ""
+                }
+            );
+        }
+        kept = within;
+    }
     match common_table(members, sys) {
         Ok(Some(table)) => {
             let (on, off): (Vec<i64>, Vec<i64>) = kept.iter().partition(|v| table.contains(v));
@@ -180,12 +199,10 @@ fn spread_by_index(sorted: &[i64], levels: usize) -> Vec<i64> {
         .collect()
 }
 
-/// `[min, max]` narrowed to the hardware range every cpufreq member has (`cpuinfo_min_freq` to
-/// `cpuinfo_max_freq`; a member whose range cannot be read narrows nothing), said when it is:
-/// a level outside it is refused at every search (s58 story BG-4: bounds of 400000..4000000 over
-/// a range of 800000..3000000 spent 3 of 8 levels so). Bounds that lie wholly outside it are kept,
-/// for the refusals to say why.
-fn within_the_hardware(members: &[ParamAddress], min: i64, max: i64, sys: &Path) -> (i64, i64) {
+/// The hardware range every cpufreq member has (`cpuinfo_min_freq` to `cpuinfo_max_freq`, the
+/// highest minimum and the lowest maximum; a member whose range cannot be read narrows nothing):
+/// `None` when no member's can be read.
+fn hardware_range(members: &[ParamAddress], sys: &Path) -> Option<(i64, i64)> {
     let read = |dir: &Path, file: &str| -> Option<i64> {
         std::fs::read_to_string(dir.join(file))
             .ok()?
@@ -193,28 +210,52 @@ fn within_the_hardware(members: &[ParamAddress], min: i64, max: i64, sys: &Path)
             .parse()
             .ok()
     };
-    let (mut lo, mut hi) = (min, max);
+    let (mut lo, mut hi) = (None::<i64>, None::<i64>);
     for address in members {
         let Target::Cpufreq { policy } = &address.target else {
             continue;
         };
         let dir = policy_dir(sys, policy);
         if let Some(v) = read(&dir, "cpuinfo_min_freq") {
-            lo = lo.max(v);
+            lo = Some(lo.map_or(v, |lo| lo.max(v)));
         }
         if let Some(v) = read(&dir, "cpuinfo_max_freq") {
-            hi = hi.min(v);
+            hi = Some(hi.map_or(v, |hi| hi.min(v)));
         }
     }
-    if lo > hi || (lo, hi) == (min, max) {
-        return (min, max);
+    (lo.is_some() || hi.is_some()).then(|| (lo.unwrap_or(i64::MIN), hi.unwrap_or(i64::MAX)))
+}
+
+/// `[min, max]` narrowed to the [`hardware_range`], said when it is: a level outside it is
+/// refused at every search (s58 story BG-4: bounds of 400000..4000000 over a range of
+/// 800000..3000000 spent 3 of 8 levels so). An `Err` when the bounds lie wholly outside it: every
+/// trial would be refused, and the knob is left out (s58 review1 R1-5).
+fn within_the_hardware(
+    members: &[ParamAddress],
+    min: i64,
+    max: i64,
+    sys: &Path,
+) -> Result<(i64, i64), String> {
+    let Some((lo, hi)) = hardware_range(members, sys) else {
+        return Ok((min, max));
+    };
+    let (narrow_lo, narrow_hi) = (min.max(lo), max.min(hi));
+    if narrow_lo > narrow_hi {
+        return Err(format!(
+            "{}: the policy's bounds {min}..={max} kHz lie wholly outside the hardware range \
+             {lo}..={hi} (cpuinfo_min_freq..cpuinfo_max_freq): every trial would be refused",
+            members_named(members)
+        ));
     }
-    info!(
-        "optimizer: {}: the policy's bounds {min}..={max} kHz reach beyond the hardware range \
-         (cpuinfo_min_freq..cpuinfo_max_freq); its levels lie within {lo}..={hi}",
-        members_named(members)
-    );
-    (lo, hi)
+    if (narrow_lo, narrow_hi) != (min, max) {
+        info!(
+            "optimizer: {}: the policy's bounds {min}..={max} kHz reach beyond the hardware \
+             range (cpuinfo_min_freq..cpuinfo_max_freq); its levels lie within \
+             {narrow_lo}..={narrow_hi}",
+            members_named(members)
+        );
+    }
+    Ok((narrow_lo, narrow_hi))
 }
 
 /// The frequencies every cpufreq member's table has: `None` when no member is a cpufreq policy
@@ -328,17 +369,17 @@ mod tests {
         // 11 frequencies in 1000000..=2050000 (2100000 is above the max); 4 of them, at the
         // indices 0, 3.33, 6.67 and 10 rounded.
         assert_eq!(
-            knob_levels(&members, 1_000_000, 2_050_000, 4, tmp.path()),
+            knob_levels(&members, 1_000_000, 2_050_000, 4, tmp.path()).unwrap(),
             [1_000_000.0, 1_300_000.0, 1_700_000.0, 2_000_000.0]
         );
         // No more in range than levels: all of them.
         assert_eq!(
-            knob_levels(&members, 950_000, 1_250_000, 8, tmp.path()),
+            knob_levels(&members, 950_000, 1_250_000, 8, tmp.path()).unwrap(),
             [1_000_000.0, 1_100_000.0, 1_200_000.0]
         );
         // The whole table at 8 levels: indices 0, 2, 4, 6, 8, 10, 12, 14.
         assert_eq!(
-            knob_levels(&members, 800_000, 2_200_000, 8, tmp.path()),
+            knob_levels(&members, 800_000, 2_200_000, 8, tmp.path()).unwrap(),
             [
                 800_000.0,
                 1_000_000.0,
@@ -364,7 +405,7 @@ mod tests {
         ]);
         let members = max_freq(&["policy0", "policy1", "policy2"]);
         assert_eq!(
-            knob_levels(&members, 800_000, 2_400_000, 8, tmp.path()),
+            knob_levels(&members, 800_000, 2_400_000, 8, tmp.path()).unwrap(),
             [800_000.0, 1_200_000.0, 1_600_000.0, 2_400_000.0]
         );
         // A member without a table takes any value: the others' common frequencies stand.
@@ -379,7 +420,8 @@ mod tests {
                 2_400_000,
                 8,
                 tmp.path()
-            ),
+            )
+            .unwrap(),
             [1_200_000.0, 1_600_000.0, 2_000_000.0, 2_400_000.0]
         );
     }
@@ -399,7 +441,8 @@ mod tests {
                 3_000_000,
                 8,
                 tmp.path()
-            ),
+            )
+            .unwrap(),
             [
                 800_000.0,
                 1_200_000.0,
@@ -417,7 +460,8 @@ mod tests {
                 3_000_000,
                 3,
                 tmp.path()
-            ),
+            )
+            .unwrap(),
             [800_000.0, 1_900_000.0, 3_000_000.0]
         );
     }
@@ -438,14 +482,14 @@ mod tests {
         let tmp = tree(&[("policy0", None), ("policy1", None)]);
         let members = max_freq(&["policy0", "policy1"]);
         assert_eq!(
-            knob_levels(&members, 1_200_000, 3_000_000, 8, tmp.path()),
+            knob_levels(&members, 1_200_000, 3_000_000, 8, tmp.path()).unwrap(),
             even
         );
         // A table that is not one, or with nothing within the bounds: the same, with a warning.
         for table in ["fast slow\n", "800000 1000000\n"] {
             let tmp = tree(&[("policy0", Some(table))]);
             assert_eq!(
-                knob_levels(&max_freq(&["policy0"]), 1_200_000, 3_000_000, 8, tmp.path()),
+                knob_levels(&max_freq(&["policy0"]), 1_200_000, 3_000_000, 8, tmp.path()).unwrap(),
                 even,
                 "{table}"
             );
@@ -453,14 +497,14 @@ mod tests {
         // Coalescing has no table.
         let rx: ParamAddress = "ethtool:eth0:rx-usecs".parse().unwrap();
         assert_eq!(
-            knob_levels(&[rx], 0, 100, 6, tmp.path()),
+            knob_levels(&[rx], 0, 100, 6, tmp.path()).unwrap(),
             [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]
         );
     }
 
     /// s58 story BG-4: bounds wider than the hardware range are narrowed to it, the range every
-    /// member has; a member whose range cannot be read narrows nothing, nor do bounds wholly
-    /// outside it.
+    /// member has; a member whose range cannot be read narrows nothing. Bounds wholly outside
+    /// it, and an entry's own levels outside it, are no levels.
     #[test]
     fn the_levels_lie_within_the_hardware_range_of_every_member() {
         let tmp = tree(&[("policy0", None), ("policy1", None)]);
@@ -473,13 +517,26 @@ mod tests {
         cpuinfo("policy1", "1000000\n", "fast\n");
         let members = max_freq(&["policy0", "policy1"]);
         assert_eq!(
-            knob_levels(&members, 400_000, 4_000_000, 3, tmp.path()),
+            knob_levels(&members, 400_000, 4_000_000, 3, tmp.path()).unwrap(),
             [1_000_000.0, 2_000_000.0, 3_000_000.0]
         );
+        // Wholly outside: every trial would be refused, the knob is left out (review1 R1-5).
+        let e = knob_levels(&members, 3_500_000, 4_000_000, 2, tmp.path()).unwrap_err();
         assert_eq!(
-            knob_levels(&members, 3_500_000, 4_000_000, 2, tmp.path()),
-            [3_500_000.0, 4_000_000.0],
-            "wholly outside: kept"
+            e,
+            "cpufreq:policy0:scaling_max_freq, cpufreq:policy1:scaling_max_freq: the policy's \
+             bounds 3500000..=4000000 kHz lie wholly outside the hardware range \
+             1000000..=3000000 (cpuinfo_min_freq..cpuinfo_max_freq): every trial would be \
+             refused"
+        );
+        // An entry's own levels outside the range are left out (review1 R1-5).
+        assert_eq!(
+            given_levels(
+                &members,
+                &[800_000, 1_500_000, 2_500_000, 3_500_000],
+                tmp.path()
+            ),
+            Ok(vec![1_500_000.0, 2_500_000.0])
         );
     }
 
@@ -535,23 +592,23 @@ mod tests {
             [0.0, 14.0, 29.0, 43.0, 57.0, 71.0, 86.0, 100.0]
         );
         assert_eq!(
-            knob_levels(&[rx.clone(), tx], 0, 100, 8, tmp.path()),
+            knob_levels(&[rx.clone(), tx], 0, 100, 8, tmp.path()).unwrap(),
             [0.0, 14.0, 28.0, 42.0, 56.0, 70.0, 86.0, 100.0]
         );
         // Odd bounds: the even values inside them, duplicates dropped.
         assert_eq!(
-            knob_levels(std::slice::from_ref(&rx), 1, 9, 8, tmp.path()),
+            knob_levels(std::slice::from_ref(&rx), 1, 9, 8, tmp.path()).unwrap(),
             [2.0, 4.0, 6.0, 8.0]
         );
         // Bounds that hold no even value: the one value there is.
         assert_eq!(
-            knob_levels(std::slice::from_ref(&rx), 3, 3, 4, tmp.path()),
+            knob_levels(std::slice::from_ref(&rx), 3, 3, 4, tmp.path()).unwrap(),
             [3.0]
         );
         // A frame count is not a delay: every integer.
         let frames: ParamAddress = "ethtool:eth0:rx-frames".parse().unwrap();
         assert_eq!(
-            knob_levels(&[frames], 0, 100, 8, tmp.path()),
+            knob_levels(&[frames], 0, 100, 8, tmp.path()).unwrap(),
             even_grid(0, 100, 8)
         );
     }

@@ -2,9 +2,10 @@
 use super::*;
 
 /// The levels the loop tries for `knob`: the entry's `optimizer_levels`, less those its driver
-/// would not read back (`levels::given_levels`; `Err`: fewer than two left); else, within
-/// `[min, max]`, frequencies of the cpufreq driver's table under the sysfs root `sys` where its
-/// policies have one, or `levels` integers spread evenly (`levels::knob_levels`).
+/// would not read back or that lie outside the hardware range (`levels::given_levels`; `Err`:
+/// fewer than two left); else, within `[min, max]` (narrowed to the hardware range; `Err` when it
+/// lies wholly outside), frequencies of the cpufreq driver's table under the sysfs root `sys`
+/// where its policies have one, or `levels` integers spread evenly (`levels::knob_levels`).
 pub(super) fn grid(
     knob: &Knob,
     group: &Group,
@@ -13,13 +14,7 @@ pub(super) fn grid(
 ) -> Result<Vec<f64>, String> {
     match &group.levels {
         Some(given) => super::super::levels::given_levels(&knob.members, given, sys),
-        None => Ok(super::super::levels::knob_levels(
-            &knob.members,
-            group.min,
-            group.max,
-            levels,
-            sys,
-        )),
+        None => super::super::levels::knob_levels(&knob.members, group.min, group.max, levels, sys),
     }
 }
 
