@@ -41,6 +41,7 @@ pub mod collect;
 pub mod config;
 pub mod control;
 pub mod counter;
+pub mod endpoint_owner;
 pub mod energy;
 pub mod guard;
 pub mod http;

@@ -494,6 +494,72 @@ impl Drop for Agent {
 }
 
 /// The `[llm]` table for `server`: the key in the file, a consultation after every window.
+/// s58 story BJ-1: any local user may listen on a free port of this host, and would get the API
+/// key and the prompt, and answer with advice. A plain-http endpoint on this host served by a user
+/// other than root, the agent's own or `llm.server_user` is not sent the request: `kpo check
+/// --llm` (the client `kpo run` uses) fails naming the user, and nothing connects to the
+/// listener; named as `llm.server_user`, the same listener is connected to. The listener is
+/// made by this root process under another filesystem uid (the socket's owner, as `ss -e`
+/// shows), with no second process.
+pub fn an_endpoint_another_user_serves_on_this_host_is_not_sent_the_key() {
+    use nix::unistd::{setfsuid, Uid};
+    let case = Case::new();
+    let nobody = 65534;
+    let listener = {
+        let root = setfsuid(Uid::from_raw(nobody));
+        let bound = std::net::TcpListener::bind("127.0.0.1:0");
+        setfsuid(root);
+        bound.unwrap()
+    };
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let check = |extra: &str| {
+        std::fs::write(
+            case.path("kpo.toml"),
+            format!(
+                "{SENSORS_OFF}\n\n[llm]\nbase_url = \"http://127.0.0.1:{port}/v1\"\n\
+                 api_key = \"{KEY}\"\nmodel = \"kpo-test\"\ntimeout = \"2s\"\n\
+                 max_attempts = 1\n{extra}"
+            ),
+        )
+        .unwrap();
+        Command::new(kpo_binary())
+            .args(["check", "--policy"])
+            .arg(case.path("policy.toml"))
+            .arg("--config")
+            .arg(case.path("kpo.toml"))
+            .arg("--llm")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
+            .output()
+            .unwrap()
+    };
+    let out = check("");
+    let shown =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "127.0.0.1:{port} is served by uid {nobody} (nobody), not by root, the agent's user \
+             or llm.server_user"
+        )),
+        "{shown}"
+    );
+    assert!(!shown.contains(KEY), "{shown}");
+    assert_eq!(
+        listener.accept().map(|_| ()).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock),
+        "nothing connected to the other user's listener"
+    );
+    // Named as the server's user, it is sent the request (it never answers: a timeout).
+    let out = check(&format!("server_user = \"{nobody}\"\n"));
+    let shown =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(!shown.contains("is served by uid"), "{shown}");
+    assert!(listener.accept().is_ok(), "connected: {shown}");
+}
+
 fn llm_table(server: &Server, extra: &str) -> String {
     format!(
         "base_url = \"{}\"\napi_key = \"{KEY}\"\nmodel = \"kpo-test\"\nevery_windows = 1\n\

@@ -561,6 +561,11 @@ fn main() {
             llm_advisor::kpo_check_llm_consults_once_and_applies_nothing,
         ),
         trial(
+            "llm_advisor::an_endpoint_another_user_serves_on_this_host_is_not_sent_the_key",
+            llm_advisor::requirement(),
+            llm_advisor::an_endpoint_another_user_serves_on_this_host_is_not_sent_the_key,
+        ),
+        trial(
             "llm_advisor::without_a_key_or_an_endpoint_the_advisor_is_off_with_one_log_line",
             llm_advisor::requirement(),
             llm_advisor::without_a_key_or_an_endpoint_the_advisor_is_off_with_one_log_line,

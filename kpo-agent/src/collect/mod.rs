@@ -469,6 +469,7 @@ mod tests {
             depth: 2,
             limit: 1,
             drops,
+            uid: 0,
         };
         let mut view = no_sockets();
         for l in [
@@ -502,6 +503,7 @@ mod tests {
             depth,
             limit,
             drops: 0,
+            uid: 0,
         };
         let mut view = no_sockets();
         view.add_socket(&socket("127.0.0.1", 1, 3, 128));

@@ -37,6 +37,8 @@ pub struct DiagListener {
     pub limit: u32,
     /// `sk_drops`: connections dropped by this listener since it was created.
     pub drops: u32,
+    /// The user that opened the socket (`ss -ltne`'s `uid:`).
+    pub uid: u32,
 }
 
 /// A sock_diag socket, kept from dump to dump, with the sequence number of its next request.
@@ -197,6 +199,7 @@ fn listener_of(response: &InetResponse) -> DiagListener {
         depth: h.recv_queue,
         limit: h.send_queue,
         drops,
+        uid: h.uid,
     }
 }
 
@@ -289,6 +292,7 @@ mod tests {
                 depth: 9,
                 limit: 8,
                 drops: 51,
+                uid: 0,
             }
         );
         assert_eq!((out[1].port, out[1].limit, out[1].drops), (9090, 4096, 0));

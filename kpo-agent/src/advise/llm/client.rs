@@ -615,6 +615,12 @@ impl LlmClient {
     }
 
     async fn send(&self, body: &Json) -> Result<Answer, SendError> {
+        // Before each attempt: a server restarting between two may have left its port to anyone.
+        crate::endpoint_owner::refused(&self.inner.url, &self.inner.cfg.trusted_server_uids())
+            .map_err(|message| SendError {
+                timeout: false,
+                message,
+            })?;
         let mut req = self
             .inner
             .http

@@ -320,6 +320,10 @@ pub struct LlmConfig {
     pub breaker_cooloff: Duration,
     /// How many recent windows the prompt summarises.
     pub prompt_windows: usize,
+    /// The user (a name or a uid) that runs a server on this host the endpoint names over plain
+    /// http, besides root and the agent's own user: a listener of anyone else on its port is not
+    /// sent the key and the prompt ([`crate::endpoint_owner`]).
+    pub server_user: Option<String>,
 }
 
 impl Default for LlmConfig {
@@ -339,6 +343,7 @@ impl Default for LlmConfig {
             breaker_failures: 3,
             breaker_cooloff: Duration::from_secs(600),
             prompt_windows: 10,
+            server_user: None,
         }
     }
 }
@@ -360,6 +365,7 @@ impl fmt::Debug for LlmConfig {
             .field("breaker_failures", &self.breaker_failures)
             .field("breaker_cooloff", &self.breaker_cooloff)
             .field("prompt_windows", &self.prompt_windows)
+            .field("server_user", &self.server_user)
             .finish()
     }
 }
@@ -535,6 +541,15 @@ pub struct ResolvedLlm {
 }
 
 impl ResolvedLlm {
+    /// The users whose listener on this host may be sent the key and the prompt over plain
+    /// http ([`crate::endpoint_owner`]): root, the agent's own, and `llm.server_user`.
+    pub fn trusted_server_uids(&self) -> Vec<u32> {
+        let mut uids = vec![0, nix::unistd::geteuid().as_raw()];
+        let named = self.config.server_user.as_deref();
+        uids.extend(named.and_then(|u| crate::endpoint_owner::uid_of(u).ok()));
+        uids
+    }
+
     /// What must never be shown of this endpoint: [`Secrets`].
     pub fn secrets(&self) -> Secrets {
         Secrets::of(&self.api_key, &self.base_url)
@@ -770,6 +785,17 @@ impl LlmConfig {
         }
         if self.model.trim().is_empty() {
             return Err(LlmConfigError::NoModel);
+        }
+        if let Some(Err(why)) = self
+            .server_user
+            .as_deref()
+            .map(crate::endpoint_owner::uid_of)
+        {
+            return Err(LlmConfigError::OutOfRange {
+                key: "llm.server_user",
+                value: format!("{:?}", self.server_user.as_deref().unwrap_or_default()),
+                allowed: format!("a user of this host, by name or uid ({why})"),
+            });
         }
         for (name, v) in [
             ("llm.every_windows", self.every_windows),

@@ -1,0 +1,177 @@
+//! Who serves a plain-http endpoint on this host, before the LLM advisor sends it the API key
+//! and the prompt (s58 story BJ-1). Any local user may listen on a free port: on the endpoint's
+//! port while its server is down or restarting, or, for `localhost`, on the address the name
+//! resolves to first (`::1`) while the server listens on the other (`127.0.0.1`). That user then
+//! gets the key and the host's listeners, and answers with advice the agent applies within the
+//! policy. So the listener's owner is read (sock_diag, the agent's network namespace, the same
+//! dump the accept-queue sensor makes) and must be root, the agent's own user, or the one the
+//! configuration names. An `https://` endpoint proves itself with its certificate instead.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use crate::collect::sockdiag::{self, DiagListener};
+
+/// Why the plain-http endpoint `url` on this host must not be sent a request: a listener on one
+/// of the addresses its host resolves to belongs to a user outside `allowed` (uids). `Ok` for an
+/// endpoint elsewhere, over https, or with no listener (the connection is refused anyway).
+pub fn refused(url: &str, allowed: &[u32]) -> Result<(), String> {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return Ok(());
+    };
+    if parsed.scheme() != "http" || !crate::http::is_loopback_url(url) {
+        return Ok(());
+    }
+    let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
+        return Ok(());
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => (host, port)
+            .to_socket_addrs()
+            .map_err(|e| format!("{host} cannot be resolved here ({e})"))?
+            .collect(),
+    };
+    let listeners = sockdiag::open_socket()
+        .and_then(|mut s| s.dump_listeners())
+        .map_err(|e| {
+            format!(
+                "who serves {host}:{port} cannot be read ({e}): not sent, since any local user \
+                 could listen there"
+            )
+        })?;
+    match foreign_listener(&addresses, &listeners, allowed) {
+        Some((address, uid)) => Err(format!(
+            "{address} is served by {}, not by root, the agent's user or llm.server_user: any \
+             local user may listen on a free port of this host, and would get the API key and \
+             the prompt; not sent (set llm.server_user to the user that runs the server, or use \
+             https)",
+            user_named(uid)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The first of `addresses` a listener outside `allowed` serves (one bound to the address itself
+/// or to every address of its family), with its owner.
+fn foreign_listener(
+    addresses: &[SocketAddr],
+    listeners: &[DiagListener],
+    allowed: &[u32],
+) -> Option<(SocketAddr, u32)> {
+    addresses.iter().find_map(|a| {
+        let ip = a.ip().to_canonical();
+        (listeners.iter())
+            .filter(|l| l.port == a.port() && !allowed.contains(&l.uid))
+            .find(|l| {
+                let bound = l.address.to_canonical();
+                bound == ip
+                    || (l.address.is_unspecified()
+                        && (l.address.is_ipv4() == ip.is_ipv4() || l.address.is_ipv6()))
+            })
+            .map(|l| (*a, l.uid))
+    })
+}
+
+fn user_named(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) => format!("uid {uid} ({})", user.name),
+        _ => format!("uid {uid}"),
+    }
+}
+
+/// The uid of `user`, a name or a number, for `llm.server_user`.
+pub fn uid_of(user: &str) -> Result<u32, String> {
+    if let Ok(uid) = user.trim().parse::<u32>() {
+        return Ok(uid);
+    }
+    match nix::unistd::User::from_name(user.trim()) {
+        Ok(Some(u)) => Ok(u.uid.as_raw()),
+        Ok(None) => Err(format!("no user named {user:?} on this host")),
+        Err(e) => Err(format!("the user {user:?} cannot be looked up ({e})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(address: &str, port: u16, uid: u32) -> DiagListener {
+        let address: IpAddr = address.parse().unwrap();
+        DiagListener {
+            family: if address.is_ipv4() { 2 } else { 10 },
+            port,
+            address,
+            inode: 1,
+            depth: 0,
+            limit: 128,
+            drops: 0,
+            uid,
+        }
+    }
+
+    fn at(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    /// s58 story BJ-1: `localhost` resolves to `::1` first; another user listening there while
+    /// root's server listens on 127.0.0.1 gets the request. Each address the name resolves to is
+    /// checked, a listener on every address of its family included; root's, the allowed ones'
+    /// and another port's are not refused.
+    #[test]
+    fn a_listener_of_another_user_on_any_address_the_host_resolves_to_is_refused() {
+        let localhost = [at("[::1]:8080"), at("127.0.0.1:8080")];
+        let root_v4 = listener("127.0.0.1", 8080, 0);
+        let nobody_v6 = listener("::1", 8080, 65534);
+        assert_eq!(
+            foreign_listener(&localhost, &[root_v4.clone(), nobody_v6], &[0]),
+            Some((at("[::1]:8080"), 65534))
+        );
+        assert_eq!(foreign_listener(&localhost, &[root_v4], &[0]), None);
+        let ollama = listener("127.0.0.1", 8080, 998);
+        assert_eq!(
+            foreign_listener(&localhost, std::slice::from_ref(&ollama), &[0, 998]),
+            None
+        );
+        assert_eq!(
+            foreign_listener(&localhost, &[ollama], &[0]),
+            Some((at("127.0.0.1:8080"), 998))
+        );
+        let wildcard = listener("0.0.0.0", 8080, 65534);
+        assert_eq!(
+            foreign_listener(
+                &[at("127.0.0.1:8080")],
+                std::slice::from_ref(&wildcard),
+                &[0]
+            ),
+            Some((at("127.0.0.1:8080"), 65534))
+        );
+        assert_eq!(
+            foreign_listener(&[at("[::1]:8080")], &[wildcard], &[0]),
+            None
+        );
+        let dual = listener("::", 8080, 65534);
+        assert_eq!(
+            foreign_listener(&[at("127.0.0.1:8080")], &[dual], &[0]),
+            Some((at("127.0.0.1:8080"), 65534))
+        );
+        let other_port = listener("127.0.0.1", 8081, 65534);
+        assert_eq!(foreign_listener(&localhost, &[other_port], &[0]), None);
+    }
+
+    #[test]
+    fn an_endpoint_elsewhere_or_over_https_is_not_looked_at() {
+        assert_eq!(refused("https://127.0.0.1:1/v1", &[]), Ok(()));
+        assert_eq!(refused("http://llm.example/v1", &[]), Ok(()));
+        assert_eq!(refused("not a url", &[]), Ok(()));
+    }
+
+    #[test]
+    fn a_server_user_is_a_name_or_a_number() {
+        assert_eq!(uid_of("root"), Ok(0));
+        assert_eq!(uid_of("998"), Ok(998));
+        assert!(uid_of("no-such-user-kpo")
+            .unwrap_err()
+            .contains("no user named"));
+    }
+}
