@@ -38,10 +38,72 @@ pub enum ProcRootError {
 /// mistyped root would otherwise read as a host without cpufreq, NICs or RAPL, silently.
 pub fn check_sysfs_root(root: &Path) -> Result<(), String> {
     match std::fs::metadata(root) {
-        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.is_dir() => others_may_change_the_tree(root, nix::unistd::geteuid().as_raw()),
         Ok(_) => Err("not a directory".into()),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// Why another user than root or `me` could choose what the cpufreq actuator writes under `root`
+/// as root, if they could: the way to it, or a directory of it down to each cpufreq policy,
+/// that they may change. A link they placed there (`policy0/scaling_max_freq` to a file of
+/// root's) would be followed by the write (s58 story BJ-2: a tree of another user's). /sys is
+/// root's; a temporary tree must be too.
+fn others_may_change_the_tree(root: &Path, me: u32) -> Result<(), String> {
+    use crate::trusted_path::{others_may_change, unsafe_ancestor, Others, Weakness};
+    let why_unsafe = "another user could place a link there, and the cpufreq actuator would \
+                      write the file it leads to as root";
+    match unsafe_ancestor(root, me) {
+        Ok(None) => {}
+        Ok(Some(Weakness::Directory(a))) => {
+            return Err(format!(
+                "{}, a directory on the way to it (owner uid {}, mode {:04o}), {} rename what \
+                 is in it: {why_unsafe}",
+                a.ancestor.display(),
+                a.owner,
+                a.mode & 0o7777,
+                a.who
+            ))
+        }
+        Ok(Some(Weakness::Link(l))) => {
+            return Err(format!(
+                "{}, a symbolic link on the way to it, is uid {}'s, in the sticky directory {}, \
+                 who may point it elsewhere: {why_unsafe}",
+                l.link.display(),
+                l.owner,
+                l.holder.display()
+            ))
+        }
+        Err((what, e)) => return Err(format!("{what}: {e}")),
+    }
+    let cpufreq = root.join("devices/system/cpu/cpufreq");
+    let mut dirs: Vec<PathBuf> = ["", "devices", "devices/system", "devices/system/cpu"]
+        .iter()
+        .map(|d| root.join(d))
+        .chain(std::iter::once(cpufreq.clone()))
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(&cpufreq) {
+        dirs.extend(entries.flatten().map(|e| e.path()));
+    }
+    for dir in dirs {
+        let Ok(meta) = std::fs::metadata(&dir) else {
+            continue;
+        };
+        if !meta.is_dir() {
+            continue;
+        }
+        let who = match others_may_change(&meta, me) {
+            None => continue,
+            Some(Others::Owner(uid)) => format!("belongs to uid {uid}"),
+            Some(Others::Everyone) => "is writable by every user".into(),
+            Some(Others::Group(gid)) => format!("is writable by group {gid}"),
+        };
+        return Err(format!(
+            "{} {who}: {why_unsafe}; make the tree root's and writable by root alone",
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Checks that `root` holds what listener discovery needs: process directories, and among them
@@ -93,6 +155,26 @@ mod tests {
     use std::fs;
 
     use super::*;
+
+    /// s58 story BJ-2: a sysfs root whose tree another user may change is refused, naming the
+    /// directory; root's own tree passes.
+    #[test]
+    fn a_sysfs_tree_another_user_may_change_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let policy = tmp.path().join("devices/system/cpu/cpufreq/policy0");
+        fs::create_dir_all(&policy).unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        assert_eq!(others_may_change_the_tree(tmp.path(), me), Ok(()));
+        assert_eq!(check_sysfs_root(tmp.path()), Ok(()));
+        fs::set_permissions(&policy, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_sysfs_root(tmp.path()).unwrap_err();
+        assert!(
+            e.starts_with(&format!("{} is writable by every user: ", policy.display())),
+            "{e}"
+        );
+        assert_eq!(check_sysfs_root(Path::new("/sys")), Ok(()));
+    }
 
     #[test]
     fn the_real_proc_passes() {
