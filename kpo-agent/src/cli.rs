@@ -1019,8 +1019,9 @@ fn another_build(through_agent: bool, agents: Option<&str>) -> Option<String> {
         None => "an older kpo, which names no version".to_string(),
     };
     Some(format!(
-        "the running agent is {agent}, this command is kpo {}: restart the agent to run the \
-         version installed (docs/journal.md, \"Upgrading and rolling back\")",
+        "the running agent is {agent}, this command is kpo {}: if this command's build is the \
+         one installed, restart the agent to run it (docs/journal.md, \"Upgrading and rolling \
+         back\")",
         crate::VERSION
     ))
 }

@@ -1020,7 +1020,8 @@ impl Actuator for SysctlActuator {
                 // Neither the value asked nor the one before: the kernel stored another.
                 let why = if back != current {
                     "the kernel took it and keeps another value: it rounds or rewrites some \
-                     (a time it keeps in clock ticks, an inverted range)"
+                     (a time it keeps in clock ticks, an inverted range), or another writer \
+                     wrote it between KPO's write and its read-back"
                         .into()
                 } else {
                     super::NOT_TAKEN.into()

@@ -512,6 +512,29 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// Serves `GET /metrics` on `listener` until dropped; anything else is 404, a method other than
 /// GET 405.
+/// Who holds `addr`'s port when the bind found it in use, and what keeps another user from it
+/// (s58 story BJ-3: any user could stop the agent's start by listening on its metrics port
+/// first, and the error did not say who).
+fn held_by(addr: SocketAddr, e: &std::io::Error) -> String {
+    if e.kind() != std::io::ErrorKind::AddrInUse {
+        return String::new();
+    }
+    let listeners = crate::collect::sockdiag::open_socket().and_then(|mut s| s.dump_listeners());
+    let owners: Vec<u32> = (listeners.iter().flatten())
+        .filter(|l| l.port == addr.port())
+        .map(|l| l.uid)
+        .collect();
+    let by = match owners.iter().find(|uid| **uid != 0) {
+        Some(uid) => format!(" (held by uid {uid}, not root)"),
+        None if owners.is_empty() => String::new(),
+        None => " (held by root)".into(),
+    };
+    format!(
+        "{by}; a port below net.ipv4.ip_unprivileged_port_start (1024 by default) cannot be \
+         taken by another user first"
+    )
+}
+
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Mutex<Metrics>>) {
     if let Ok(addr) = listener.local_addr() {
         info!("metrics: serving http://{addr}/metrics");
@@ -669,7 +692,10 @@ impl MetricsServer {
                         anyhow::anyhow!("metrics: cannot start their runtime: {e}")
                     }
                     ThreadStart::Listen(e) => {
-                        anyhow::anyhow!("metrics address {addr}: cannot listen: {e}")
+                        anyhow::anyhow!(
+                            "metrics address {addr}: cannot listen: {e}{}",
+                            held_by(addr, &e)
+                        )
                     }
                 });
             }
@@ -1218,6 +1244,19 @@ mod tests {
         assert!(
             e.to_string()
                 .starts_with(&format!("metrics address {addr}: cannot listen: ")),
+            "{e}"
+        );
+        // Who holds it, and how to keep others from it (s58 story BJ-3).
+        let me = nix::unistd::geteuid().as_raw();
+        let by = match me {
+            0 => "(held by root)".to_string(),
+            uid => format!("(held by uid {uid}, not root)"),
+        };
+        assert!(
+            e.to_string().ends_with(&format!(
+                "{by}; a port below net.ipv4.ip_unprivileged_port_start (1024 by default) cannot \
+                 be taken by another user first"
+            )),
             "{e}"
         );
     }
