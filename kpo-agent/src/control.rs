@@ -834,6 +834,18 @@ fn recorded_netns(file: &Path, how: &str) -> Result<Option<RecordedNetns>, Contr
     let text = match std::fs::read_to_string(file) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // Another user than root cannot read a state directory that is root's: that is what
+        // to say, not where the agent ran (s58 story BJ-5: a non-root `kpo journal` was sent to
+        // nsenter and to removing a file).
+        Err(e)
+            if e.kind() == std::io::ErrorKind::PermissionDenied
+                && !nix::unistd::geteuid().is_root() =>
+        {
+            return Err(ControlError::OtherNetns(format!(
+                "{} cannot be read ({e}): the state directory is root's; run kpo as root",
+                file.display()
+            )));
+        }
         // Unreadable is not absent: where the agent ran is then unknown.
         Err(e) => {
             return Err(ControlError::OtherNetns(format!(

@@ -789,6 +789,40 @@ pub fn an_events_path_from_the_file_that_cannot_be_opened_names_the_file_and_key
     assert!(!missing.parent().unwrap().exists());
 }
 
+/// s58 story BJ-5: another user than root running an operator command while no agent answers
+/// was told that where the agent ran is unknown, and sent to nsenter and to removing a state
+/// file: the state directory is root's, and running as root is what to do.
+pub fn a_command_of_another_user_on_roots_state_directory_says_to_run_as_root() {
+    use std::os::unix::{fs::PermissionsExt, process::CommandExt};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.path().join("state");
+    let pause = Command::new(kpo_binary())
+        .args(["pause", "--state-dir"])
+        .arg(&state)
+        .arg("--socket")
+        .arg(dir.path().join("none.sock"))
+        .output()
+        .unwrap();
+    assert!(pause.status.success(), "{pause:?}");
+    let out = Command::new(kpo_binary())
+        .args(["journal", "--state-dir"])
+        .arg(&state)
+        .arg("--socket")
+        .arg(dir.path().join("none.sock"))
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the state directory is root's; run kpo as root"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("nsenter"), "{stderr}");
+}
+
 /// The names and contents of the files in `dir` (none when it does not exist).
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)

@@ -191,6 +191,11 @@ fn main() {
             agent_binary::an_events_path_from_the_file_that_cannot_be_opened_names_the_file_and_key,
         ),
         trial(
+            "agent_binary::a_command_of_another_user_on_roots_state_directory_says_to_run_as_root",
+            req(),
+            agent_binary::a_command_of_another_user_on_roots_state_directory_says_to_run_as_root,
+        ),
+        trial(
             "agent_binary::a_bad_llm_configuration_leaves_the_state_directory_alone",
             needs_root(),
             agent_binary::a_bad_llm_configuration_leaves_the_state_directory_alone,
