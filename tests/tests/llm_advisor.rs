@@ -514,25 +514,11 @@ pub fn an_endpoint_another_user_serves_on_this_host_is_not_sent_the_key() {
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
     let check = |extra: &str| {
-        std::fs::write(
-            case.path("kpo.toml"),
-            format!(
-                "{SENSORS_OFF}\n\n[llm]\nbase_url = \"http://127.0.0.1:{port}/v1\"\n\
-                 api_key = \"{KEY}\"\nmodel = \"kpo-test\"\ntimeout = \"2s\"\n\
-                 max_attempts = 1\n{extra}"
-            ),
-        )
-        .unwrap();
-        Command::new(kpo_binary())
-            .args(["check", "--policy"])
-            .arg(case.path("policy.toml"))
-            .arg("--config")
-            .arg(case.path("kpo.toml"))
-            .arg("--llm")
-            .env_remove("OPENAI_API_KEY")
-            .env_remove("OPENAI_BASE_URL")
-            .output()
-            .unwrap()
+        let table = format!(
+            "base_url = \"http://127.0.0.1:{port}/v1\"\napi_key = \"{KEY}\"\n\
+             model = \"kpo-test\"\ntimeout = \"2s\"\nmax_attempts = 1\n{extra}"
+        );
+        case.check(&table, &["--llm"])
     };
     let out = check("");
     let shown =
@@ -558,6 +544,28 @@ pub fn an_endpoint_another_user_serves_on_this_host_is_not_sent_the_key() {
     assert_eq!(out.status.code(), Some(1), "{shown}");
     assert!(!shown.contains("is served by uid"), "{shown}");
     assert!(listener.accept().is_ok(), "connected: {shown}");
+}
+
+impl Case {
+    /// `kpo check` of the case's policy with a configuration whose `[llm]` table is `table`,
+    /// without the environment's endpoint or key.
+    fn check(&self, table: &str, extra: &[&str]) -> std::process::Output {
+        std::fs::write(
+            self.path("kpo.toml"),
+            format!("{SENSORS_OFF}\n\n[llm]\n{table}\n"),
+        )
+        .unwrap();
+        Command::new(kpo_binary())
+            .args(["check", "--policy"])
+            .arg(self.path("policy.toml"))
+            .arg("--config")
+            .arg(self.path("kpo.toml"))
+            .args(extra)
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
+            .output()
+            .unwrap()
+    }
 }
 
 fn llm_table(server: &Server, extra: &str) -> String {
@@ -1367,23 +1375,7 @@ pub fn kpo_check_llm_consults_once_and_applies_nothing() {
         // Over the entry's max (8192): dropped by validation, as `kpo run` would.
         item(&syn_backlog, json!(99999), false),
     ])))]);
-    let check = |table: &str, extra: &[&str]| {
-        std::fs::write(
-            case.path("kpo.toml"),
-            format!("{SENSORS_OFF}\n\n[llm]\n{table}\n"),
-        )
-        .unwrap();
-        Command::new(kpo_binary())
-            .args(["check", "--policy"])
-            .arg(case.path("policy.toml"))
-            .arg("--config")
-            .arg(case.path("kpo.toml"))
-            .args(extra)
-            .env_remove("OPENAI_API_KEY")
-            .env_remove("OPENAI_BASE_URL")
-            .output()
-            .unwrap()
-    };
+    let check = |table: &str, extra: &[&str]| case.check(table, extra);
 
     let out = check(&llm_table(&server, ""), &["--llm", "--json"]);
     let stdout = String::from_utf8(out.stdout).unwrap();
