@@ -1282,8 +1282,9 @@ mod tests {
         assert_eq!(
             another_build(true, Some(other)),
             Some(format!(
-                "the running agent is kpo {other}, this command is kpo {}: restart the agent \
-                 to run the version installed (docs/journal.md, \"Upgrading and rolling back\")",
+                "the running agent is kpo {other}, this command is kpo {}: if this command's \
+                 build is the one installed, restart the agent to run it (docs/journal.md, \
+                 \"Upgrading and rolling back\")",
                 crate::VERSION
             ))
         );

@@ -932,11 +932,28 @@ pub fn open_offline_kernel_to_read(
     open_offline_to_read(policy.as_deref(), state_dir, || kernel_actuators(state_dir))
 }
 
-/// The kernel's actuators, over the sysfs tree the agent last ran with.
+/// The kernel's actuators, over the sysfs tree the agent last ran with. A tree another user could
+/// change since (a /tmp emptied by a reboot and made again by someone else, a link placed in it)
+/// is checked as `kpo run` checks it at start (s58 story BL-3, review2 R2-5: an offline `kpo
+/// revert` wrote a frequency into a root-owned file through such a link): failing, cpufreq is
+/// reached through a path that does not exist, in the state directory, so that each of its
+/// parameters fails naming it, and nothing falls back to the real /sys, where the journal's
+/// values were never written.
 fn kernel_actuators(state_dir: &Path) -> Box<dyn Actuators> {
     let mut actuators = KernelActuators::default();
     if let Ok(sys) = std::fs::read_to_string(state_dir.join(SYSFS_ROOT_FILE)) {
-        actuators.roots.sys = std::path::PathBuf::from(sys);
+        let sys = std::path::PathBuf::from(sys);
+        actuators.roots.sys = match crate::collect::check_sysfs_root(&sys) {
+            Ok(()) => sys,
+            Err(why) => {
+                tracing::warn!(
+                    "the sysfs tree the agent last ran with, {}, is not used: {why}; its cpufreq \
+                     parameters are neither read nor written by this command",
+                    sys.display()
+                );
+                state_dir.join("sysfs-root-refused")
+            }
+        };
     }
     Box::new(actuators)
 }
@@ -1031,6 +1048,38 @@ mod tests {
     use super::*;
     use crate::policy::PolicyOrigin;
     use std::os::unix::fs::MetadataExt;
+
+    /// s58 story BL-3, review2 R2-5: an offline command over the sysfs tree the agent last ran
+    /// with reads and writes cpufreq there only while no other user could change it: a policy
+    /// directory made writable by every user since, and the command reaches none of it (not the
+    /// real /sys either).
+    #[test]
+    fn an_offline_command_does_not_use_a_recorded_sysfs_tree_others_may_change() {
+        use std::os::unix::fs::PermissionsExt;
+        let state = tempfile::tempdir().unwrap();
+        let tree = tempfile::tempdir().unwrap();
+        let policy =
+            crate::actuate::cpufreq::fake_policy(tree.path(), 0, 800_000, 3_000_000, 3_000_000);
+        std::fs::write(
+            state.path().join(SYSFS_ROOT_FILE),
+            tree.path().as_os_str().as_encoded_bytes(),
+        )
+        .unwrap();
+        let address: crate::actuate::param::ParamAddress =
+            "cpufreq:policy0:scaling_max_freq".parse().unwrap();
+        let read = |state: &Path| {
+            kernel_actuators(state)
+                .open(&address)
+                .and_then(|mut a| a.read())
+        };
+        assert_eq!(
+            read(state.path()).unwrap(),
+            crate::actuate::param::Value::Int(3_000_000)
+        );
+        std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = read(state.path()).unwrap_err().to_string();
+        assert!(e.contains("sysfs-root-refused"), "{e}");
+    }
 
     /// s43 (found by hand): a refusal named the agent's namespace `net:[N]` only, where
     /// `ip netns` had a name for it. The file found is the one whose inode and device are the

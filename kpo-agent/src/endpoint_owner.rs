@@ -11,18 +11,22 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 use crate::collect::sockdiag::{self, DiagListener};
 
-/// Why the plain-http endpoint `url` on this host must not be sent a request: a listener on one
-/// of the addresses its host resolves to belongs to a user outside `allowed` (uids). `Ok` for an
-/// endpoint elsewhere, over https, or with no listener (the connection is refused anyway).
-pub fn refused(url: &str, allowed: &[u32]) -> Result<(), String> {
+/// The plain-http endpoint `url` on this host, looked at: `Err` why it must not be sent a
+/// request (a listener on one of the addresses its host resolves to belongs to a user outside
+/// `allowed`, uids; or nothing listens on any); else the addresses an allowed user's listener
+/// serves, for the request to go to those alone (its host, and those addresses): a name that
+/// resolves to another address too (`localhost` to `::1`) would let a user who listens there in
+/// the moment before the connection take it (s58 review2 R2-1). `Ok(None)` for an endpoint
+/// elsewhere or over https.
+pub fn looked_at(url: &str, allowed: &[u32]) -> Result<Option<(String, Vec<SocketAddr>)>, String> {
     let Ok(parsed) = reqwest::Url::parse(url) else {
-        return Ok(());
+        return Ok(None);
     };
     if parsed.scheme() != "http" || !crate::http::is_loopback_url(url) {
-        return Ok(());
+        return Ok(None);
     }
     let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
-        return Ok(());
+        return Ok(None);
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
@@ -40,7 +44,22 @@ pub fn refused(url: &str, allowed: &[u32]) -> Result<(), String> {
                  could listen there"
             )
         })?;
+    // No listener at all is refused too: the server is down, and a user who listens in the
+    // moment between this look and the connection would get the request (s58 story BL-1: a
+    // listener switched on and off got the key 4 times in 27). The race left needs the server
+    // to stop in that moment.
+    if !(addresses.iter()).any(|a| listening(a, &listeners)) {
+        return Err(format!(
+            "nothing listens on {host}:{port} now (the server is down or restarting): not sent, \
+             since any local user could listen there first"
+        ));
+    }
+    let served: Vec<SocketAddr> = (addresses.iter())
+        .filter(|a| listening(a, &listeners))
+        .copied()
+        .collect();
     match foreign_listener(&addresses, &listeners, allowed) {
+        None => Ok(Some((host.to_string(), served))),
         Some((address, uid)) => Err(format!(
             "{address} is served by {}, not by root, the agent's user or llm.server_user: any \
              local user may listen on a free port of this host, and would get the API key and \
@@ -48,8 +67,22 @@ pub fn refused(url: &str, allowed: &[u32]) -> Result<(), String> {
              https)",
             user_named(uid)
         )),
-        None => Ok(()),
     }
+}
+
+/// Whether a listener serves `address` (bound to it, or to every address of its family).
+fn listening(address: &SocketAddr, listeners: &[DiagListener]) -> bool {
+    (listeners.iter()).any(|l| l.port == address.port() && serves(l, address.ip()))
+}
+
+/// Whether `l` takes connections to `ip`: bound to it, or to every address of its family (an
+/// IPv6 one, `::` or `::ffff:0.0.0.0`, takes IPv4's too unless v6-only, which is taken as not:
+/// too strict, never too loose; s58 review2 R2-2).
+fn serves(l: &DiagListener, ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    let bound = l.address.to_canonical();
+    bound == ip
+        || (bound.is_unspecified() && (bound.is_ipv4() == ip.is_ipv4() || l.address.is_ipv6()))
 }
 
 /// The first of `addresses` a listener outside `allowed` serves (one bound to the address itself
@@ -60,20 +93,14 @@ fn foreign_listener(
     allowed: &[u32],
 ) -> Option<(SocketAddr, u32)> {
     addresses.iter().find_map(|a| {
-        let ip = a.ip().to_canonical();
         (listeners.iter())
             .filter(|l| l.port == a.port() && !allowed.contains(&l.uid))
-            .find(|l| {
-                let bound = l.address.to_canonical();
-                bound == ip
-                    || (l.address.is_unspecified()
-                        && (l.address.is_ipv4() == ip.is_ipv4() || l.address.is_ipv6()))
-            })
+            .find(|l| serves(l, a.ip()))
             .map(|l| (*a, l.uid))
     })
 }
 
-fn user_named(uid: u32) -> String {
+pub(crate) fn user_named(uid: u32) -> String {
     match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
         Ok(Some(user)) => format!("uid {uid} ({})", user.name),
         _ => format!("uid {uid}"),
@@ -150,6 +177,12 @@ mod tests {
             foreign_listener(&[at("[::1]:8080")], &[wildcard], &[0]),
             None
         );
+        // Bound to `::ffff:0.0.0.0`, it takes every IPv4 connection to the port (review2 R2-2).
+        let mapped_any = listener("::ffff:0.0.0.0", 8080, 65534);
+        assert_eq!(
+            foreign_listener(&[at("127.0.0.1:8080")], &[mapped_any], &[0]),
+            Some((at("127.0.0.1:8080"), 65534))
+        );
         let dual = listener("::", 8080, 65534);
         assert_eq!(
             foreign_listener(&[at("127.0.0.1:8080")], &[dual], &[0]),
@@ -159,11 +192,36 @@ mod tests {
         assert_eq!(foreign_listener(&localhost, &[other_port], &[0]), None);
     }
 
+    /// s58 story BL-1: with no listener, a user who listens in the moment before the
+    /// connection would get the request: nothing listening is no server of the operator's.
+    #[test]
+    fn an_address_nothing_listens_on_is_no_server() {
+        let root_v4 = listener("127.0.0.1", 8080, 0);
+        assert!(listening(
+            &at("127.0.0.1:8080"),
+            std::slice::from_ref(&root_v4)
+        ));
+        assert!(!listening(
+            &at("127.0.0.1:8081"),
+            std::slice::from_ref(&root_v4)
+        ));
+        assert!(!listening(&at("[::1]:8080"), &[root_v4]));
+        assert!(listening(&at("127.0.0.1:8080"), &[listener("::", 8080, 0)]));
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = free.local_addr().unwrap().port();
+        drop(free);
+        let e = looked_at(&format!("http://127.0.0.1:{port}/v1"), &[0]).unwrap_err();
+        assert!(
+            e.starts_with(&format!("nothing listens on 127.0.0.1:{port} now")),
+            "{e}"
+        );
+    }
+
     #[test]
     fn an_endpoint_elsewhere_or_over_https_is_not_looked_at() {
-        assert_eq!(refused("https://127.0.0.1:1/v1", &[]), Ok(()));
-        assert_eq!(refused("http://llm.example/v1", &[]), Ok(()));
-        assert_eq!(refused("not a url", &[]), Ok(()));
+        assert_eq!(looked_at("https://127.0.0.1:1/v1", &[]), Ok(None));
+        assert_eq!(looked_at("http://llm.example/v1", &[]), Ok(None));
+        assert_eq!(looked_at("not a url", &[]), Ok(None));
     }
 
     #[test]

@@ -513,10 +513,14 @@ impl CpufreqActuator {
         };
         // Never created: an attribute gone since it was read (a policy unplugged) is a failed
         // write, not a new file that reads back as written on a tree that is not sysfs.
-        // Truncated for such trees; sysfs ignores it.
+        // Truncated for such trees; sysfs ignores it. Never through a link: sysfs attributes are
+        // none, and one placed in a temporary tree would have root write the file it leads to
+        // (s58 review2 R2-6; ELOOP, a failed write naming the path).
+        use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
             .write(true)
             .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .and_then(|mut file| {
                 std::io::Write::write_all(
@@ -913,6 +917,22 @@ mod tests {
 
     fn act(text: &str, root: &Path) -> Result<CpufreqActuator, ActuateError> {
         CpufreqActuator::open(&text.parse().unwrap(), &roots(root))
+    }
+
+    /// s58 review2 R2-6: a limit file that is a link (placed in a temporary tree) is not written
+    /// through: the file it leads to stays as it was, and the write fails naming the path.
+    #[test]
+    fn a_limit_file_that_is_a_link_is_not_written_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = full_policy(tmp.path(), 0);
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "root's own\n").unwrap();
+        std::fs::remove_file(p.join("scaling_max_freq")).unwrap();
+        std::os::unix::fs::symlink(&victim, p.join("scaling_max_freq")).unwrap();
+        let mut max = act("cpufreq:policy0:scaling_max_freq", tmp.path()).unwrap();
+        let e = max.revert(&Value::Int(2_000_000)).unwrap_err();
+        assert!(e.to_string().contains("scaling_max_freq"), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's own\n");
     }
 
     /// Defect: under the performance governor (intel_pstate, amd-pstate: the preference is held

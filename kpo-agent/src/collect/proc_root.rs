@@ -99,7 +99,8 @@ fn others_may_change_the_tree(root: &Path, me: u32) -> Result<(), String> {
             Some(Others::Group(gid)) => format!("is writable by group {gid}"),
         };
         return Err(format!(
-            "{} {who}: {why_unsafe}; make the tree root's and writable by root alone",
+            "{} {who}: {why_unsafe}; make the tree again as root (a `chown -R` keeps a link \
+             already placed in it)",
             dir.display()
         ));
     }

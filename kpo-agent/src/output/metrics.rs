@@ -524,15 +524,15 @@ fn held_by(addr: SocketAddr, e: &std::io::Error) -> String {
         .filter(|l| l.port == addr.port())
         .map(|l| l.uid)
         .collect();
-    let by = match owners.iter().find(|uid| **uid != 0) {
-        Some(uid) => format!(" (held by uid {uid}, not root)"),
+    match owners.iter().find(|uid| **uid != 0) {
+        Some(uid) => format!(
+            " (held by {}, not root); a port below net.ipv4.ip_unprivileged_port_start (1024 by \
+             default) cannot be taken by another user first",
+            crate::endpoint_owner::user_named(*uid)
+        ),
         None if owners.is_empty() => String::new(),
-        None => " (held by root)".into(),
-    };
-    format!(
-        "{by}; a port below net.ipv4.ip_unprivileged_port_start (1024 by default) cannot be \
-         taken by another user first"
-    )
+        None => " (held by root: another agent, or another service of root's)".into(),
+    }
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Mutex<Metrics>>) {
@@ -1249,16 +1249,14 @@ mod tests {
         // Who holds it, and how to keep others from it (s58 story BJ-3).
         let me = nix::unistd::geteuid().as_raw();
         let by = match me {
-            0 => "(held by root)".to_string(),
-            uid => format!("(held by uid {uid}, not root)"),
+            0 => "(held by root: another agent, or another service of root's)".to_string(),
+            uid => format!(
+                "(held by {}, not root); a port below net.ipv4.ip_unprivileged_port_start (1024 \
+                 by default) cannot be taken by another user first",
+                crate::endpoint_owner::user_named(uid)
+            ),
         };
-        assert!(
-            e.to_string().ends_with(&format!(
-                "{by}; a port below net.ipv4.ip_unprivileged_port_start (1024 by default) cannot \
-                 be taken by another user first"
-            )),
-            "{e}"
-        );
+        assert!(e.to_string().ends_with(&by), "{e}");
     }
 
     #[test]

@@ -265,15 +265,20 @@ fn shown_location(request_url: &str, location: &str) -> String {
 #[error("cannot build the HTTP client: {0}")]
 pub struct ClientBuildError(String);
 
+/// The HTTP client's settings. No redirects: followed, a 301 or 302 turns the POST into a GET
+/// without its body, and a redirect to another host would take the key's header along to
+/// wherever it points. No proxy for a server on this host: the environment's would get the key
+/// in clear.
+fn http_builder(cfg: &ResolvedLlm) -> reqwest::ClientBuilder {
+    crate::http::client_builder(&cfg.base_url)
+        .connect_timeout(cfg.config.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("kpo/", env!("CARGO_PKG_VERSION")))
+}
+
 impl LlmClient {
     pub fn new(cfg: ResolvedLlm) -> Result<Self, ClientBuildError> {
-        // No redirects: followed, a 301 or 302 turns the POST into a GET without its body, and
-        // a redirect to another host would take the key's header along to wherever it points.
-        // No proxy for a server on this host: the environment's would get the key in clear.
-        let http = crate::http::client_builder(&cfg.base_url)
-            .connect_timeout(cfg.config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("kpo/", env!("CARGO_PKG_VERSION")))
+        let http = http_builder(&cfg)
             .build()
             .map_err(|e| ClientBuildError(cfg.secrets().redact(&e.without_url().to_string())))?;
         Ok(Self {
@@ -616,14 +621,34 @@ impl LlmClient {
 
     async fn send(&self, body: &Json) -> Result<Answer, SendError> {
         // Before each attempt: a server restarting between two may have left its port to anyone.
-        crate::endpoint_owner::refused(&self.inner.url, &self.inner.cfg.trusted_server_uids())
-            .map_err(|message| SendError {
-                timeout: false,
-                message,
-            })?;
-        let mut req = self
-            .inner
-            .http
+        // A server on this host is reached at the addresses an allowed user's listener serves
+        // alone, through a client of this attempt's (no connection kept from one that may have
+        // gone elsewhere): [`crate::endpoint_owner`].
+        let pinned;
+        let http = match crate::endpoint_owner::looked_at(
+            &self.inner.url,
+            &self.inner.cfg.trusted_server_uids(),
+        ) {
+            Err(message) => {
+                return Err(SendError {
+                    timeout: false,
+                    message,
+                })
+            }
+            Ok(None) => &self.inner.http,
+            Ok(Some((host, addresses))) => {
+                pinned = http_builder(&self.inner.cfg)
+                    .resolve_to_addrs(&host, &addresses)
+                    .pool_max_idle_per_host(0)
+                    .build()
+                    .map_err(|e| SendError {
+                        timeout: false,
+                        message: self.inner.secrets.redact(&e.without_url().to_string()),
+                    })?;
+                &pinned
+            }
+        };
+        let mut req = http
             .post(&self.inner.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_string());
