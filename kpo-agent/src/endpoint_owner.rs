@@ -48,16 +48,16 @@ pub fn looked_at(url: &str, allowed: &[u32]) -> Result<Option<(String, Vec<Socke
     // moment between this look and the connection would get the request (s58 story BL-1: a
     // listener switched on and off got the key 4 times in 27). The race left needs the server
     // to stop in that moment.
-    if !(addresses.iter()).any(|a| listening(a, &listeners)) {
+    let served: Vec<SocketAddr> = (addresses.iter())
+        .filter(|a| listening(a, &listeners))
+        .copied()
+        .collect();
+    if served.is_empty() {
         return Err(format!(
             "nothing listens on {host}:{port} now (the server is down or restarting): not sent, \
              since any local user could listen there first"
         ));
     }
-    let served: Vec<SocketAddr> = (addresses.iter())
-        .filter(|a| listening(a, &listeners))
-        .copied()
-        .collect();
     match foreign_listener(&addresses, &listeners, allowed) {
         None => Ok(Some((host.to_string(), served))),
         Some((address, uid)) => Err(format!(
