@@ -220,6 +220,10 @@ struct Inner {
     /// The key and the URL's credentials, redacted from anything the server sends back.
     secrets: Secrets,
     cfg: ResolvedLlm,
+    /// Whose listener on this host may be sent a request over plain http
+    /// ([`crate::endpoint_owner`]), looked up once here: a user lookup may block on a directory
+    /// service, which a request must not wait on (s58 review2 R2-7).
+    trusted_uids: Vec<u32>,
     state: Mutex<State>,
 }
 
@@ -287,6 +291,7 @@ impl LlmClient {
                 url: cfg.completions_url(),
                 key: cfg.api_key.clone(),
                 secrets: cfg.secrets(),
+                trusted_uids: cfg.trusted_server_uids(),
                 state: Mutex::new(State {
                     breaker: Breaker::Closed { failures: 0 },
                     ask: JsonAsk::Schema,
@@ -624,11 +629,19 @@ impl LlmClient {
         // A server on this host is reached at the addresses an allowed user's listener serves
         // alone, through a client of this attempt's (no connection kept from one that may have
         // gone elsewhere): [`crate::endpoint_owner`].
+        // The look resolves a name and dumps the listeners: blocking calls, made off the
+        // runtime's workers.
+        let (url, allowed) = (self.inner.url.clone(), self.inner.trusted_uids.clone());
+        let looked =
+            tokio::task::spawn_blocking(move || crate::endpoint_owner::looked_at(&url, &allowed))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(format!(
+                        "who serves the endpoint could not be looked at ({e}): not sent"
+                    ))
+                });
         let pinned;
-        let http = match crate::endpoint_owner::looked_at(
-            &self.inner.url,
-            &self.inner.cfg.trusted_server_uids(),
-        ) {
+        let http = match looked {
             Err(message) => {
                 return Err(SendError {
                     timeout: false,
