@@ -51,11 +51,11 @@ pub fn non_root_callers_are_refused() {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let reader = std::thread::spawn(move || {
-        let mut line = String::new();
-        std::io::BufReader::new(stream)
-            .read_line(&mut line)
-            .unwrap();
-        line
+        // To the end, as socat or a script does: a request left unread by the agent would end
+        // the answer with a reset (s58 story BJ-6).
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+        answer
     });
     // The server's tasks run on this runtime: drive it until the reply is written.
     let line = rt.block_on(async {
@@ -68,7 +68,9 @@ pub fn non_root_callers_are_refused() {
         reader.join().unwrap()
     });
     assert!(
-        line.contains("serves root only") && line.contains("uid 65534"),
+        line.contains("serves root only")
+            && line.contains("uid 65534")
+            && line.lines().count() == 1,
         "{line}"
     );
     drop(server);
