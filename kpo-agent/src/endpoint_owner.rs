@@ -1,10 +1,12 @@
 //! Who serves a plain-http endpoint on this host, before the LLM advisor sends it the API key
-//! and the prompt (s58 story BJ-1). Any local user may listen on a free port: on the endpoint's
-//! port while its server is down or restarting, or, for `localhost`, on the address the name
-//! resolves to first (`::1`) while the server listens on the other (`127.0.0.1`). That user then
-//! gets the key and the host's listeners, and answers with advice the agent applies within the
-//! policy. So the listener's owner is read (sock_diag, the agent's network namespace, the same
-//! dump the accept-queue sensor makes) and must be root, the agent's own user, or the one the
+//! and the prompt (s58 story BJ-1), or the approval webhook the approvals and advice (s58 story
+//! BL-2). Any local user may listen on a free port: on the endpoint's port while its server is
+//! down or restarting, or, for `localhost`, on the address the name resolves to first (`::1`)
+//! while the server listens on the other (`127.0.0.1`). That user then gets the key and the
+//! host's listeners, and answers with advice the agent applies within the policy, or takes the
+//! approvals' notices and answers 200, so that they count delivered and nobody hears of them. So
+//! the listener's owner is read (sock_diag, the agent's network namespace, the same dump the
+//! accept-queue sensor makes) and must be root, the agent's own user, or the one the
 //! configuration names. An `https://` endpoint proves itself with its certificate instead.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -18,7 +20,10 @@ use crate::collect::sockdiag::{self, DiagListener};
 /// resolves to another address too (`localhost` to `::1`) would let a user who listens there in
 /// the moment before the connection take it (s58 review2 R2-1). `Ok(None)` for an endpoint
 /// elsewhere or over https.
-pub fn looked_at(url: &str, allowed: &[u32]) -> Result<Option<(String, Vec<SocketAddr>)>, String> {
+pub fn looked_at(
+    url: &str,
+    allowed: &Trusted,
+) -> Result<Option<(String, Vec<SocketAddr>)>, String> {
     let Ok(parsed) = reqwest::Url::parse(url) else {
         return Ok(None);
     };
@@ -58,15 +63,40 @@ pub fn looked_at(url: &str, allowed: &[u32]) -> Result<Option<(String, Vec<Socke
              since any local user could listen there first"
         ));
     }
-    match foreign_listener(&addresses, &listeners, allowed) {
+    match foreign_listener(&addresses, &listeners, &allowed.uids) {
         None => Ok(Some((host.to_string(), served))),
         Some((address, uid)) => Err(format!(
-            "{address} is served by {}, not by root, the agent's user or llm.server_user: any \
-             local user may listen on a free port of this host, and would get the API key and \
-             the prompt; not sent (set llm.server_user to the user that runs the server, or use \
-             https)",
-            user_named(uid)
+            "{address} is served by {}, not by root, the agent's user or {key}: any local user \
+             may listen on a free port of this host, and would get {what}; not sent (set {key} \
+             to the user that runs the server, or use https)",
+            user_named(uid),
+            key = allowed.key,
+            what = allowed.at_stake,
         )),
+    }
+}
+
+/// Whose listener on this host may be sent a request over plain http, and what names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trusted {
+    /// Root, the agent's own user, and the one `key` names, if any.
+    pub uids: Vec<u32>,
+    /// The setting that names the server's user (`llm.server_user`).
+    pub key: &'static str,
+    /// What a squatter would get, for the refusal's text.
+    pub at_stake: &'static str,
+}
+
+impl Trusted {
+    /// Root, the agent's own user, and `named`.
+    pub fn users(named: Option<u32>, key: &'static str, at_stake: &'static str) -> Trusted {
+        let mut uids = vec![0, nix::unistd::geteuid().as_raw()];
+        uids.extend(named);
+        Trusted {
+            uids,
+            key,
+            at_stake,
+        }
     }
 }
 
@@ -107,7 +137,7 @@ pub(crate) fn user_named(uid: u32) -> String {
     }
 }
 
-/// The uid of `user`, a name or a number, for `llm.server_user`.
+/// The uid of `user`, a name or a number, for `llm.server_user` and `approvals.webhook_user`.
 pub fn uid_of(user: &str) -> Result<u32, String> {
     if let Ok(uid) = user.trim().parse::<u32>() {
         return Ok(uid);
@@ -210,18 +240,26 @@ mod tests {
         let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = free.local_addr().unwrap().port();
         drop(free);
-        let e = looked_at(&format!("http://127.0.0.1:{port}/v1"), &[0]).unwrap_err();
+        let e = looked_at(&format!("http://127.0.0.1:{port}/v1"), &root_only()).unwrap_err();
         assert!(
             e.starts_with(&format!("nothing listens on 127.0.0.1:{port} now")),
             "{e}"
         );
     }
 
+    fn root_only() -> Trusted {
+        Trusted {
+            uids: vec![0],
+            key: "llm.server_user",
+            at_stake: "the API key and the prompt",
+        }
+    }
+
     #[test]
     fn an_endpoint_elsewhere_or_over_https_is_not_looked_at() {
-        assert_eq!(looked_at("https://127.0.0.1:1/v1", &[]), Ok(None));
-        assert_eq!(looked_at("http://llm.example/v1", &[]), Ok(None));
-        assert_eq!(looked_at("not a url", &[]), Ok(None));
+        assert_eq!(looked_at("https://127.0.0.1:1/v1", &root_only()), Ok(None));
+        assert_eq!(looked_at("http://llm.example/v1", &root_only()), Ok(None));
+        assert_eq!(looked_at("not a url", &root_only()), Ok(None));
     }
 
     #[test]

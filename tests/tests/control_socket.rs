@@ -1,10 +1,6 @@
 //! The control socket refuses anyone but root twice over: the file is 0600 (connect fails), and
 //! if its mode were loosened, the peer check (SO_PEERCRED) still answers with a refusal.
-use std::{
-    io::{BufRead, Write},
-    os::unix::fs::PermissionsExt,
-    time::Duration,
-};
+use std::{io::Write, os::unix::fs::PermissionsExt, time::Duration};
 
 use kpo_agent::api::server::Server;
 

@@ -364,6 +364,11 @@ impl Desk {
         self.store.set_rejection_in_force(settings.expire_after);
         let before = std::mem::replace(&mut self.settings, settings).webhook;
         if before == self.settings.webhook {
+            // The same receiver: what is queued for it stays, and the next try looks for the
+            // user now named.
+            if let Some(webhook) = &self.webhook {
+                webhook.set_receiver_user(self.settings.webhook_user);
+            }
             return;
         }
         if let Some(old) = self.webhook.take() {
@@ -394,7 +399,11 @@ impl Desk {
     }
 
     fn start_webhook_for(&mut self, url: String, why: Again) {
-        match Webhook::spawn(url, self.webhook_outcomes.clone()) {
+        match Webhook::spawn(
+            url,
+            self.webhook_outcomes.clone(),
+            self.settings.webhook_user,
+        ) {
             Ok(w) => self.set_webhook_for(w, why),
             Err(e) => warn!("approval webhook off: {e}"),
         }

@@ -15,7 +15,13 @@
 //! id (the recommendation id for advice),
 //! and what becomes of each notification is counted ([`Outcomes`]), those a reload's stop cuts
 //! short included, so that notifications being lost show in monitoring and not only in the log.
-use std::{collections::VecDeque, time::Duration};
+//! A receiver on this host over plain http is posted to only when root, the agent's user or
+//! `approvals.webhook_user` serves it ([`crate::endpoint_owner`]), looked at before each try.
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -27,6 +33,7 @@ use tracing::{info, warn};
 
 use super::ApprovalItem;
 use crate::advise::recommendation::Recommendation;
+use crate::endpoint_owner::Trusted;
 
 /// Notifications waiting to be posted.
 pub const QUEUE: usize = 64;
@@ -439,6 +446,19 @@ pub struct Webhook {
     /// The delivery task (none for [`Webhook::to_channel`]).
     task: Option<tokio::task::AbortHandle>,
     ledger: Ledger,
+    /// Shared with the delivery task: a reload that names another `webhook_user` for the same
+    /// URL takes effect at the next try, with the queue kept.
+    receivers: Arc<Mutex<Trusted>>,
+}
+
+/// Whose listener on this host may be posted to over plain http: root, the agent's user, and
+/// `user` (`approvals.webhook_user`).
+fn receivers(user: Option<u32>) -> Trusted {
+    Trusted::users(
+        user,
+        "approvals.webhook_user",
+        "the approvals and the advice, and its 2xx would count them delivered",
+    )
 }
 
 impl Webhook {
@@ -478,9 +498,13 @@ impl Webhook {
     }
 
     /// Starts the posting task on the current tokio runtime; what becomes of each notification is
-    /// counted in `outcomes`.
-    pub fn spawn(url: String, outcomes: Outcomes) -> Result<Webhook, reqwest::Error> {
-        Self::spawn_backing_off(url, outcomes, FIRST_BACKOFF)
+    /// counted in `outcomes`. `receiver_user`: `approvals.webhook_user`.
+    pub fn spawn(
+        url: String,
+        outcomes: Outcomes,
+        receiver_user: Option<u32>,
+    ) -> Result<Webhook, reqwest::Error> {
+        Self::spawn_backing_off(url, outcomes, FIRST_BACKOFF, receiver_user)
     }
 
     /// [`Webhook::spawn`], the first retry waiting `first_backoff`.
@@ -488,14 +512,10 @@ impl Webhook {
         url: String,
         outcomes: Outcomes,
         first_backoff: Duration,
+        receiver_user: Option<u32>,
     ) -> Result<Webhook, reqwest::Error> {
-        // No redirects: a 302 to a sign-on page would turn the POST into a GET without its body,
-        // answered 200, and the notification would count as delivered.
-        // No proxy for a receiver on this host (crate::http).
-        let client = crate::http::client_builder(&url)
-            .timeout(TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let client = client_builder(&url).build()?;
+        let receivers = Arc::new(Mutex::new(receivers(receiver_user)));
         let (tx, rx) = mpsc::unbounded_channel();
         let shown = shown_url(&url);
         if let Some(why) = in_clear(&url) {
@@ -503,9 +523,12 @@ impl Webhook {
         }
         let ledger = Ledger::new(outcomes);
         let task = tokio::spawn(deliver(
-            client,
-            url,
-            shown.clone(),
+            Receiver {
+                client,
+                url,
+                shown: shown.clone(),
+                receivers: receivers.clone(),
+            },
             rx,
             ledger.clone(),
             first_backoff,
@@ -516,7 +539,13 @@ impl Webhook {
             shown,
             task: Some(task.abort_handle()),
             ledger,
+            receivers,
         })
+    }
+
+    /// A reload named another `approvals.webhook_user` for the same URL.
+    pub fn set_receiver_user(&self, user: Option<u32>) {
+        *self.receivers.lock().expect("not poisoned") = receivers(user);
     }
 
     /// A webhook whose notifications go to the returned receiver instead of a URL.
@@ -530,6 +559,7 @@ impl Webhook {
                 shown,
                 task: None,
                 ledger: Ledger::new(Outcomes::default()),
+                receivers: Arc::new(Mutex::new(receivers(None))),
             },
             rx,
         )
@@ -547,14 +577,60 @@ impl Webhook {
     }
 }
 
-async fn deliver(
+/// The client a webhook posts with. No redirects: a 302 to a sign-on page would turn the POST
+/// into a GET without its body, answered 200, and the notification would count as delivered. No
+/// proxy for a receiver on this host ([`crate::http`]).
+fn client_builder(url: &str) -> reqwest::ClientBuilder {
+    crate::http::client_builder(url)
+        .timeout(TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+}
+
+/// Where the delivery task posts.
+struct Receiver {
     client: reqwest::Client,
     url: String,
+    /// [`shown_url`] of the URL.
     shown: String,
+    receivers: Arc<Mutex<Trusted>>,
+}
+
+impl Receiver {
+    /// The client for one try: `Err` why nothing is posted, for a receiver on this host over
+    /// plain http that another user serves or nobody does ([`crate::endpoint_owner`]); for one
+    /// an allowed user serves, a client of this try's that connects to the addresses that user
+    /// serves alone (as the LLM client does), so that no connection kept from an earlier try
+    /// can lead elsewhere.
+    async fn client_for_this_try(&self) -> Result<reqwest::Client, String> {
+        let allowed = self.receivers.lock().expect("not poisoned").clone();
+        let url = self.url.clone();
+        // A name resolved and the listeners dumped: blocking calls, off the runtime's workers.
+        let looked =
+            tokio::task::spawn_blocking(move || crate::endpoint_owner::looked_at(&url, &allowed))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(format!(
+                        "who serves the receiver could not be looked at ({e})"
+                    ))
+                });
+        match looked? {
+            None => Ok(self.client.clone()),
+            Some((host, addresses)) => client_builder(&self.url)
+                .resolve_to_addrs(&host, &addresses)
+                .pool_max_idle_per_host(0)
+                .build()
+                .map_err(|e| describe(&e.without_url())),
+        }
+    }
+}
+
+async fn deliver(
+    receiver: Receiver,
     mut rx: mpsc::UnboundedReceiver<Payload>,
     ledger: Ledger,
     first_backoff: Duration,
 ) {
+    let (url, shown) = (&receiver.url, &receiver.shown);
     // Taken off the channel as they come, even while one waits to be retried: so that a later
     // notification about the same approval can replace one not yet delivered, and a full queue
     // loses its oldest notification, not the newest.
@@ -573,24 +649,32 @@ async fn deliver(
         let mut replaced = false;
         let body = serde_json::to_vec(&payload).expect("payloads serialise");
         for attempt in 1..=ATTEMPTS {
-            let send = client
-                .post(&url)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone())
-                .send();
-            tokio::pin!(send);
-            // Drained while the POST runs too (up to TIMEOUT), so that the channel never fills
-            // and drops the newest.
-            let result = loop {
-                tokio::select! {
-                    // The channel first: whatever is in it when the answer comes is queued (and
-                    // the oldest dropped) before the next POST is chosen.
-                    biased;
-                    Some(next) = rx.recv() => replaced |= enqueue(&mut queued, next, &shown, &id, &ledger),
-                    result = &mut send => break result,
+            let result = match receiver.client_for_this_try().await {
+                Err(why) => Err(why),
+                Ok(client) => {
+                    let send = client
+                        .post(url)
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body.clone())
+                        .send();
+                    tokio::pin!(send);
+                    // Drained while the POST runs too (up to TIMEOUT), so that the channel never
+                    // fills and drops the newest.
+                    Ok(loop {
+                        tokio::select! {
+                            // The channel first: whatever is in it when the answer comes is
+                            // queued (and the oldest dropped) before the next POST is chosen.
+                            biased;
+                            Some(next) = rx.recv() => replaced |= enqueue(&mut queued, next, shown, &id, &ledger),
+                            result = &mut send => break result,
+                        }
+                    })
                 }
             };
             let failure = match result {
+                // Not posted: who serves the receiver is not someone it may go to (yet).
+                Err(why) => Some(Failure::Retry(why)),
+                Ok(result) => match result {
                 Ok(r) if r.status().is_success() => {
                     info!(url = %shown, "approval webhook: {event} {id} delivered (attempt {attempt})");
                     ledger.ended(Outcome::Delivered);
@@ -608,7 +692,7 @@ async fn deliver(
                             || "nowhere".to_string(),
                             // A relative one is on the webhook's own host.
                             |l| {
-                                reqwest::Url::parse(&url)
+                                reqwest::Url::parse(url)
                                     .and_then(|base| base.join(l))
                                     .map_or_else(|_| shown_url(l), |u| shown_url(u.as_str()))
                             },
@@ -619,8 +703,9 @@ async fn deliver(
                     r.status()
                 ))),
                 Ok(r) => Some(Failure::Retry(format!("the receiver answered {}", r.status()))),
-                // reqwest names the whole URL in its errors.
-                Err(e) => Some(Failure::Retry(describe(&e.without_url()))),
+                    // reqwest names the whole URL in its errors.
+                    Err(e) => Some(Failure::Retry(describe(&e.without_url()))),
+                },
             };
             let why = match failure {
                 None => break,
@@ -644,7 +729,7 @@ async fn deliver(
             while !replaced {
                 tokio::select! {
                     biased;
-                    Some(next) = rx.recv() => replaced |= enqueue(&mut queued, next, &shown, &id, &ledger),
+                    Some(next) = rx.recv() => replaced |= enqueue(&mut queued, next, shown, &id, &ledger),
                     _ = &mut wait => break,
                 }
             }
@@ -879,8 +964,12 @@ pub(crate) mod tests {
                 conn.write_all(answer.as_bytes()).await.unwrap();
             }
         });
-        let hook =
-            Webhook::spawn(format!("http://127.0.0.1:{port}/kpo"), Outcomes::default()).unwrap();
+        let hook = Webhook::spawn(
+            format!("http://127.0.0.1:{port}/kpo"),
+            Outcomes::default(),
+            None,
+        )
+        .unwrap();
         hook.notify(Payload::new(
             "approval_required",
             "web1",
@@ -984,7 +1073,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_refusal_for_good_is_not_retried() {
         let (url, mut requests) = receiver(vec![404, 200, 200]).await;
-        let hook = Webhook::spawn(url, Outcomes::default()).unwrap();
+        let hook = Webhook::spawn(url, Outcomes::default(), None).unwrap();
         hook.notify(Payload::new(
             "approval_required",
             "web1",
@@ -1022,7 +1111,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_notification_waiting_for_a_retry_gives_way_to_a_later_one_of_its_approval() {
         let (url, mut requests) = receiver(vec![503, 200, 200]).await;
-        let hook = Webhook::spawn(url, Outcomes::default()).unwrap();
+        let hook = Webhook::spawn(url, Outcomes::default(), None).unwrap();
         let mut resolved = item("ap-1", 32);
         resolved.state = ApprovalState::Expired;
         hook.notify(Payload::new(
@@ -1060,7 +1149,7 @@ pub(crate) mod tests {
     async fn an_advice_never_replaces_an_approval_nor_is_replaced_by_one() {
         let (release, gate) = tokio::sync::oneshot::channel();
         let (url, mut requests) = receiver_gated(vec![200; 5], Some(gate)).await;
-        let hook = Webhook::spawn(url, Outcomes::default()).unwrap();
+        let hook = Webhook::spawn(url, Outcomes::default(), None).unwrap();
         hook.notify(required("ap-0"));
         assert_eq!(
             requests.recv().await.unwrap(),
@@ -1199,7 +1288,7 @@ pub(crate) mod tests {
         const BURST: usize = QUEUE + 6;
         let (release, gate) = tokio::sync::oneshot::channel();
         let (url, mut requests) = receiver_gated(vec![200; BURST + 1], Some(gate)).await;
-        let hook = Webhook::spawn(url, Outcomes::default()).unwrap();
+        let hook = Webhook::spawn(url, Outcomes::default(), None).unwrap();
         hook.notify(Payload::new(
             "approval_required",
             "web1",
@@ -1236,7 +1325,8 @@ pub(crate) mod tests {
         let (url, mut requests) = receiver(vec![503, 200]).await;
         let outcomes = Outcomes::default();
         let hook =
-            Webhook::spawn_backing_off(url, outcomes.clone(), Duration::from_secs(3600)).unwrap();
+            Webhook::spawn_backing_off(url, outcomes.clone(), Duration::from_secs(3600), None)
+                .unwrap();
         hook.notify(Payload::new(
             "approval_required",
             "web1",
@@ -1264,7 +1354,7 @@ pub(crate) mod tests {
     async fn at_the_agents_stop_what_is_left_is_delivered_in_time_or_counted() {
         let (url, mut requests) = receiver(vec![200]).await;
         let outcomes = Outcomes::default();
-        let hook = Webhook::spawn(url, outcomes.clone()).unwrap();
+        let hook = Webhook::spawn(url, outcomes.clone(), None).unwrap();
         hook.notify(required("ap-1"));
         hook.finish(Duration::from_secs(60)).await;
         assert_eq!(
@@ -1276,7 +1366,8 @@ pub(crate) mod tests {
         let (url, mut requests) = receiver(vec![503, 200]).await;
         let outcomes = Outcomes::default();
         let hook =
-            Webhook::spawn_backing_off(url, outcomes.clone(), Duration::from_secs(3600)).unwrap();
+            Webhook::spawn_backing_off(url, outcomes.clone(), Duration::from_secs(3600), None)
+                .unwrap();
         hook.notify(required("ap-2"));
         assert_eq!(
             requests.recv().await.unwrap(),
@@ -1291,8 +1382,9 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_replaced_notification_does_not_wait_out_its_backoff() {
         let (url, mut requests) = receiver(vec![503, 200]).await;
-        let hook = Webhook::spawn_backing_off(url, Outcomes::default(), Duration::from_secs(3600))
-            .unwrap();
+        let hook =
+            Webhook::spawn_backing_off(url, Outcomes::default(), Duration::from_secs(3600), None)
+                .unwrap();
         hook.notify(Payload::new(
             "approval_required",
             "web1",
@@ -1320,7 +1412,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_replaced_notification_is_not_retried_even_when_its_replacement_is_dropped() {
         let (url, mut requests) = receiver(vec![503, 200, 200, 200]).await;
-        let hook = Webhook::spawn(url, Outcomes::default()).unwrap();
+        let hook = Webhook::spawn(url, Outcomes::default(), None).unwrap();
         let mut resolved = item("ap-1", 32);
         resolved.state = ApprovalState::Expired;
         hook.notify(Payload::new(
@@ -1486,13 +1578,89 @@ pub(crate) mod tests {
         assert_eq!(counted(&outcomes), only(&[(Outcome::QueueFull, 2)]));
     }
 
+    /// A receiver on this host over plain http that another user serves is not posted to: each
+    /// try fails before connecting, naming `approvals.webhook_user`, and the notification is
+    /// given up; once a reload names that user, the next one is posted (s58 story BL-2).
+    #[tokio::test]
+    async fn a_receiver_another_user_serves_here_is_posted_to_only_once_named() {
+        use tokio::io::AsyncWriteExt;
+        if !nix::unistd::geteuid().is_root() {
+            kpo_test_skip::skip("not root: the test listens as another user");
+            return;
+        }
+        let nobody = 65534;
+        // The socket's owner is the creator's file-system uid, changed for this thread alone.
+        let theirs = {
+            let root = nix::unistd::setfsuid(nix::unistd::Uid::from_raw(nobody));
+            let bound = std::net::TcpListener::bind("127.0.0.1:0");
+            nix::unistd::setfsuid(root);
+            bound.unwrap()
+        };
+        theirs.set_nonblocking(true).unwrap();
+        let address = theirs.local_addr().unwrap();
+        let url = format!("http://{address}/kpo");
+        let receiver = Receiver {
+            client: client_builder(&url).build().unwrap(),
+            url: url.clone(),
+            shown: shown_url(&url),
+            receivers: Arc::new(Mutex::new(receivers(None))),
+        };
+        let why = receiver.client_for_this_try().await.unwrap_err();
+        assert!(
+            why.starts_with(&format!(
+                "{address} is served by uid {nobody} (nobody), not by root, the agent's user or \
+                 approvals.webhook_user: any local user may listen on a free port of this host, \
+                 and would get the approvals and the advice"
+            )),
+            "{why}"
+        );
+        let outcomes = Outcomes::default();
+        let hook =
+            Webhook::spawn_backing_off(url, outcomes.clone(), Duration::from_millis(1), None)
+                .unwrap();
+        hook.notify(required("ap-1"));
+        let until = |outcome: Outcome| {
+            let outcomes = outcomes.clone();
+            async move {
+                for _ in 0..3000 {
+                    if outcomes.get(outcome) > 0 {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                panic!("no notification {outcome:?}: {:?}", counted(&outcomes));
+            }
+        };
+        until(Outcome::GivenUp).await;
+        assert_eq!(
+            theirs.accept().map(|_| ()).map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::WouldBlock),
+            "nothing connected to the other user's listener"
+        );
+        hook.set_receiver_user(Some(nobody));
+        hook.notify(required("ap-2"));
+        let theirs = tokio::net::TcpListener::from_std(theirs).unwrap();
+        let (mut conn, _) = theirs.accept().await.unwrap();
+        let body: serde_json::Value = serde_json::from_str(&request_body(&mut conn).await).unwrap();
+        assert_eq!(body["kpo"]["approval"]["id"], "ap-2");
+        conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        until(Outcome::Delivered).await;
+        assert_eq!(
+            counted(&outcomes),
+            only(&[(Outcome::GivenUp, 1), (Outcome::Delivered, 1)])
+        );
+    }
+
     /// A notification delivered counts once, however many tries it took.
     #[tokio::test]
     async fn each_delivered_notification_is_counted_once() {
         let (url, mut requests) = receiver(vec![200, 503, 200, HOLD]).await;
         let outcomes = Outcomes::default();
         let hook =
-            Webhook::spawn_backing_off(url, outcomes.clone(), Duration::from_millis(1)).unwrap();
+            Webhook::spawn_backing_off(url, outcomes.clone(), Duration::from_millis(1), None)
+                .unwrap();
         assert_eq!(counted(&outcomes), only(&[]), "every series from 0");
         hook.notify(required("ap-1"));
         hook.notify(required("ap-2"));
@@ -1511,7 +1679,7 @@ pub(crate) mod tests {
     async fn a_refused_notification_is_counted() {
         let (url, mut requests) = receiver(vec![404, 410, HOLD]).await;
         let outcomes = Outcomes::default();
-        let hook = Webhook::spawn(url, outcomes.clone()).unwrap();
+        let hook = Webhook::spawn(url, outcomes.clone(), None).unwrap();
         hook.notify(required("ap-1"));
         hook.notify(resolved("ap-2"));
         assert_eq!(
@@ -1534,7 +1702,8 @@ pub(crate) mod tests {
         let (url, mut requests) = receiver(statuses).await;
         let outcomes = Outcomes::default();
         let hook =
-            Webhook::spawn_backing_off(url, outcomes.clone(), Duration::from_millis(1)).unwrap();
+            Webhook::spawn_backing_off(url, outcomes.clone(), Duration::from_millis(1), None)
+                .unwrap();
         hook.notify(required("ap-1"));
         for _ in 0..ATTEMPTS {
             assert_eq!(
@@ -1556,7 +1725,7 @@ pub(crate) mod tests {
         statuses.push(HOLD);
         let (url, mut requests) = receiver_gated(statuses, Some(gate)).await;
         let outcomes = Outcomes::default();
-        let hook = Webhook::spawn(url, outcomes.clone()).unwrap();
+        let hook = Webhook::spawn(url, outcomes.clone(), None).unwrap();
         hook.notify(required("ap-0"));
         assert_eq!(
             requests.recv().await.unwrap(),
@@ -1590,7 +1759,8 @@ pub(crate) mod tests {
         let outcomes = Outcomes::default();
         // An hour: ap-1's required is still waiting for its retry when its resolution comes.
         let hook =
-            Webhook::spawn_backing_off(url, outcomes.clone(), Duration::from_secs(3600)).unwrap();
+            Webhook::spawn_backing_off(url, outcomes.clone(), Duration::from_secs(3600), None)
+                .unwrap();
         hook.notify(required("ap-1"));
         assert_eq!(
             requests.recv().await.unwrap(),

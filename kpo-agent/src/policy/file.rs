@@ -41,6 +41,7 @@ struct ApprovalsFile {
     expire_after: Option<Spanned<String>>,
     clear_after_windows: Option<Spanned<u32>>,
     webhook: Option<Spanned<String>>,
+    webhook_user: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -851,6 +852,17 @@ fn approval_settings(ctx: &Ctx<'_>, a: ApprovalsFile) -> Result<ApprovalSettings
             ));
         }
         s.webhook = Some(w.into_inner());
+    }
+    if let Some(u) = a.webhook_user {
+        let uid = crate::endpoint_owner::uid_of(u.get_ref()).map_err(|why| {
+            ctx.err(
+                u.span(),
+                "approvals.webhook_user".into(),
+                PolicyErrorClass::BadValue,
+                format!("must be a user of this host, by name or uid: {why}"),
+            )
+        })?;
+        s.webhook_user = Some(uid);
     }
     Ok(s)
 }

@@ -175,6 +175,9 @@ pub struct ApprovalSettings {
     pub clear_after_windows: u32,
     /// An `http://` or `https://` URL that receives a JSON POST for each approval (optional).
     pub webhook: Option<String>,
+    /// The uid, besides root's and the agent's own, whose listener on this host may be posted
+    /// to over plain `http://` (`webhook_user`; [`crate::endpoint_owner`]).
+    pub webhook_user: Option<u32>,
 }
 
 impl Default for ApprovalSettings {
@@ -183,6 +186,7 @@ impl Default for ApprovalSettings {
             expire_after: Duration::from_secs(3600),
             clear_after_windows: 30,
             webhook: None,
+            webhook_user: None,
         }
     }
 }

@@ -869,10 +869,12 @@ fn sources_namespaces_pause_cooldown_rate_and_quarantine() {
 #[test]
 fn approvals_settings_load_and_their_mistakes_name_file_line_and_key() {
     let p = Policy::parse(
-        "[approvals]\nexpire_after = \"15m\"\nclear_after_windows = 11\nwebhook = \"http://127.0.0.1:9000/kpo\"\n",
+        "[approvals]\nexpire_after = \"15m\"\nclear_after_windows = 11\nwebhook = \"http://127.0.0.1:9000/kpo\"\n\
+         webhook_user = \"root\"\n",
         "p.toml",
     )
     .unwrap();
+    assert_eq!(p.approvals.webhook_user, Some(0));
     assert_eq!(p.approvals.expire_after, Duration::from_secs(900));
     assert_eq!(p.approvals.clear_after_windows, 11);
     assert_eq!(
@@ -881,9 +883,16 @@ fn approvals_settings_load_and_their_mistakes_name_file_line_and_key() {
     );
     let d = Policy::parse("", "p.toml").unwrap().approvals;
     assert_eq!(
-        (d.expire_after, d.clear_after_windows, d.webhook),
-        (Duration::from_secs(3600), 30, None)
+        (
+            d.expire_after,
+            d.clear_after_windows,
+            d.webhook,
+            d.webhook_user
+        ),
+        (Duration::from_secs(3600), 30, None, None)
     );
+    let by_uid = Policy::parse("[approvals]\nwebhook_user = \"998\"\n", "p.toml").unwrap();
+    assert_eq!(by_uid.approvals.webhook_user, Some(998));
     for (text, line, key) in [
         (
             "[approvals]\nexpire_after = \"0s\"\n",
@@ -919,6 +928,11 @@ fn approvals_settings_load_and_their_mistakes_name_file_line_and_key() {
             "[approvals]\nwebhook = \"not a url\"\n",
             2,
             "approvals.webhook",
+        ),
+        (
+            "[approvals]\nwebhook_user = \"no-such-user-kpo\"\n",
+            2,
+            "approvals.webhook_user",
         ),
     ] {
         let (l, k, class, msg) = err(text);

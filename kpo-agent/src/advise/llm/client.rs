@@ -223,7 +223,7 @@ struct Inner {
     /// Whose listener on this host may be sent a request over plain http
     /// ([`crate::endpoint_owner`]), looked up once here: a user lookup may block on a directory
     /// service, which a request must not wait on (s58 review2 R2-7).
-    trusted_uids: Vec<u32>,
+    trusted: crate::endpoint_owner::Trusted,
     state: Mutex<State>,
 }
 
@@ -291,7 +291,7 @@ impl LlmClient {
                 url: cfg.completions_url(),
                 key: cfg.api_key.clone(),
                 secrets: cfg.secrets(),
-                trusted_uids: cfg.trusted_server_uids(),
+                trusted: cfg.trusted_servers(),
                 state: Mutex::new(State {
                     breaker: Breaker::Closed { failures: 0 },
                     ask: JsonAsk::Schema,
@@ -631,7 +631,7 @@ impl LlmClient {
         // gone elsewhere): [`crate::endpoint_owner`].
         // The look resolves a name and dumps the listeners: blocking calls, made off the
         // runtime's workers.
-        let (url, allowed) = (self.inner.url.clone(), self.inner.trusted_uids.clone());
+        let (url, allowed) = (self.inner.url.clone(), self.inner.trusted.clone());
         let looked =
             tokio::task::spawn_blocking(move || crate::endpoint_owner::looked_at(&url, &allowed))
                 .await

@@ -543,11 +543,13 @@ pub struct ResolvedLlm {
 impl ResolvedLlm {
     /// The users whose listener on this host may be sent the key and the prompt over plain
     /// http ([`crate::endpoint_owner`]): root, the agent's own, and `llm.server_user`.
-    pub fn trusted_server_uids(&self) -> Vec<u32> {
-        let mut uids = vec![0, nix::unistd::geteuid().as_raw()];
+    pub fn trusted_servers(&self) -> crate::endpoint_owner::Trusted {
         let named = self.config.server_user.as_deref();
-        uids.extend(named.and_then(|u| crate::endpoint_owner::uid_of(u).ok()));
-        uids
+        crate::endpoint_owner::Trusted::users(
+            named.and_then(|u| crate::endpoint_owner::uid_of(u).ok()),
+            "llm.server_user",
+            "the API key and the prompt",
+        )
     }
 
     /// What must never be shown of this endpoint: [`Secrets`].

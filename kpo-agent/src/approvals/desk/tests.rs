@@ -33,6 +33,7 @@ fn settings() -> ApprovalSettings {
         expire_after: Duration::from_secs(3600),
         clear_after_windows: 2,
         webhook: None,
+        webhook_user: None,
     }
 }
 
