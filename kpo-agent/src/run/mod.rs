@@ -181,12 +181,13 @@ pub async fn run(
         None => None,
     };
     // Its scrapes are timed by the request-latency sensor like any service's requests, but are
-    // not the host's work: `joules_per_request` leaves them out. The port bound (`:0` picks one).
+    // not the host's work: `joules_per_request` leaves them out. The port bound (`:0` picks one),
+    // and the family: a service of the other family may listen on the same port number.
     let own_endpoint = metrics_server
         .as_ref()
         .map(crate::output::metrics::MetricsServer::local_addr)
         .zip(crate::policy::own_netns_inode())
-        .map(|(addr, netns)| (netns, addr.port()));
+        .map(|(addr, netns)| (netns, addr.port(), crate::window::family_of(&addr)));
     let metrics = metrics_server
         .as_ref()
         .map(crate::output::metrics::MetricsServer::metrics);
@@ -529,7 +530,7 @@ fn add_energy(
     window: &mut Window,
     energy: &mut MeterWatch,
     reading: Option<Result<EnergyReading, EnergyError>>,
-    own_endpoint: Option<(u64, u16)>,
+    own_endpoint: Option<(u64, u16, &'static str)>,
 ) -> Option<SetAside> {
     let (Some(reading), Some(meter)) = (reading, energy.meter()) else {
         window.energy = None;
@@ -549,7 +550,7 @@ fn add_last_energy(
     window: &mut Window,
     energy: &MeterWatch,
     reading: Option<Result<EnergyReading, EnergyError>>,
-    own_endpoint: Option<(u64, u16)>,
+    own_endpoint: Option<(u64, u16, &'static str)>,
 ) {
     window.energy = reading
         .zip(energy.meter())

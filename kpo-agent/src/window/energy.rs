@@ -26,14 +26,15 @@ pub struct WindowEnergy {
 
 impl WindowEnergy {
     /// The meter's reading over `window` (taken when the window closed). `own_endpoint`: the
-    /// network namespace (inode) and port of KPO's own metrics endpoint, whose scrapes the
+    /// network namespace (inode), port and family of KPO's own metrics endpoint (a service of
+    /// the other family may have the same port number: s59 story BN-1), whose scrapes the
     /// sensor times too: counted, one scrape in an idle window would be charged the whole
     /// window's energy.
     pub fn new(
         meter: &dyn EnergyMeter,
         reading: Result<EnergyReading, EnergyError>,
         window: &Window,
-        own_endpoint: Option<(u64, u16)>,
+        own_endpoint: Option<(u64, u16, &'static str)>,
     ) -> Self {
         let (joules, error) = match reading {
             Ok(r) => (Some(r.joules), None),
@@ -42,7 +43,7 @@ impl WindowEnergy {
         let requests: u64 = window
             .request_latency
             .iter()
-            .filter(|r| Some((r.netns, r.port)) != own_endpoint)
+            .filter(|r| Some((r.netns, r.port, r.family)) != own_endpoint)
             .map(|r| r.latency.samples)
             .sum();
         let joules_per_request = joules
@@ -205,16 +206,19 @@ mod tests {
     /// otherwise idle window it was charged the whole window's energy (story AI, session 53).
     #[test]
     fn the_agents_own_metrics_endpoint_is_not_counted_as_requests() {
-        // Port 8080 (netns 1) timed 600, port 8081 timed 400; the endpoint is (1, 8081).
+        // Port 8080 (netns 1) timed 600, port 8081 timed 400; the endpoint is (1, 8081, IPv4).
         let w = timed(4.0, 0.5, &[600, 400]);
-        let e = WindowEnergy::new(&Fixed, reading(10.0), &w, Some((1, 8081)));
+        let e = WindowEnergy::new(&Fixed, reading(10.0), &w, Some((1, 8081, "ipv4")));
         assert_eq!(e.joules_per_request, Some(significant6(5.0 / 600.0_f64)));
-        // The same port in another namespace is someone's service.
-        let e = WindowEnergy::new(&Fixed, reading(10.0), &w, Some((2, 8081)));
-        assert_eq!(e.joules_per_request, Some(0.005));
+        // The same port in another namespace is someone's service, and so is the same port of
+        // the other family (s59 story BN-1: an IPv6 service on the IPv4 endpoint's port).
+        for other in [(2, 8081, "ipv4"), (1, 8081, "ipv6")] {
+            let e = WindowEnergy::new(&Fixed, reading(10.0), &w, Some(other));
+            assert_eq!(e.joules_per_request, Some(0.005), "{other:?}");
+        }
         // Only scrapes timed: no request of a service.
         let scraped = timed(4.0, 0.5, &[1]);
-        let e = WindowEnergy::new(&Fixed, reading(10.0), &scraped, Some((1, 8080)));
+        let e = WindowEnergy::new(&Fixed, reading(10.0), &scraped, Some((1, 8080, "ipv4")));
         assert_eq!((e.joules, e.joules_per_request), (Some(10.0), None));
     }
 

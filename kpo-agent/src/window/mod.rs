@@ -1013,6 +1013,15 @@ pub fn family_name(family: u16) -> &'static str {
     }
 }
 
+/// [`family_name`] of a socket bound to `addr` (an IPv4-mapped IPv6 address is an IPv6 socket's).
+pub fn family_of(addr: &std::net::SocketAddr) -> &'static str {
+    family_name(if addr.is_ipv4() {
+        kpo_common::AF_INET
+    } else {
+        AF_INET6
+    })
+}
+
 /// CPUs online on the host (not this process's affinity or cgroup share: the sensors see all).
 fn num_cpus() -> f64 {
     cpus_online().unwrap_or(1) as f64
