@@ -137,6 +137,40 @@ pub(crate) fn user_named(uid: u32) -> String {
     }
 }
 
+/// `llm.server_user` or `approvals.webhook_user` as written: a name or a uid, in a string or a
+/// bare integer (`0` read as "a string expected" with no hint: s59 story BM-3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserName(pub String);
+
+impl<'de> serde::Deserialize<'de> for UserName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct NameOrUid;
+        impl serde::de::Visitor<'_> for NameOrUid {
+            type Value = UserName;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a user name or uid (\"ollama\", \"998\" or 998)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<UserName, E> {
+                Ok(UserName(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<UserName, E> {
+                u32::try_from(v)
+                    .map(|uid| UserName(uid.to_string()))
+                    .map_err(|_| E::custom(format!("{v} is not a uid (0 to {})", u32::MAX)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<UserName, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(-1))
+            }
+        }
+        d.deserialize_any(NameOrUid)
+    }
+}
+
+/// [`UserName`] for an optional field read by serde's `deserialize_with`.
+pub fn optional_user<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(<Option<UserName> as serde::Deserialize>::deserialize(d)?.map(|u| u.0))
+}
+
 /// The uid of `user`, a name or a number, for `llm.server_user` and `approvals.webhook_user`.
 pub fn uid_of(user: &str) -> Result<u32, String> {
     if let Ok(uid) = user.trim().parse::<u32>() {

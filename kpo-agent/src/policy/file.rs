@@ -41,7 +41,7 @@ struct ApprovalsFile {
     expire_after: Option<Spanned<String>>,
     clear_after_windows: Option<Spanned<u32>>,
     webhook: Option<Spanned<String>>,
-    webhook_user: Option<Spanned<String>>,
+    webhook_user: Option<Spanned<crate::endpoint_owner::UserName>>,
 }
 
 #[derive(Deserialize)]
@@ -854,7 +854,7 @@ fn approval_settings(ctx: &Ctx<'_>, a: ApprovalsFile) -> Result<ApprovalSettings
         s.webhook = Some(w.into_inner());
     }
     if let Some(u) = a.webhook_user {
-        let uid = crate::endpoint_owner::uid_of(u.get_ref()).map_err(|why| {
+        let uid = crate::endpoint_owner::uid_of(&u.get_ref().0).map_err(|why| {
             ctx.err(
                 u.span(),
                 "approvals.webhook_user".into(),

@@ -891,8 +891,10 @@ fn approvals_settings_load_and_their_mistakes_name_file_line_and_key() {
         ),
         (Duration::from_secs(3600), 30, None, None)
     );
-    let by_uid = Policy::parse("[approvals]\nwebhook_user = \"998\"\n", "p.toml").unwrap();
-    assert_eq!(by_uid.approvals.webhook_user, Some(998));
+    for text in ["webhook_user = \"998\"", "webhook_user = 998"] {
+        let by_uid = Policy::parse(&format!("[approvals]\n{text}\n"), "p.toml").unwrap();
+        assert_eq!(by_uid.approvals.webhook_user, Some(998), "{text}");
+    }
     for (text, line, key) in [
         (
             "[approvals]\nexpire_after = \"0s\"\n",

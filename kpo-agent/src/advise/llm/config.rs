@@ -323,6 +323,7 @@ pub struct LlmConfig {
     /// The user (a name or a uid) that runs a server on this host the endpoint names over plain
     /// http, besides root and the agent's own user: a listener of anyone else on its port is not
     /// sent the key and the prompt ([`crate::endpoint_owner`]).
+    #[serde(deserialize_with = "crate::endpoint_owner::optional_user")]
     pub server_user: Option<String>,
 }
 
@@ -1347,6 +1348,33 @@ mod tests {
             "config file bad.toml: line 2, column 11: not a duration (expected number at 0): a \
              string with its unit, longer than 0, at most \"10m\", in `llm.timeout`"
         );
+    }
+
+    /// A server's user is a name or a uid, in a string or a bare integer (s59 story BM-3: `0`
+    /// was refused as "expected a string").
+    #[test]
+    fn the_server_user_is_a_name_or_a_uid_written_either_way() {
+        for (text, user) in [
+            ("server_user = \"ollama\"", Some("ollama")),
+            ("server_user = \"998\"", Some("998")),
+            ("server_user = 998", Some("998")),
+            ("server_user = 0", Some("0")),
+            ("", None),
+        ] {
+            let c: LlmConfig = toml::from_str(text).unwrap();
+            assert_eq!(c.server_user.as_deref(), user, "{text}");
+        }
+        for (text, says) in [
+            ("server_user = -1", "-1 is not a uid (0 to 4294967295)"),
+            ("server_user = 4294967296", "4294967296 is not a uid"),
+            (
+                "server_user = true",
+                "a user name or uid (\"ollama\", \"998\" or 998)",
+            ),
+        ] {
+            let e = toml::from_str::<LlmConfig>(text).unwrap_err().to_string();
+            assert!(e.contains(says), "{text}: {e}");
+        }
     }
 
     #[test]
