@@ -86,8 +86,13 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
     if let Some(w) = approvals_expire_between_rules_repeats(&policy, &agent) {
         eprintln!("kpo: warning: {w}");
     }
-    for w in optimizer_held_back_by_the_limits(&policy, &agent) {
-        eprintln!("kpo: warning: {w}");
+    match optimizer_off_by_the_configuration(&policy, &agent) {
+        Some(w) => eprintln!("kpo: warning: {w}"),
+        None => {
+            for w in optimizer_held_back_by_the_limits(&policy, &agent) {
+                eprintln!("kpo: warning: {w}");
+            }
+        }
     }
     for w in optimizer_entries_in_recommend(&policy) {
         eprintln!("kpo: warning: {w}");
@@ -596,6 +601,33 @@ pub(crate) fn approvals_expire_between_rules_repeats(
 /// revert counted too: the search waits on it, `rate_limited`, for the rest of the hour).
 /// docs/policy.md says both; nothing said so at load (s51 story AA F6: a search waited on the
 /// hourly limit window after window).
+/// Why `kpo run` would turn the optimizer off at its start for want of what the configuration
+/// gives it, when the policy gives it a knob to search: `kpo run` logs it and says so in an
+/// `optimizer` `off` event, and a check that passed silently let the operator believe it would
+/// run (s59 story BM-1). The reasons that depend on the hardware (a knob unreadable here) are
+/// `kpo run`'s alone.
+pub(crate) fn optimizer_off_by_the_configuration(
+    policy: &Policy,
+    config: &Config,
+) -> Option<String> {
+    let searched = policy.params.iter().find(|r| {
+        r.sources.contains(&crate::policy::Source::Optimizer)
+            && r.mode == Mode::Auto
+            && names_an_optimizer_knob(&r.name)
+    })?;
+    let why = match (config.optimizer.slo_port, config.optimizer.slo_max_us) {
+        (Some(_), Some(_)) => crate::run::slo_unmeasured(config)?,
+        _ => "the configuration has no SLO: set [optimizer] slo_port and slo_max_us".to_string(),
+    };
+    Some(format!(
+        "{}:{}: params.\"{}\" gives the optimizer a knob, but kpo run will turn the optimizer \
+         off with this configuration: {why}",
+        origin(policy),
+        searched.line,
+        searched.name
+    ))
+}
+
 pub(crate) fn optimizer_held_back_by_the_limits(policy: &Policy, config: &Config) -> Vec<String> {
     use crate::policy::Source;
     let file = origin(policy);
@@ -1072,6 +1104,7 @@ fn to_json(policy: &Policy, config: Option<&str>) -> Value {
                 "expire_after": shown_duration(a.expire_after),
                 "clear_after_windows": a.clear_after_windows,
                 "webhook": a.webhook.as_deref().map(crate::approvals::webhook::shown_url),
+                "webhook_user": a.webhook_user,
             },
             "defaults": rule_json(&policy.defaults),
             "params": policy.params.iter().map(rule_json).collect::<Vec<_>>(),
@@ -1151,13 +1184,17 @@ fn to_text(policy: &Policy, config: Option<&str>) -> String {
         shown_duration(g.quarantine)
     );
     out += &format!(
-        "  [approvals] expire_after {}; clear_after_windows {}; webhook {}\n",
+        "  [approvals] expire_after {}; clear_after_windows {}; webhook {}{}\n",
         shown_duration(a.expire_after),
         a.clear_after_windows,
         // Its path is often the credential (Slack's); the policy file holds it whole.
         a.webhook
             .as_deref()
-            .map_or("-".into(), crate::approvals::webhook::shown_url)
+            .map_or("-".into(), crate::approvals::webhook::shown_url),
+        a.webhook_user.map_or(String::new(), |uid| format!(
+            "; webhook_user {}",
+            crate::endpoint_owner::user_named(uid)
+        ))
     );
     out += &format!("  [defaults] {}\n", rule_text(&policy.defaults));
     for r in &policy.params {
@@ -2188,6 +2225,57 @@ proc_root = \"/proc\"
             Vec::<String>::new()
         );
         assert_eq!(optimizer_entries_without_bounds(&p).len(), 1);
+    }
+
+    /// s59 story BM-1: a policy that gives the optimizer a knob, with a configuration that
+    /// turns the optimizer off at `kpo run`'s start (no SLO; the request_latency sensor off),
+    /// passed `kpo check` without a word, and was warned of the search's pace instead.
+    #[test]
+    fn an_optimizer_the_configuration_turns_off_is_warned_of() {
+        let text = "[guard]\nmax_changes_per_hour = 6\n\
+                    [params.\"cpufreq:*:scaling_max_freq\"]\nmode = \"auto\"\nmin = 1200000\n\
+                    max = 3000000\nsources = [\"optimizer\"]\n";
+        let p = Policy::parse(text, "p.toml").unwrap();
+        let said = "p.toml:3: params.\"cpufreq:*:scaling_max_freq\" gives the optimizer a knob, \
+                    but kpo run will turn the optimizer off with this configuration: ";
+        let no_slo = Config::default();
+        assert_eq!(
+            optimizer_off_by_the_configuration(&p, &no_slo),
+            Some(format!(
+                "{said}the configuration has no SLO: set [optimizer] slo_port and slo_max_us"
+            ))
+        );
+        let mut with_slo = Config::default();
+        with_slo.optimizer.slo_port = Some(8080);
+        with_slo.optimizer.slo_max_us = Some(1000.0);
+        assert_eq!(optimizer_off_by_the_configuration(&p, &with_slo), None);
+        let unsampled = Config {
+            duty_fraction: 0.0,
+            ..with_slo.clone()
+        };
+        let blind = Config {
+            disabled_sensors: vec!["request_latency".into()],
+            ..with_slo.clone()
+        };
+        for (config, why) in [
+            (unsampled, "duty_fraction is 0"),
+            (blind, "the request_latency sensor is disabled"),
+        ] {
+            let w = optimizer_off_by_the_configuration(&p, &config).unwrap();
+            assert!(w.starts_with(&format!("{said}{why}")), "{w}");
+        }
+        // Nothing it would search: an entry in recommend (warned of apart), or not its.
+        for other in [
+            text.replace("\"auto\"", "\"recommend\""),
+            text.replace("\"optimizer\"", "\"operator\""),
+        ] {
+            let p = Policy::parse(&other, "p.toml").unwrap();
+            assert_eq!(
+                optimizer_off_by_the_configuration(&p, &no_slo),
+                None,
+                "{other}"
+            );
+        }
     }
 
     /// Gap: an optimizer knob in mode auto without an integer min and max passed `kpo check`

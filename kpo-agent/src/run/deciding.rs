@@ -1815,8 +1815,11 @@ fn warn_of_what_the_policy_names_in_vain(policy: &Policy, config: &Config) {
     if let Some(w) = crate::check::approvals_expire_between_rules_repeats(policy, config) {
         warn!("policy: {w}");
     }
-    for w in crate::check::optimizer_held_back_by_the_limits(policy, config) {
-        warn!("policy: {w}");
+    // The loop says itself why it is off; the pace of a search that will not run is no news.
+    if crate::check::optimizer_off_by_the_configuration(policy, config).is_none() {
+        for w in crate::check::optimizer_held_back_by_the_limits(policy, config) {
+            warn!("policy: {w}");
+        }
     }
 }
 
@@ -1845,7 +1848,7 @@ pub(super) fn revert_reason(
 /// Why the live loop could never measure its SLO under `config`, if so: the latency is the
 /// request_latency sensor's. Started anyway, it said "live loop on" and then, each window, that
 /// no request was timed (s44 storyB).
-fn slo_unmeasured(config: &Config) -> Option<String> {
+pub(crate) fn slo_unmeasured(config: &Config) -> Option<String> {
     if config
         .disabled_sensors
         .iter()

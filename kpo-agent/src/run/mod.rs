@@ -37,6 +37,7 @@ use tracing::{info, warn};
 
 pub use args::RunArgs;
 // The stop's bounded waits and the open-files limit, which deploy/kpo.service is held to.
+pub(crate) use deciding::slo_unmeasured;
 use deciding::Deciding;
 pub use deciding::{TURN_AWAY_WAIT, WEBHOOK_FINISH_WAIT};
 use duty::DutyCycle;
