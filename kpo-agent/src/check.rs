@@ -86,6 +86,9 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
     if let Some(w) = approvals_expire_between_rules_repeats(&policy, &agent) {
         eprintln!("kpo: warning: {w}");
     }
+    if let Some(w) = approvals_cleared_too_soon(&policy, &agent) {
+        eprintln!("kpo: warning: {w}");
+    }
     match optimizer_off_by_the_configuration(&policy, &agent) {
         Some(w) => eprintln!("kpo: warning: {w}"),
         None => {
@@ -594,13 +597,42 @@ pub(crate) fn approvals_expire_between_rules_repeats(
     })
 }
 
-/// Limits that hold the optimizer's search back, given the agent's configuration: an entry's
-/// `max_step` too small to go from one bound to the other in one step (a proposal farther from
-/// the value in place is refused for good, and the search ends sooner), and a `[guard]
-/// max_changes_per_hour` below the search's budget (one change of each knob per trial, each
-/// revert counted too: the search waits on it, `rate_limited`, for the rest of the hour).
-/// docs/policy.md says both; nothing said so at load (s51 story AA F6: a search waited on the
-/// hourly limit window after window).
+/// Approvals cleared less than [`APPROVAL_CLEAR_FLOOR`] after their advice stops, where an
+/// advisor's advice may wait for an operator: at short windows they come and go before anyone
+/// sees them in `kpo pending` or acts on the webhook's post, and advice that comes back makes a
+/// new approval, with a new id and another post (s59 story BM-2: windows of 10 ms cleared them
+/// 300 ms after their advice, and each came back under a new id).
+pub(crate) fn approvals_cleared_too_soon(policy: &Policy, config: &Config) -> Option<String> {
+    use crate::policy::{Mode, Source};
+    let approvable = std::iter::once(&policy.defaults)
+        .chain(&policy.params)
+        .any(|r| {
+            [Source::Rules, Source::Llm]
+                .into_iter()
+                .any(|s| r.sources.contains(&s) && r.mode_for(s) == Mode::Recommend)
+        });
+    let windows = policy.approvals.clear_after_windows;
+    let after = config.window.saturating_mul(windows);
+    let enough = APPROVAL_CLEAR_FLOOR
+        .as_nanos()
+        .div_ceil(config.window.as_nanos().max(1));
+    (approvable && after < APPROVAL_CLEAR_FLOOR).then(|| {
+        format!(
+            "{}: [approvals] clear_after_windows {windows} with windows of {} clears an approval \
+             {} after its advice stops: too soon for anyone to see it in kpo pending or act on \
+             the webhook's post, and advice that comes back makes a new approval, with a new id \
+             and another post; make clear_after_windows at least {enough} (a minute)",
+            origin(policy),
+            shown_duration(config.window),
+            shown_duration(after),
+        )
+    })
+}
+
+/// Less than this between an approval's last advice and its clearing is warned of
+/// ([`approvals_cleared_too_soon`]): a person needs about that long to look.
+pub const APPROVAL_CLEAR_FLOOR: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Why `kpo run` would turn the optimizer off at its start for want of what the configuration
 /// gives it, when the policy gives it a knob to search: `kpo run` logs it and says so in an
 /// `optimizer` `off` event, and a check that passed silently let the operator believe it would
@@ -628,6 +660,13 @@ pub(crate) fn optimizer_off_by_the_configuration(
     ))
 }
 
+/// Limits that hold the optimizer's search back, given the agent's configuration: an entry's
+/// `max_step` too small to go from one bound to the other in one step (a proposal farther from
+/// the value in place is refused for good, and the search ends sooner), and a `[guard]
+/// max_changes_per_hour` below the search's budget (one change of each knob per trial, each
+/// revert counted too: the search waits on it, `rate_limited`, for the rest of the hour).
+/// docs/policy.md says both; nothing said so at load (s51 story AA F6: a search waited on the
+/// hourly limit window after window).
 pub(crate) fn optimizer_held_back_by_the_limits(policy: &Policy, config: &Config) -> Vec<String> {
     use crate::policy::Source;
     let file = origin(policy);
@@ -1366,6 +1405,53 @@ max = 8000
         );
         // The built-in default (recommend, every source) with a long window.
         assert!(approvals_expire_between_rules_repeats(&policy(""), &config("10m")).is_some());
+    }
+
+    /// s59 story BM-2: at windows of 10 ms, approvals were cleared 300 ms after their advice
+    /// stopped, and came back under new ids, without a word.
+    #[test]
+    fn approvals_cleared_within_a_minute_are_warned_of() {
+        let policy = |text: &str| Policy::parse(text, "p.toml").unwrap();
+        let config = |window: &str| {
+            Config::from_toml(
+                &format!("tick = \"10ms\"\nwindow = \"{window}\"\n"),
+                "kpo.toml",
+            )
+            .unwrap()
+        };
+        // The built-in defaults: mode recommend, every source; clear_after_windows 30.
+        assert_eq!(
+            approvals_cleared_too_soon(&policy(""), &config("10ms")).as_deref(),
+            Some(
+                "p.toml: [approvals] clear_after_windows 30 with windows of 10ms clears an \
+                 approval 300ms after its advice stops: too soon for anyone to see it in kpo \
+                 pending or act on the webhook's post, and advice that comes back makes a new \
+                 approval, with a new id and another post; make clear_after_windows at least \
+                 6000 (a minute)"
+            )
+        );
+        assert!(approvals_cleared_too_soon(&policy(""), &config("1990ms")).is_some());
+        assert_eq!(approvals_cleared_too_soon(&policy(""), &config("2s")), None);
+        let longer = "[approvals]\nclear_after_windows = 6000\n";
+        assert_eq!(
+            approvals_cleared_too_soon(&policy(longer), &config("10ms")),
+            None
+        );
+        // No advice waits for an operator: nothing is approved, nothing cleared.
+        let observe = "[defaults]\nmode = \"observe\"\n";
+        assert_eq!(
+            approvals_cleared_too_soon(&policy(observe), &config("10ms")),
+            None
+        );
+        let operator_only = format!(
+            "{observe}[params.\"net.core.somaxconn\"]\nmode = \"recommend\"\nsources = [\"operator\"]\n"
+        );
+        assert_eq!(
+            approvals_cleared_too_soon(&policy(&operator_only), &config("10ms")),
+            None
+        );
+        let llm = operator_only.replace("\"operator\"", "\"llm\"");
+        assert!(approvals_cleared_too_soon(&policy(&llm), &config("10ms")).is_some());
     }
 
     /// Defect: `kpo check` called valid a configuration with a password in `llm.base_url` and

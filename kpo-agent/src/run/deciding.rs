@@ -1815,6 +1815,9 @@ fn warn_of_what_the_policy_names_in_vain(policy: &Policy, config: &Config) {
     if let Some(w) = crate::check::approvals_expire_between_rules_repeats(policy, config) {
         warn!("policy: {w}");
     }
+    if let Some(w) = crate::check::approvals_cleared_too_soon(policy, config) {
+        warn!("policy: {w}");
+    }
     // The loop says itself why it is off; the pace of a search that will not run is no news.
     if crate::check::optimizer_off_by_the_configuration(policy, config).is_none() {
         for w in crate::check::optimizer_held_back_by_the_limits(policy, config) {
