@@ -233,18 +233,35 @@ impl ChangePath {
         let later = leave_theirs
             .then(|| self.held_by_a_later_operators_change(&intent))
             .flatten();
-        if let Some(holder) = later {
+        if let Some((theirs, advisors)) = later {
             let last =
                 (self.journal.param_by_key(&intent.key)).and_then(|p| p.last_applied.clone());
             let now = self.read(&address).ok();
             if now.is_some() && now == last && now.as_ref() != Some(&intent.before) {
                 let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
-                report.detail = Some(format!(
-                    "#{id} no longer holds it: a later change by an operator does (#{}, {}), and \
-                     its value stays (kpo revert {} takes that out; kpo revert {id} --force \
-                     writes {} over it)",
-                    holder.id, holder.after, holder.id, intent.before
-                ));
+                report.detail = Some(match advisors {
+                    None => format!(
+                        "#{id} no longer holds it: a later change by an operator does (#{}, {}), \
+                         and its value stays (kpo revert {} takes that out; kpo revert {id} \
+                         --force writes {} over it)",
+                        theirs.id, theirs.after, theirs.id, intent.before
+                    ),
+                    Some(h) => format!(
+                        "#{id} no longer holds it: a later change by an operator (#{}, {}) was \
+                         made since, and #{} by {} ({}) holds it now; writing {} would take out \
+                         both (kpo revert {} puts back {}; kpo revert {id} --force writes {} over \
+                         them)",
+                        theirs.id,
+                        theirs.after,
+                        h.id,
+                        h.source.as_str(),
+                        h.after,
+                        intent.before,
+                        h.id,
+                        h.before,
+                        intent.before
+                    ),
+                });
                 report.before = now.clone();
                 report.read_back = now;
                 report.theirs_left = true;
@@ -384,16 +401,39 @@ impl ChangePath {
         })
     }
 
-    /// The operator's change made after `intent` that holds its parameter now, if one does: a
-    /// colleague's `kpo apply` since, which `kpo revert` of the older change would otherwise take
-    /// out without a word, its value being KPO's (s52 story AG-6). An advisor's later value is
-    /// taken out (and quarantined): the operator's revert overrules advisors, not people.
-    fn held_by_a_later_operators_change(&self, intent: &Intent) -> Option<Intent> {
+    /// The operator's change made after `intent` that putting `intent`'s value before back
+    /// would take out, if one would: a colleague's `kpo apply` since that holds the parameter
+    /// now, which `kpo revert` of the older change would otherwise take out without a word, its
+    /// value being KPO's (s52 story AG-6); or one an advisor's later change replaced (not undone
+    /// by a revert), with that advisor's change, which holds it now (s59 story BO-2: `kpo revert`
+    /// of the rules' first raise put the original back over the rules' second and, with it, the
+    /// colleague's value between them). An advisor's later value alone is taken out (and
+    /// quarantined): the operator's revert overrules advisors, not people.
+    fn held_by_a_later_operators_change(
+        &self,
+        intent: &Intent,
+    ) -> Option<(Intent, Option<Intent>)> {
         let holder = self.journal.intent(self.holder_now(&intent.key)?)?;
-        (holder.id > intent.id
-            && holder.source == Source::Operator
-            && holder.kind == IntentKind::Change)
-            .then(|| holder.clone())
+        if holder.id <= intent.id || holder.kind != IntentKind::Change {
+            return None;
+        }
+        if holder.source == Source::Operator {
+            return Some((holder.clone(), None));
+        }
+        let p = self.journal.param_by_key(&intent.key)?;
+        let entries = self.entries_of(&intent.key, p.original_id?);
+        let undone = crate::journal::reverted_by(&entries);
+        let between = entries.iter().rev().find(|e| {
+            e.kind == "change"
+                && e.source == Source::Operator
+                && (intent.id + 1..holder.id).contains(&e.id)
+                && took_effect(e).is_some()
+                && !undone.contains_key(&e.id)
+        })?;
+        Some((
+            self.journal.intent(between.id)?.clone(),
+            Some(holder.clone()),
+        ))
     }
 
     /// The change whose value KPO's last write left in the kernel: the one holding the

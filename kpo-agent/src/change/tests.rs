@@ -1494,6 +1494,55 @@ fn an_operators_revert_leaves_a_later_operators_change_unless_forced() {
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
 }
 
+/// s59 story BO-2: the rules' change, an operator's over it, and the rules' again over that:
+/// `kpo revert` of the first put its value before back, taking the operator's value out with the
+/// rules' second without a word. Skipped, naming both; the rules' second is what to revert.
+#[test]
+fn reverting_an_older_change_keeps_an_operators_value_an_advisor_replaced_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let mut rules = op(SOMAX, Value::Int(8192));
+    rules.source = Source::Rules;
+    let first = p.propose(&rules).unwrap().journal_id.unwrap();
+    let colleague = p
+        .propose(&op(SOMAX, Value::Int(6000)))
+        .unwrap()
+        .journal_id
+        .unwrap();
+    rules.value = Value::Int(10000);
+    let third = p.propose(&rules).unwrap().journal_id.unwrap();
+    let r = p.revert(first, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(
+        r.describe(),
+        format!(
+            "skipped {SOMAX}: 10000 -> 4096 (now 10000): #{first} no longer holds it: a later \
+             change by an operator (#{colleague}, 6000) was made since, and #{third} by rules \
+             (10000) holds it now; writing 4096 would take out both (kpo revert {third} puts \
+             back 6000; kpo revert {first} --force writes 4096 over them)"
+        )
+    );
+    assert!(r.theirs_left, "not done as asked: kpo revert exits 1");
+    assert_eq!(value(&k, SOMAX), Value::Int(10000));
+    let r = p.revert(third, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(
+        value(&k, SOMAX),
+        Value::Int(6000),
+        "the colleague's value back"
+    );
+    // Once the colleague's own change is reverted, the rules' first is the operator's to take
+    // out as before.
+    let r = p.revert(colleague, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    // (10000 is quarantined: the revert of the rules' second took it out.)
+    rules.value = Value::Int(9000);
+    assert_eq!(p.propose(&rules).unwrap().status, ChangeStatus::Applied);
+    let r = p.revert(first, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+}
+
 /// After a reboot the kernel has the boot's own values: an interrupted change from before is
 /// settled as failed without reading the kernel, KPO's old values are neither compared with (no
 /// yield) nor put back (`revert --all` has nothing to do), and the next change starts a new
