@@ -89,9 +89,23 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
     if let Some(w) = approvals_cleared_too_soon(&policy, &agent) {
         eprintln!("kpo: warning: {w}");
     }
-    match optimizer_off_by_the_configuration(&policy, &agent) {
-        Some(w) => eprintln!("kpo: warning: {w}"),
-        None => {
+    if let Some(w) = (policy.approvals.webhook.as_deref()).and_then(|url| {
+        crate::approvals::webhook::receiver_refused(url, policy.approvals.webhook_user.as_deref())
+    }) {
+        eprintln!("kpo: warning: {}: [approvals] {w}", origin(&policy));
+    }
+    // Checked without the configuration `kpo run` is given (a policy checked before a reload,
+    // say), the defaults may turn the optimizer off where the real file does not: said so, and
+    // the limits are still looked at (s59 review1 R1-7).
+    match (optimizer_off_by_the_configuration(&policy, &agent), &config) {
+        (Some(w), Some(_)) => eprintln!("kpo: warning: {w}"),
+        (off, _) => {
+            if let Some(w) = off {
+                eprintln!(
+                    "kpo: warning: {w} (the built-in configuration: give kpo check the \
+                     configuration kpo run is given, --config)"
+                );
+            }
             for w in optimizer_held_back_by_the_limits(&policy, &agent) {
                 eprintln!("kpo: warning: {w}");
             }
@@ -597,19 +611,18 @@ pub(crate) fn approvals_expire_between_rules_repeats(
     })
 }
 
-/// Approvals cleared less than [`APPROVAL_CLEAR_FLOOR`] after their advice stops, where an
-/// advisor's advice may wait for an operator: at short windows they come and go before anyone
-/// sees them in `kpo pending` or acts on the webhook's post, and advice that comes back makes a
-/// new approval, with a new id and another post (s59 story BM-2: windows of 10 ms cleared them
-/// 300 ms after their advice, and each came back under a new id).
+/// The rules' approvals cleared less than [`APPROVAL_CLEAR_FLOOR`] after their advice stops,
+/// where an entry leaves the rules' advice to an operator: at short windows they come and go
+/// before anyone sees them in `kpo pending` or acts on the webhook's post, and advice that comes
+/// back makes a new approval, with a new id and another post (s59 story BM-2: windows of 10 ms
+/// cleared them 300 ms after their advice, and each came back under a new id). The LLM's are
+/// counted in its consultations, not windows (docs/approvals.md), and not looked at here.
 pub(crate) fn approvals_cleared_too_soon(policy: &Policy, config: &Config) -> Option<String> {
     use crate::policy::{Mode, Source};
     let approvable = std::iter::once(&policy.defaults)
         .chain(&policy.params)
         .any(|r| {
-            [Source::Rules, Source::Llm]
-                .into_iter()
-                .any(|s| r.sources.contains(&s) && r.mode_for(s) == Mode::Recommend)
+            r.sources.contains(&Source::Rules) && r.mode_for(Source::Rules) == Mode::Recommend
         });
     let windows = policy.approvals.clear_after_windows;
     let after = config.window.saturating_mul(windows);
@@ -619,7 +632,7 @@ pub(crate) fn approvals_cleared_too_soon(policy: &Policy, config: &Config) -> Op
     (approvable && after < APPROVAL_CLEAR_FLOOR).then(|| {
         format!(
             "{}: [approvals] clear_after_windows {windows} with windows of {} clears an approval \
-             {} after its advice stops: too soon for anyone to see it in kpo pending or act on \
+             of the rules' {} after its advice stops: too soon for anyone to see it in kpo pending or act on \
              the webhook's post, and advice that comes back makes a new approval, with a new id \
              and another post; make clear_after_windows at least {enough} (a minute)",
             origin(policy),
@@ -1230,10 +1243,9 @@ fn to_text(policy: &Policy, config: Option<&str>) -> String {
         a.webhook
             .as_deref()
             .map_or("-".into(), crate::approvals::webhook::shown_url),
-        a.webhook_user.map_or(String::new(), |uid| format!(
-            "; webhook_user {}",
-            crate::endpoint_owner::user_named(uid)
-        ))
+        a.webhook_user
+            .as_deref()
+            .map_or(String::new(), |u| format!("; webhook_user {u}"))
     );
     out += &format!("  [defaults] {}\n", rule_text(&policy.defaults));
     for r in &policy.params {
@@ -1424,7 +1436,7 @@ max = 8000
             approvals_cleared_too_soon(&policy(""), &config("10ms")).as_deref(),
             Some(
                 "p.toml: [approvals] clear_after_windows 30 with windows of 10ms clears an \
-                 approval 300ms after its advice stops: too soon for anyone to see it in kpo \
+                 approval of the rules' 300ms after its advice stops: too soon for anyone to see it in kpo \
                  pending or act on the webhook's post, and advice that comes back makes a new \
                  approval, with a new id and another post; make clear_after_windows at least \
                  6000 (a minute)"
@@ -1450,8 +1462,14 @@ max = 8000
             approvals_cleared_too_soon(&policy(&operator_only), &config("10ms")),
             None
         );
+        // The LLM's approvals clear by its consultations, not by windows (s59 review1 R1-6).
         let llm = operator_only.replace("\"operator\"", "\"llm\"");
-        assert!(approvals_cleared_too_soon(&policy(&llm), &config("10ms")).is_some());
+        assert_eq!(
+            approvals_cleared_too_soon(&policy(&llm), &config("10ms")),
+            None
+        );
+        let rules = operator_only.replace("\"operator\"", "\"rules\"");
+        assert!(approvals_cleared_too_soon(&policy(&rules), &config("10ms")).is_some());
     }
 
     /// Defect: `kpo check` called valid a configuration with a password in `llm.base_url` and

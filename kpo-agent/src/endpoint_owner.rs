@@ -100,6 +100,14 @@ impl Trusted {
     }
 }
 
+/// [`looked_at`]'s refusal when another user's listener serves `url`, and only then (not when
+/// nothing listens, the receiver being down, nor when the listeners cannot be read): for `kpo
+/// check` and a start, which warn of an endpoint that would be sent nothing (s59 review1 R1-2).
+pub fn served_by_another(url: &str, allowed: &Trusted) -> Option<String> {
+    let refusal = looked_at(url, allowed).err()?;
+    refusal.contains(" is served by ").then_some(refusal)
+}
+
 /// Whether a listener serves `address` (bound to it, or to every address of its family).
 fn listening(address: &SocketAddr, listeners: &[DiagListener]) -> bool {
     (listeners.iter()).any(|l| l.port == address.port() && serves(l, address.ip()))

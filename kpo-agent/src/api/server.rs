@@ -364,9 +364,13 @@ const DISCARD_PAUSE: Duration = Duration::from_millis(500);
 /// [`IO_TIMEOUT`] (and until it pauses for [`DISCARD_PAUSE`]), and throws it away. Answering while
 /// the caller is still writing would close the socket under its write: it would see only
 /// "Broken pipe", never the refusal (s55 story AU-7, a 1 MiB line by socat).
-async fn discard_rest_of_line(reader: impl tokio::io::AsyncBufRead + Unpin, at_most: u64) {
+async fn discard_rest_of_line(
+    reader: impl tokio::io::AsyncBufRead + Unpin,
+    at_most: u64,
+    within: Duration,
+) {
     let mut rest = reader.take(at_most);
-    let _ = tokio::time::timeout(IO_TIMEOUT, async {
+    let _ = tokio::time::timeout(within, async {
         loop {
             let Ok(chunk) = tokio::time::timeout(DISCARD_PAUSE, rest.fill_buf()).await else {
                 return Ok(());
@@ -401,11 +405,17 @@ async fn answer(
         .map_err(|e| Reply::Error(format!("cannot read the caller's credentials: {e}")))?;
     if cred.uid() != 0 {
         warn!(uid = cred.uid(), pid = %pid_of(&cred), "control socket: refused a caller that is not root");
-        // Its request is read and dropped first (at most a request's length): closed with it
-        // unread, the connection is reset, and a caller reading to the end, or still writing,
-        // gets the reset instead of the refusal (s58 story BJ-6).
+        // Its request is read and dropped first (at most a request's length, for at most a
+        // second: a caller trickling bytes does not hold the connection for long; s59 review1
+        // R1-9): closed with it unread, the connection is reset, and a caller reading to the end,
+        // or still writing, gets the reset instead of the refusal (s58 story BJ-6).
         let (read, _) = stream.split();
-        discard_rest_of_line(BufReader::new(read), MAX_REQUEST_BYTES as u64 + 1).await;
+        discard_rest_of_line(
+            BufReader::new(read),
+            MAX_REQUEST_BYTES as u64 + 1,
+            2 * DISCARD_PAUSE,
+        )
+        .await;
         return Err(Reply::Error(format!(
             "refused: the KPO control socket serves root only (caller uid {})",
             cred.uid()
@@ -419,7 +429,7 @@ async fn answer(
         .map_err(|_| Reply::Error("timed out waiting for the request line".into()))?
         .map_err(|e| Reply::Error(format!("reading the request: {e}")))?;
     if n > MAX_REQUEST_BYTES {
-        discard_rest_of_line(reader.into_inner(), MAX_DISCARDED_BYTES).await;
+        discard_rest_of_line(reader.into_inner(), MAX_DISCARDED_BYTES, IO_TIMEOUT).await;
         return Err(Reply::Error(format!(
             "request longer than {MAX_REQUEST_BYTES} bytes"
         )));

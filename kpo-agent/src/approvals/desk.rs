@@ -367,7 +367,7 @@ impl Desk {
             // The same receiver: what is queued for it stays, and the next try looks for the
             // user now named.
             if let Some(webhook) = &self.webhook {
-                webhook.set_receiver_user(self.settings.webhook_user);
+                webhook.set_receiver_user(self.settings.webhook_user.clone());
             }
             return;
         }
@@ -402,7 +402,7 @@ impl Desk {
         match Webhook::spawn(
             url,
             self.webhook_outcomes.clone(),
-            self.settings.webhook_user,
+            self.settings.webhook_user.clone(),
         ) {
             Ok(w) => self.set_webhook_for(w, why),
             Err(e) => warn!("approval webhook off: {e}"),

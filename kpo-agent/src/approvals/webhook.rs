@@ -33,7 +33,6 @@ use tracing::{info, warn};
 
 use super::ApprovalItem;
 use crate::advise::recommendation::Recommendation;
-use crate::endpoint_owner::Trusted;
 
 /// Notifications waiting to be posted.
 pub const QUEUE: usize = 64;
@@ -54,7 +53,8 @@ pub enum Outcome {
     /// Dropped unsent (queued, or waiting for its retry) for a later one about the same approval
     /// (or the same advice: [`Key`]).
     Replaced,
-    /// Failed [`ATTEMPTS`] times (connection errors, timeouts, redirects, 5xx, 408, 425, 429).
+    /// Failed [`ATTEMPTS`] times (connection errors, timeouts, redirects, 5xx, 408, 425, 429, a
+    /// receiver on this host that is not one to post to: [`Receiver::client_for_this_try`]).
     GivenUp,
     /// A 4xx not retried: the receiver refused it for good.
     Refused,
@@ -446,20 +446,48 @@ pub struct Webhook {
     /// The delivery task (none for [`Webhook::to_channel`]).
     task: Option<tokio::task::AbortHandle>,
     ledger: Ledger,
-    /// Shared with the delivery task: a reload that names another `webhook_user` for the same
-    /// URL takes effect at the next try, with the queue kept.
-    receivers: Arc<Mutex<Trusted>>,
+    /// `approvals.webhook_user`, shared with the delivery task: a reload that names another
+    /// user for the same URL takes effect at the next try, with the queue kept.
+    receiver_user: Arc<Mutex<Option<String>>>,
 }
 
 /// Whose listener on this host may be posted to over plain http: root, the agent's user, and
-/// `user` (`approvals.webhook_user`).
-fn receivers(user: Option<u32>) -> Trusted {
-    Trusted::users(
-        user,
+/// `user` (`approvals.webhook_user`), looked up now: `Err` when the name is not known here.
+pub fn receivers(user: Option<&str>) -> Result<crate::endpoint_owner::Trusted, String> {
+    let uid = match user {
+        None => None,
+        Some(name) => Some(crate::endpoint_owner::uid_of(name).map_err(|why| {
+            format!("approvals.webhook_user: {why}: not sent to a receiver on this host")
+        })?),
+    };
+    Ok(crate::endpoint_owner::Trusted::users(
+        uid,
         "approvals.webhook_user",
         "the approvals and the advice, and its 2xx would count them delivered",
-    )
+    ))
 }
+
+/// Why a receiver at `url` on this host would be posted nothing, when that would last: its
+/// `webhook_user` not known here, or another user's listener serving it (not a receiver that is
+/// down: it may come up). For `kpo check` and the webhook's start, where it is warned of: after
+/// an upgrade, a receiver run by its own user would otherwise get nothing more without a word but
+/// each try's (s59 review1 R1-2). Blocking: a user name and the listeners are looked up.
+pub fn receiver_refused(url: &str, user: Option<&str>) -> Option<String> {
+    let plain_here = reqwest::Url::parse(url).is_ok_and(|u| u.scheme() == "http")
+        && crate::http::is_loopback_url(url);
+    if !plain_here {
+        return None;
+    }
+    match receivers(user) {
+        Err(why) => Some(why),
+        Ok(allowed) => crate::endpoint_owner::served_by_another(url, &allowed),
+    }
+}
+
+/// How long the look at who serves a receiver on this host may take (a user or host name
+/// looked up through a directory service that hangs): the try fails then, as a connection
+/// that timed out does.
+const LOOK_TIMEOUT: Duration = TIMEOUT;
 
 impl Webhook {
     /// Stops posting to this URL at once: what is queued or being retried for it is dropped. A
@@ -502,7 +530,7 @@ impl Webhook {
     pub fn spawn(
         url: String,
         outcomes: Outcomes,
-        receiver_user: Option<u32>,
+        receiver_user: Option<String>,
     ) -> Result<Webhook, reqwest::Error> {
         Self::spawn_backing_off(url, outcomes, FIRST_BACKOFF, receiver_user)
     }
@@ -512,10 +540,10 @@ impl Webhook {
         url: String,
         outcomes: Outcomes,
         first_backoff: Duration,
-        receiver_user: Option<u32>,
+        receiver_user: Option<String>,
     ) -> Result<Webhook, reqwest::Error> {
         let client = client_builder(&url).build()?;
-        let receivers = Arc::new(Mutex::new(receivers(receiver_user)));
+        let receiver_user = Arc::new(Mutex::new(receiver_user));
         let (tx, rx) = mpsc::unbounded_channel();
         let shown = shown_url(&url);
         if let Some(why) = in_clear(&url) {
@@ -527,7 +555,7 @@ impl Webhook {
                 client,
                 url,
                 shown: shown.clone(),
-                receivers: receivers.clone(),
+                receiver_user: receiver_user.clone(),
             },
             rx,
             ledger.clone(),
@@ -539,13 +567,13 @@ impl Webhook {
             shown,
             task: Some(task.abort_handle()),
             ledger,
-            receivers,
+            receiver_user,
         })
     }
 
     /// A reload named another `approvals.webhook_user` for the same URL.
-    pub fn set_receiver_user(&self, user: Option<u32>) {
-        *self.receivers.lock().expect("not poisoned") = receivers(user);
+    pub fn set_receiver_user(&self, user: Option<String>) {
+        *self.receiver_user.lock().expect("not poisoned") = user;
     }
 
     /// A webhook whose notifications go to the returned receiver instead of a URL.
@@ -559,7 +587,7 @@ impl Webhook {
                 shown,
                 task: None,
                 ledger: Ledger::new(Outcomes::default()),
-                receivers: Arc::new(Mutex::new(receivers(None))),
+                receiver_user: Arc::new(Mutex::new(None)),
             },
             rx,
         )
@@ -592,7 +620,7 @@ struct Receiver {
     url: String,
     /// [`shown_url`] of the URL.
     shown: String,
-    receivers: Arc<Mutex<Trusted>>,
+    receiver_user: Arc<Mutex<Option<String>>>,
 }
 
 impl Receiver {
@@ -602,24 +630,38 @@ impl Receiver {
     /// serves alone (as the LLM client does), so that no connection kept from an earlier try
     /// can lead elsewhere.
     async fn client_for_this_try(&self) -> Result<reqwest::Client, String> {
-        let allowed = self.receivers.lock().expect("not poisoned").clone();
+        let plain_here = reqwest::Url::parse(&self.url).is_ok_and(|u| u.scheme() == "http")
+            && crate::http::is_loopback_url(&self.url);
+        if !plain_here {
+            return Ok(self.client.clone());
+        }
+        let user = self.receiver_user.lock().expect("not poisoned").clone();
         let url = self.url.clone();
-        // A name resolved and the listeners dumped: blocking calls, off the runtime's workers.
-        let looked =
-            tokio::task::spawn_blocking(move || crate::endpoint_owner::looked_at(&url, &allowed))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(format!(
-                        "who serves the receiver could not be looked at ({e})"
-                    ))
-                });
-        match looked? {
-            None => Ok(self.client.clone()),
-            Some((host, addresses)) => client_builder(&self.url)
-                .resolve_to_addrs(&host, &addresses)
-                .pool_max_idle_per_host(0)
-                .build()
-                .map_err(|e| describe(&e.without_url())),
+        // A user and a host name looked up, the listeners dumped, and a client built (which
+        // reads the system's certificates): blocking calls, off the runtime's workers, and
+        // bounded (s59 review1 R1-4, R1-5).
+        let look = tokio::task::spawn_blocking(move || {
+            let allowed = receivers(user.as_deref())?;
+            match crate::endpoint_owner::looked_at(&url, &allowed)? {
+                None => Ok(None),
+                Some((host, addresses)) => client_builder(&url)
+                    .resolve_to_addrs(&host, &addresses)
+                    .pool_max_idle_per_host(0)
+                    .build()
+                    .map(Some)
+                    .map_err(|e| describe(&e.without_url())),
+            }
+        });
+        match tokio::time::timeout(LOOK_TIMEOUT, look).await {
+            Ok(Ok(Ok(pinned))) => Ok(pinned.unwrap_or_else(|| self.client.clone())),
+            Ok(Ok(Err(why))) => Err(why),
+            Ok(Err(e)) => Err(format!(
+                "who serves the receiver could not be looked at ({e})"
+            )),
+            Err(_) => Err(format!(
+                "who serves the receiver could not be looked at within {LOOK_TIMEOUT:?} (a user \
+                 or host name lookup that hangs?): not sent"
+            )),
         }
     }
 }
@@ -631,6 +673,12 @@ async fn deliver(
     first_backoff: Duration,
 ) {
     let (url, shown) = (&receiver.url, &receiver.shown);
+    let user = receiver.receiver_user.lock().expect("not poisoned").clone();
+    let first = url.clone();
+    let look = tokio::task::spawn_blocking(move || receiver_refused(&first, user.as_deref()));
+    if let Ok(Ok(Some(why))) = tokio::time::timeout(LOOK_TIMEOUT, look).await {
+        warn!(url = %shown, "approval webhook: {why}; nothing is posted to it while that holds");
+    }
     // Taken off the channel as they come, even while one waits to be retried: so that a later
     // notification about the same approval can replace one not yet delivered, and a full queue
     // loses its oldest notification, not the newest.
@@ -1603,7 +1651,7 @@ pub(crate) mod tests {
             client: client_builder(&url).build().unwrap(),
             url: url.clone(),
             shown: shown_url(&url),
-            receivers: Arc::new(Mutex::new(receivers(None))),
+            receiver_user: Arc::new(Mutex::new(None)),
         };
         let why = receiver.client_for_this_try().await.unwrap_err();
         assert!(
@@ -1615,9 +1663,13 @@ pub(crate) mod tests {
             "{why}"
         );
         let outcomes = Outcomes::default();
-        let hook =
-            Webhook::spawn_backing_off(url, outcomes.clone(), Duration::from_millis(1), None)
-                .unwrap();
+        let hook = Webhook::spawn_backing_off(
+            url.clone(),
+            outcomes.clone(),
+            Duration::from_millis(1),
+            None,
+        )
+        .unwrap();
         hook.notify(required("ap-1"));
         let until = |outcome: Outcome| {
             let outcomes = outcomes.clone();
@@ -1637,7 +1689,10 @@ pub(crate) mod tests {
             Err(std::io::ErrorKind::WouldBlock),
             "nothing connected to the other user's listener"
         );
-        hook.set_receiver_user(Some(nobody));
+        // What kpo check and the webhook's start warn of.
+        assert_eq!(receiver_refused(&url, None), Some(why));
+        assert_eq!(receiver_refused(&url, Some("nobody")), None);
+        hook.set_receiver_user(Some(nobody.to_string()));
         hook.notify(required("ap-2"));
         let theirs = tokio::net::TcpListener::from_std(theirs).unwrap();
         let (mut conn, _) = theirs.accept().await.unwrap();
@@ -1651,6 +1706,27 @@ pub(crate) mod tests {
             counted(&outcomes),
             only(&[(Outcome::GivenUp, 1), (Outcome::Delivered, 1)])
         );
+    }
+
+    /// A receiver whose `webhook_user` this host does not know is posted nothing while it is
+    /// not (said at each try, by kpo check and at the start); one elsewhere or over https is not
+    /// looked at.
+    #[test]
+    fn a_webhook_user_this_host_does_not_know_is_said_and_elsewhere_nothing_is_looked_at() {
+        assert_eq!(
+            receiver_refused("http://127.0.0.1:9/kpo", Some("no-such-user-kpo")).as_deref(),
+            Some(
+                "approvals.webhook_user: no user named \"no-such-user-kpo\" on this host: not \
+                 sent to a receiver on this host"
+            )
+        );
+        for url in ["https://127.0.0.1:9/kpo", "http://hooks.example/kpo"] {
+            assert_eq!(
+                receiver_refused(url, Some("no-such-user-kpo")),
+                None,
+                "{url}"
+            );
+        }
     }
 
     /// A notification delivered counts once, however many tries it took.

@@ -854,15 +854,17 @@ fn approval_settings(ctx: &Ctx<'_>, a: ApprovalsFile) -> Result<ApprovalSettings
         s.webhook = Some(w.into_inner());
     }
     if let Some(u) = a.webhook_user {
-        let uid = crate::endpoint_owner::uid_of(&u.get_ref().0).map_err(|why| {
-            ctx.err(
-                u.span(),
+        let span = u.span();
+        let name = u.into_inner().0;
+        if name.trim().is_empty() {
+            return Err(ctx.err(
+                span,
                 "approvals.webhook_user".into(),
                 PolicyErrorClass::BadValue,
-                format!("must be a user of this host, by name or uid: {why}"),
-            )
-        })?;
-        s.webhook_user = Some(uid);
+                "must name a user, by name or uid".into(),
+            ));
+        }
+        s.webhook_user = Some(name);
     }
     Ok(s)
 }

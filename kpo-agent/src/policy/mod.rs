@@ -175,9 +175,12 @@ pub struct ApprovalSettings {
     pub clear_after_windows: u32,
     /// An `http://` or `https://` URL that receives a JSON POST for each approval (optional).
     pub webhook: Option<String>,
-    /// The uid, besides root's and the agent's own, whose listener on this host may be posted
-    /// to over plain `http://` (`webhook_user`; [`crate::endpoint_owner`]).
-    pub webhook_user: Option<u32>,
+    /// The user (a name or a uid, as written), besides root and the agent's own, whose listener
+    /// on this host may be posted to over plain `http://` (`webhook_user`;
+    /// [`crate::endpoint_owner`]). Looked up at each try, not here: a policy that names a user
+    /// not known yet (a service's dynamic user, a directory not up at boot) must not keep the
+    /// agent or an offline `kpo revert --all` from starting (s59 review1 R1-1).
+    pub webhook_user: Option<String>,
 }
 
 impl Default for ApprovalSettings {

@@ -629,17 +629,28 @@ impl LlmClient {
         // A server on this host is reached at the addresses an allowed user's listener serves
         // alone, through a client of this attempt's (no connection kept from one that may have
         // gone elsewhere): [`crate::endpoint_owner`].
-        // The look resolves a name and dumps the listeners: blocking calls, made off the
-        // runtime's workers.
+        // The look resolves a name and dumps the listeners, and the pinned client's build reads
+        // the system's certificates: blocking calls, made off the runtime's workers (s59 review1
+        // R1-5).
         let (url, allowed) = (self.inner.url.clone(), self.inner.trusted.clone());
-        let looked =
-            tokio::task::spawn_blocking(move || crate::endpoint_owner::looked_at(&url, &allowed))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(format!(
-                        "who serves the endpoint could not be looked at ({e}): not sent"
-                    ))
-                });
+        let (cfg, secrets) = (self.inner.cfg.clone(), self.inner.secrets.clone());
+        let looked = tokio::task::spawn_blocking(move || {
+            match crate::endpoint_owner::looked_at(&url, &allowed)? {
+                None => Ok(None),
+                Some((host, addresses)) => http_builder(&cfg)
+                    .resolve_to_addrs(&host, &addresses)
+                    .pool_max_idle_per_host(0)
+                    .build()
+                    .map(Some)
+                    .map_err(|e| secrets.redact(&e.without_url().to_string())),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(format!(
+                "who serves the endpoint could not be looked at ({e}): not sent"
+            ))
+        });
         let pinned;
         let http = match looked {
             Err(message) => {
@@ -649,15 +660,8 @@ impl LlmClient {
                 })
             }
             Ok(None) => &self.inner.http,
-            Ok(Some((host, addresses))) => {
-                pinned = http_builder(&self.inner.cfg)
-                    .resolve_to_addrs(&host, &addresses)
-                    .pool_max_idle_per_host(0)
-                    .build()
-                    .map_err(|e| SendError {
-                        timeout: false,
-                        message: self.inner.secrets.redact(&e.without_url().to_string()),
-                    })?;
+            Ok(Some(client)) => {
+                pinned = client;
                 &pinned
             }
         };
