@@ -13,7 +13,7 @@ pub(crate) fn quarantine_words(value: &Value, until: SystemTime) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     format!(
-        "{value} is quarantined until {}: no advisor proposes it here before then",
+        "{value} is quarantined until {}: no change sets it here before then, an operator's kpo apply included",
         crate::journal::format_ms(until_ms)
     )
 }
@@ -268,6 +268,27 @@ impl ChangePath {
                 return Ok(report);
             }
         }
+        // A value a revert or the guard took out of the kernel and quarantined here is not put
+        // back without --force: undoing an advisor's step back applied again the raise an
+        // operator had just reverted, past its quarantine (s59 story BO-1: `kpo revert 11`
+        // then `kpo revert 10`).
+        if leave_theirs {
+            if let Some(until_ms) = self.quarantined_now(&intent.key, &intent.before) {
+                let now = self.read(&address).ok();
+                let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
+                report.detail = Some(format!(
+                    "{} is quarantined here until {}: it was taken out (by the guard, or by an \
+                     operator's revert of an advisor's change), and putting it back would apply \
+                     it past the quarantine (kpo revert {id} --force writes it)",
+                    intent.before,
+                    crate::journal::format_ms(until_ms)
+                ));
+                report.before = now.clone();
+                report.read_back = now;
+                report.theirs_left = true;
+                return Ok(report);
+            }
+        }
         let only_over = if leave_theirs {
             (self.journal.param_by_key(&intent.key))
                 .filter(|p| p.unsettled.is_none())
@@ -477,6 +498,16 @@ impl ChangePath {
             })
             .filter(|c| took_effect(c).as_ref() == Some(&value))
             .map(|c| c.id)
+    }
+
+    /// The end (ms since the epoch) of a quarantine of `value` at `key` in force now, if one is.
+    fn quarantined_now(&self, key: &str, value: &Value) -> Option<u64> {
+        let now_ms = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        (self.journal.param_by_key(key)?.quarantine.iter())
+            .find(|q| &q.value == value && q.until_ms > now_ms)
+            .map(|q| q.until_ms)
     }
 
     /// The live journal's entries of `key` from id `since` on.

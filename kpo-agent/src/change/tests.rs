@@ -1543,6 +1543,48 @@ fn reverting_an_older_change_keeps_an_operators_value_an_advisor_replaced_since(
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
 }
 
+/// s59 story BO-1: the rules' raise, their step back, their raise again; `kpo revert` of the
+/// second raise took 8192 out and quarantined it, and `kpo revert` of the step back then wrote
+/// 8192 again, past the quarantine, without a word. Skipped, saying so, unless forced.
+#[test]
+fn a_revert_does_not_put_back_a_value_quarantined_there_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let mut rules = op(SOMAX, Value::Int(8192));
+    rules.source = Source::Rules;
+    assert_eq!(p.propose(&rules).unwrap().status, ChangeStatus::Applied);
+    rules.value = Value::Int(6000);
+    let step_back = p.propose(&rules).unwrap().journal_id.unwrap();
+    rules.value = Value::Int(8192);
+    let raise = p.propose(&rules).unwrap().journal_id.unwrap();
+    let r = p.revert(raise, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(6000));
+    let r = p.revert(step_back, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Skipped, "{}", r.describe());
+    let detail = r.detail.clone().unwrap_or_default();
+    assert!(
+        detail.starts_with("8192 is quarantined here until ")
+            && detail.ends_with(&format!(
+                ": it was taken out (by the guard, or by an operator's revert of an advisor's \
+                 change), and putting it back would apply it past the quarantine (kpo revert \
+                 {step_back} --force writes it)"
+            )),
+        "{detail}"
+    );
+    assert!(r.theirs_left, "not done as asked: kpo revert exits 1");
+    assert_eq!(value(&k, SOMAX), Value::Int(6000));
+    let r = crate::control::Control::revert(
+        &mut p,
+        &crate::control::RevertRequest::Forced(step_back),
+        "op",
+    )
+    .unwrap();
+    assert_eq!(r[0].status, ChangeStatus::Reverted, "{}", r[0].describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(8192));
+}
+
 /// After a reboot the kernel has the boot's own values: an interrupted change from before is
 /// settled as failed without reading the kernel, KPO's old values are neither compared with (no
 /// yield) nor put back (`revert --all` has nothing to do), and the next change starts a new
@@ -4394,7 +4436,7 @@ fn an_operators_revert_of_an_advisors_change_quarantines_its_value() {
     assert_eq!(
         r.detail,
         Some(format!(
-            "8192 is quarantined until {}: no advisor proposes it here before then",
+            "8192 is quarantined until {}: no change sets it here before then, an operator's kpo apply included",
             crate::journal::format_ms(ms)
         )),
         "{}",
