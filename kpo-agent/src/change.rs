@@ -169,8 +169,9 @@ pub struct ChangeReport {
     /// changed nothing: the same change may pass later.
     #[serde(skip)]
     pub failed_for_a_while: bool,
-    /// A revert left a value someone else wrote (for `kpo revert ID`, which `--force` writes
-    /// over: not done as asked, so the command exits 1; s52 review M1). An older CLI ignores it.
+    /// A revert left a value someone else wrote, or a later operator's change, or skipped a
+    /// value quarantined there (for `kpo revert ID`, which `--force` writes over: not done as
+    /// asked, so the command exits 1; s52 review M1). An older CLI ignores it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub theirs_left: bool,
 }

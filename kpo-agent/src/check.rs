@@ -90,9 +90,17 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
         eprintln!("kpo: warning: {w}");
     }
     if let Some(w) = (policy.approvals.webhook.as_deref()).and_then(|url| {
-        crate::approvals::webhook::receiver_refused(url, policy.approvals.webhook_user.as_deref())
+        crate::approvals::webhook::receiver_refused(
+            url,
+            policy.approvals.webhook_user.as_deref(),
+            true,
+        )
     }) {
-        eprintln!("kpo: warning: {}: [approvals] {w}", origin(&policy));
+        eprintln!(
+            "kpo: warning: {}: [approvals] {w} (as an agent running as root in this network \
+             namespace would see it)",
+            origin(&policy)
+        );
     }
     // Checked without the configuration `kpo run` is given (a policy checked before a reload,
     // say), the defaults may turn the optimizer off where the real file does not: said so, and
@@ -113,6 +121,12 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     for w in optimizer_entries_in_recommend(&policy) {
         eprintln!("kpo: warning: {w}");
+    }
+    if let Some(Err(why)) = (agent.llm.server_user.as_deref()).map(crate::endpoint_owner::uid_of) {
+        eprintln!(
+            "kpo: warning: llm.server_user: {why}: a server on this host is sent nothing while \
+             that holds"
+        );
     }
     let advisor = llm::Advisor::of(&agent.llm, |k| std::env::var(k).ok());
     for w in advisor.warnings(&agent.llm, |k| std::env::var(k).ok()) {

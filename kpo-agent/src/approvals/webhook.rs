@@ -472,7 +472,9 @@ pub fn receivers(user: Option<&str>) -> Result<crate::endpoint_owner::Trusted, S
 /// down: it may come up). For `kpo check` and the webhook's start, where it is warned of: after
 /// an upgrade, a receiver run by its own user would otherwise get nothing more without a word but
 /// each try's (s59 review1 R1-2). Blocking: a user name and the listeners are looked up.
-pub fn receiver_refused(url: &str, user: Option<&str>) -> Option<String> {
+/// `as_root`: judged for an agent running as root (`kpo check`, whoever runs it: the checker's
+/// own user is not the agent's; s59 review2 R2-8), not for this process's user.
+pub fn receiver_refused(url: &str, user: Option<&str>, as_root: bool) -> Option<String> {
     let plain_here = reqwest::Url::parse(url).is_ok_and(|u| u.scheme() == "http")
         && crate::http::is_loopback_url(url);
     if !plain_here {
@@ -480,7 +482,13 @@ pub fn receiver_refused(url: &str, user: Option<&str>) -> Option<String> {
     }
     match receivers(user) {
         Err(why) => Some(why),
-        Ok(allowed) => crate::endpoint_owner::served_by_another(url, &allowed),
+        Ok(mut allowed) => {
+            if as_root {
+                let named = user.and_then(|u| crate::endpoint_owner::uid_of(u).ok());
+                allowed.uids = std::iter::once(0).chain(named).collect();
+            }
+            crate::endpoint_owner::served_by_another(url, &allowed)
+        }
     }
 }
 
@@ -675,7 +683,8 @@ async fn deliver(
     let (url, shown) = (&receiver.url, &receiver.shown);
     let user = receiver.receiver_user.lock().expect("not poisoned").clone();
     let first = url.clone();
-    let look = tokio::task::spawn_blocking(move || receiver_refused(&first, user.as_deref()));
+    let look =
+        tokio::task::spawn_blocking(move || receiver_refused(&first, user.as_deref(), false));
     if let Ok(Ok(Some(why))) = tokio::time::timeout(LOOK_TIMEOUT, look).await {
         warn!(url = %shown, "approval webhook: {why}; nothing is posted to it while that holds");
     }
@@ -1690,8 +1699,9 @@ pub(crate) mod tests {
             "nothing connected to the other user's listener"
         );
         // What kpo check and the webhook's start warn of.
-        assert_eq!(receiver_refused(&url, None), Some(why));
-        assert_eq!(receiver_refused(&url, Some("nobody")), None);
+        assert_eq!(receiver_refused(&url, None, false), Some(why.clone()));
+        assert_eq!(receiver_refused(&url, None, true), Some(why));
+        assert_eq!(receiver_refused(&url, Some("nobody"), false), None);
         hook.set_receiver_user(Some(nobody.to_string()));
         hook.notify(required("ap-2"));
         let theirs = tokio::net::TcpListener::from_std(theirs).unwrap();
@@ -1714,7 +1724,7 @@ pub(crate) mod tests {
     #[test]
     fn a_webhook_user_this_host_does_not_know_is_said_and_elsewhere_nothing_is_looked_at() {
         assert_eq!(
-            receiver_refused("http://127.0.0.1:9/kpo", Some("no-such-user-kpo")).as_deref(),
+            receiver_refused("http://127.0.0.1:9/kpo", Some("no-such-user-kpo"), true).as_deref(),
             Some(
                 "approvals.webhook_user: no user named \"no-such-user-kpo\" on this host: not \
                  sent to a receiver on this host"
@@ -1722,7 +1732,7 @@ pub(crate) mod tests {
         );
         for url in ["https://127.0.0.1:9/kpo", "http://hooks.example/kpo"] {
             assert_eq!(
-                receiver_refused(url, Some("no-such-user-kpo")),
+                receiver_refused(url, Some("no-such-user-kpo"), true),
                 None,
                 "{url}"
             );

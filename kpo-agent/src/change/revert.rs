@@ -273,7 +273,7 @@ impl ChangePath {
         // operator had just reverted, past its quarantine (s59 story BO-1: `kpo revert 11`
         // then `kpo revert 10`).
         if leave_theirs {
-            if let Some(until_ms) = self.quarantined_now(&intent.key, &intent.before) {
+            if let Some(until) = self.quarantine_in_the_way(&intent, &address) {
                 let now = self.read(&address).ok();
                 let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
                 report.detail = Some(format!(
@@ -281,7 +281,7 @@ impl ChangePath {
                      operator's revert of an advisor's change), and putting it back would apply \
                      it past the quarantine (kpo revert {id} --force writes it)",
                     intent.before,
-                    crate::journal::format_ms(until_ms)
+                    crate::journal::format_ms(crate::clock::ms(until))
                 ));
                 report.before = now.clone();
                 report.read_back = now;
@@ -444,8 +444,10 @@ impl ChangePath {
         let p = self.journal.param_by_key(&intent.key)?;
         let entries = self.entries_of(&intent.key, p.original_id?);
         let undone = crate::journal::reverted_by(&entries);
+        // One that wrote the very value `intent` replaced loses nothing to it (s59 review2 R2-4).
         let between = entries.iter().rev().find(|e| {
             e.kind == "change"
+                && e.after != intent.before
                 && e.source == Source::Operator
                 && (intent.id + 1..holder.id).contains(&e.id)
                 && took_effect(e).is_some()
@@ -500,14 +502,24 @@ impl ChangePath {
             .map(|c| c.id)
     }
 
-    /// The end (ms since the epoch) of a quarantine of `value` at `key` in force now, if one is.
-    fn quarantined_now(&self, key: &str, value: &Value) -> Option<u64> {
-        let now_ms = SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        (self.journal.param_by_key(key)?.quarantine.iter())
-            .find(|q| &q.value == value && q.until_ms > now_ms)
-            .map(|q| q.until_ms)
+    /// The end of a quarantine in force now of the value `intent` replaced, when putting it
+    /// back would apply it past that: KPO's last value still in the kernel, not yielded, not the
+    /// value already, and not the parameter's original (which `kpo revert --all` and `on_exit`
+    /// put back as ever; s59 review2 R2-7). Anything else is `restore`'s to say (`unchanged`,
+    /// yielded, someone else's value: review2 R2-1). In force by the policy's own rule (a
+    /// quarantine from before the clock stepped back is over: review2 R2-6).
+    fn quarantine_in_the_way(&self, intent: &Intent, address: &ParamAddress) -> Option<SystemTime> {
+        let p = self.journal.param_by_key(&intent.key)?;
+        if p.yielded.is_some() || p.original.as_ref() == Some(&intent.before) {
+            return None;
+        }
+        let until = (self.journal)
+            .context(address, &intent.before, SystemTime::now())
+            .quarantined_until
+            .filter(|until| *until > SystemTime::now())?;
+        // Read only then: a revert reads the kernel once before its intent otherwise.
+        let now = self.read(address).ok()?;
+        (now != intent.before && p.last_applied.as_ref() == Some(&now)).then_some(until)
     }
 
     /// The live journal's entries of `key` from id `since` on.

@@ -1583,6 +1583,51 @@ fn a_revert_does_not_put_back_a_value_quarantined_there_unless_forced() {
     .unwrap();
     assert_eq!(r[0].status, ChangeStatus::Reverted, "{}", r[0].describe());
     assert_eq!(value(&k, SOMAX), Value::Int(8192));
+    // The kernel has the value already: `unchanged`, as ever, not a skip (s59 review2 R2-1).
+    let r = p.revert(step_back, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Unchanged, "{}", r.describe());
+}
+
+/// The parameter's original, quarantined, is still put back by `kpo revert` of the first
+/// change, as `kpo revert --all` and `on_exit` put it back (s59 review2 R2-7); and an
+/// operator's change between that wrote the very value the revert writes loses nothing to it
+/// (review2 R2-4).
+#[test]
+fn a_revert_puts_back_a_quarantined_original_and_an_operators_own_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let mut rules = op(SOMAX, Value::Int(8192));
+    rules.source = Source::Rules;
+    let first = p.propose(&rules).unwrap().journal_id.unwrap();
+    rules.value = Value::Int(4096);
+    let back = p.propose(&rules).unwrap().journal_id.unwrap();
+    // Taking the rules' 4096 out quarantines it: the original.
+    let r = p.revert(back, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(8192));
+    let r = p.revert(first, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(4096));
+
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    rules.value = Value::Int(8192);
+    let first = p.propose(&rules).unwrap().journal_id.unwrap();
+    assert_eq!(
+        p.propose(&op(SOMAX, Value::Int(4096))).unwrap().status,
+        ChangeStatus::Applied
+    );
+    rules.value = Value::Int(6000);
+    assert_eq!(p.propose(&rules).unwrap().status, ChangeStatus::Applied);
+    let r = p.revert(first, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(
+        value(&k, SOMAX),
+        Value::Int(4096),
+        "the operator's own value"
+    );
 }
 
 /// After a reboot the kernel has the boot's own values: an interrupted change from before is

@@ -312,7 +312,9 @@ impl Deciding {
             .map_err(|e| anyhow::anyhow!("the working directory cannot be read: {e}"))?;
         let mut policy = Policy::load(state.policy.as_deref())?;
         info!("{}", policy.in_force());
-        warn_of_what_the_policy_names_in_vain(&policy, config);
+        // Warned of as `kpo check --recommend-only` does: of the policy in force, every auto made
+        // recommend (s59 review2 R2-10: the rules' approvals cleared within a minute, which only
+        // recommend makes, went unsaid).
         if recommend_only {
             policy.force_recommend();
             warn!(
@@ -321,6 +323,7 @@ impl Deciding {
                  pending)"
             );
         }
+        warn_of_what_the_policy_names_in_vain(&policy, config);
         let socket = state
             .socket
             .clone()
@@ -754,10 +757,10 @@ impl Deciding {
             info!("SIGHUP: the policy file is unchanged");
             return Vec::new();
         }
-        warn_of_what_the_policy_names_in_vain(&new, config);
         if self.recommend_only {
             new.force_recommend();
         }
+        warn_of_what_the_policy_names_in_vain(&new, config);
         let optimizer_rules =
             |p: &Policy| {
                 // ParamRule has no PartialEq (globs, compiled sets): its Debug form, without the

@@ -220,10 +220,6 @@ struct Inner {
     /// The key and the URL's credentials, redacted from anything the server sends back.
     secrets: Secrets,
     cfg: ResolvedLlm,
-    /// Whose listener on this host may be sent a request over plain http
-    /// ([`crate::endpoint_owner`]), looked up once here: a user lookup may block on a directory
-    /// service, which a request must not wait on (s58 review2 R2-7).
-    trusted: crate::endpoint_owner::Trusted,
     state: Mutex<State>,
 }
 
@@ -291,7 +287,6 @@ impl LlmClient {
                 url: cfg.completions_url(),
                 key: cfg.api_key.clone(),
                 secrets: cfg.secrets(),
-                trusted: cfg.trusted_servers(),
                 state: Mutex::new(State {
                     breaker: Breaker::Closed { failures: 0 },
                     ask: JsonAsk::Schema,
@@ -632,9 +627,18 @@ impl LlmClient {
         // The look resolves a name and dumps the listeners, and the pinned client's build reads
         // the system's certificates: blocking calls, made off the runtime's workers (s59 review1
         // R1-5).
-        let (url, allowed) = (self.inner.url.clone(), self.inner.trusted.clone());
+        // The server's user is looked up here too, at each attempt (s58 review2 R2-7: off the
+        // runtime's workers; s59 review2 R2-9: a name not known at start is no reason not to
+        // start).
+        let url = self.inner.url.clone();
         let (cfg, secrets) = (self.inner.cfg.clone(), self.inner.secrets.clone());
         let looked = tokio::task::spawn_blocking(move || {
+            let plain_here = reqwest::Url::parse(&url).is_ok_and(|u| u.scheme() == "http")
+                && crate::http::is_loopback_url(&url);
+            if !plain_here {
+                return Ok(None);
+            }
+            let allowed = cfg.trusted_servers()?;
             match crate::endpoint_owner::looked_at(&url, &allowed)? {
                 None => Ok(None),
                 Some((host, addresses)) => http_builder(&cfg)

@@ -544,13 +544,20 @@ pub struct ResolvedLlm {
 impl ResolvedLlm {
     /// The users whose listener on this host may be sent the key and the prompt over plain
     /// http ([`crate::endpoint_owner`]): root, the agent's own, and `llm.server_user`.
-    pub fn trusted_servers(&self) -> crate::endpoint_owner::Trusted {
-        let named = self.config.server_user.as_deref();
-        crate::endpoint_owner::Trusted::users(
-            named.and_then(|u| crate::endpoint_owner::uid_of(u).ok()),
+    /// `Err` when `llm.server_user` names a user this host does not know (now): nothing is sent
+    /// to a server on this host then. Blocking: the name is looked up (NSS).
+    pub fn trusted_servers(&self) -> Result<crate::endpoint_owner::Trusted, String> {
+        let uid = match self.config.server_user.as_deref() {
+            None => None,
+            Some(name) => Some(crate::endpoint_owner::uid_of(name).map_err(|why| {
+                format!("llm.server_user: {why}: not sent to a server on this host")
+            })?),
+        };
+        Ok(crate::endpoint_owner::Trusted::users(
+            uid,
             "llm.server_user",
             "the API key and the prompt",
-        )
+        ))
     }
 
     /// What must never be shown of this endpoint: [`Secrets`].
@@ -789,15 +796,18 @@ impl LlmConfig {
         if self.model.trim().is_empty() {
             return Err(LlmConfigError::NoModel);
         }
-        if let Some(Err(why)) = self
+        // Only its form: the name is looked up at each attempt, so that one not known yet (a
+        // service's dynamic user, a directory not up at boot) does not keep the agent from
+        // starting (s59 review2 R2-9, as for `approvals.webhook_user`).
+        if self
             .server_user
             .as_deref()
-            .map(crate::endpoint_owner::uid_of)
+            .is_some_and(|u| u.trim().is_empty())
         {
             return Err(LlmConfigError::OutOfRange {
                 key: "llm.server_user",
-                value: format!("{:?}", self.server_user.as_deref().unwrap_or_default()),
-                allowed: format!("a user of this host, by name or uid ({why})"),
+                value: "\"\"".into(),
+                allowed: "a user, by name or uid".into(),
             });
         }
         for (name, v) in [
@@ -1348,6 +1358,28 @@ mod tests {
             "config file bad.toml: line 2, column 11: not a duration (expected number at 0): a \
              string with its unit, longer than 0, at most \"10m\", in `llm.timeout`"
         );
+    }
+
+    /// A server's user this host does not know is no reason to refuse the configuration (a
+    /// dynamic user, a directory not up at boot: s59 review2 R2-9); nothing is sent to a server
+    /// on this host while it is not known.
+    #[test]
+    fn a_server_user_this_host_does_not_know_is_looked_up_at_each_attempt() {
+        let c: LlmConfig = toml::from_str(
+            "base_url = \"http://127.0.0.1:8080/v1\"\napi_key = \"k\"\nserver_user = \"no-such-user-kpo\"",
+        )
+        .unwrap();
+        let r = c.resolve_with(env(&[])).unwrap().unwrap();
+        assert_eq!(
+            r.trusted_servers().unwrap_err(),
+            "llm.server_user: no user named \"no-such-user-kpo\" on this host: not sent to a \
+             server on this host"
+        );
+        let blank: LlmConfig = toml::from_str(
+            "base_url = \"http://127.0.0.1:8080/v1\"\napi_key = \"k\"\nserver_user = \" \"",
+        )
+        .unwrap();
+        assert!(blank.resolve_with(env(&[])).is_err());
     }
 
     /// A server's user is a name or a uid, in a string or a bare integer (s59 story BM-3: `0`
