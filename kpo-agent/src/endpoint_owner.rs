@@ -19,15 +19,16 @@ use crate::collect::sockdiag::{self, DiagListener};
 /// serves, for the request to go to those alone (its host, and those addresses): a name that
 /// resolves to another address too (`localhost` to `::1`) would let a user who listens there in
 /// the moment before the connection take it (s58 review2 R2-1). `Ok(None)` for an endpoint
-/// elsewhere or over https.
+/// elsewhere or over https. `allowed` is asked only for an endpoint on this host (a user name
+/// not known here is no reason to refuse one elsewhere).
 pub fn looked_at(
     url: &str,
-    allowed: &Trusted,
+    allowed: impl FnOnce() -> Result<Trusted, String>,
 ) -> Result<Option<(String, Vec<SocketAddr>)>, String> {
     let Ok(parsed) = reqwest::Url::parse(url) else {
         return Ok(None);
     };
-    if parsed.scheme() != "http" || !crate::http::is_loopback_url(url) {
+    if parsed.scheme() != "http" {
         return Ok(None);
     }
     let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
@@ -36,11 +37,36 @@ pub fn looked_at(
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => (host, port)
-            .to_socket_addrs()
-            .map_err(|e| format!("{host} cannot be resolved here ({e})"))?
-            .collect(),
+        Err(_) => match (host, port).to_socket_addrs() {
+            Ok(found) => found.collect(),
+            Err(e) if crate::http::is_loopback_url(url) => {
+                return Err(format!("{host} cannot be resolved here ({e})"))
+            }
+            // Another host's name that does not resolve: the request fails on it by itself.
+            Err(_) => return Ok(None),
+        },
     };
+    // Any address of this host, whatever names it (s59 story BP-4: `http://vm:PORT`, the host's
+    // own name in /etc/hosts, got past a check of loopback literals and `localhost`; s58
+    // review2 R2-8: `0.0.0.0` and the LAN address). An unspecified address connects to the
+    // loopback one of its family, which is what is looked at.
+    let own = own_addresses();
+    if !addresses.iter().any(|a| on_this_host(a.ip(), &own)) {
+        return Ok(None);
+    }
+    let allowed = allowed()?;
+    let addresses: Vec<SocketAddr> = addresses
+        .into_iter()
+        .map(|a| match a.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), a.port())
+            }
+            IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), a.port())
+            }
+            _ => a,
+        })
+        .collect();
     let listeners = sockdiag::open_socket()
         .and_then(|mut s| s.dump_listeners())
         .map_err(|e| {
@@ -100,12 +126,26 @@ impl Trusted {
     }
 }
 
-/// [`looked_at`]'s refusal when another user's listener serves `url`, and only then (not when
-/// nothing listens, the receiver being down, nor when the listeners cannot be read): for `kpo
-/// check` and a start, which warn of an endpoint that would be sent nothing (s59 review1 R1-2).
-pub fn served_by_another(url: &str, allowed: &Trusted) -> Option<String> {
-    let refusal = looked_at(url, allowed).err()?;
-    refusal.contains(" is served by ").then_some(refusal)
+/// Whether a connection to `ip` stays on this host: a loopback or unspecified address, or one
+/// of `own`, the addresses of the interfaces of the agent's network namespace.
+fn on_this_host(ip: IpAddr, own: &[IpAddr]) -> bool {
+    let ip = ip.to_canonical();
+    ip.is_loopback() || ip.is_unspecified() || own.contains(&ip)
+}
+
+/// The addresses of the interfaces of this network namespace (none when they cannot be read:
+/// a LAN-address endpoint is then not looked at, as before).
+fn own_addresses() -> Vec<IpAddr> {
+    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    interfaces
+        .filter_map(|i| {
+            let a = i.address?;
+            (a.as_sockaddr_in().map(|s| IpAddr::V4(s.ip())))
+                .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
+        })
+        .collect()
 }
 
 /// Whether a listener serves `address` (bound to it, or to every address of its family).
@@ -282,26 +322,70 @@ mod tests {
         let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = free.local_addr().unwrap().port();
         drop(free);
-        let e = looked_at(&format!("http://127.0.0.1:{port}/v1"), &root_only()).unwrap_err();
+        let e = looked_at(&format!("http://127.0.0.1:{port}/v1"), root_only).unwrap_err();
         assert!(
             e.starts_with(&format!("nothing listens on 127.0.0.1:{port} now")),
             "{e}"
         );
     }
 
-    fn root_only() -> Trusted {
-        Trusted {
+    fn root_only() -> Result<Trusted, String> {
+        Ok(Trusted {
             uids: vec![0],
             key: "llm.server_user",
             at_stake: "the API key and the prompt",
+        })
+    }
+
+    /// s59 story BP-4: a name for this host (the host name in /etc/hosts), `0.0.0.0` and an
+    /// address of one of this namespace's interfaces are this host too: looked at, with nothing
+    /// listening refused as on a loopback address; an unspecified address connects to loopback.
+    #[test]
+    fn any_address_of_this_host_is_looked_at() {
+        let own = own_addresses();
+        assert!(
+            own.iter().any(|ip| ip.is_loopback()),
+            "lo's address: {own:?}"
+        );
+        assert!(on_this_host("0.0.0.0".parse().unwrap(), &own));
+        assert!(on_this_host("::ffff:127.0.0.1".parse().unwrap(), &own));
+        assert!(!on_this_host("192.0.2.1".parse().unwrap(), &own));
+        let lan: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(on_this_host(lan, &[lan]));
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = free.local_addr().unwrap().port();
+        drop(free);
+        for host in ["0.0.0.0", "127.0.0.2"] {
+            let e = looked_at(&format!("http://{host}:{port}/v1"), root_only).unwrap_err();
+            assert!(e.starts_with("nothing listens on "), "{host}: {e}");
         }
+        // The unspecified address is looked at as the loopback one it connects to.
+        let served = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = served.local_addr().unwrap().port();
+        let any_uid = || {
+            Ok(Trusted {
+                uids: vec![0, nix::unistd::geteuid().as_raw()],
+                key: "llm.server_user",
+                at_stake: "the API key and the prompt",
+            })
+        };
+        assert_eq!(
+            looked_at(&format!("http://0.0.0.0:{port}/v1"), any_uid),
+            Ok(Some((
+                "0.0.0.0".to_string(),
+                vec![SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port)]
+            )))
+        );
     }
 
     #[test]
     fn an_endpoint_elsewhere_or_over_https_is_not_looked_at() {
-        assert_eq!(looked_at("https://127.0.0.1:1/v1", &root_only()), Ok(None));
-        assert_eq!(looked_at("http://llm.example/v1", &root_only()), Ok(None));
-        assert_eq!(looked_at("not a url", &root_only()), Ok(None));
+        assert_eq!(looked_at("https://127.0.0.1:1/v1", root_only), Ok(None));
+        assert_eq!(looked_at("http://llm.example/v1", root_only), Ok(None));
+        assert_eq!(looked_at("not a url", root_only), Ok(None));
+        // Another host's address: not looked at, and the users not asked for.
+        let never = || -> Result<Trusted, String> { panic!("asked for an endpoint elsewhere") };
+        assert_eq!(looked_at("http://192.0.2.1:8080/v1", never), Ok(None));
     }
 
     #[test]

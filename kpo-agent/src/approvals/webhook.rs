@@ -475,21 +475,21 @@ pub fn receivers(user: Option<&str>) -> Result<crate::endpoint_owner::Trusted, S
 /// `as_root`: judged for an agent running as root (`kpo check`, whoever runs it: the checker's
 /// own user is not the agent's; s59 review2 R2-8), not for this process's user.
 pub fn receiver_refused(url: &str, user: Option<&str>, as_root: bool) -> Option<String> {
-    let plain_here = reqwest::Url::parse(url).is_ok_and(|u| u.scheme() == "http")
-        && crate::http::is_loopback_url(url);
-    if !plain_here {
+    if !reqwest::Url::parse(url).is_ok_and(|u| u.scheme() == "http") {
         return None;
     }
-    match receivers(user) {
-        Err(why) => Some(why),
-        Ok(mut allowed) => {
-            if as_root {
-                let named = user.and_then(|u| crate::endpoint_owner::uid_of(u).ok());
-                allowed.uids = std::iter::once(0).chain(named).collect();
-            }
-            crate::endpoint_owner::served_by_another(url, &allowed)
+    let unknown_user = std::cell::Cell::new(false);
+    // Asked only for a receiver on this host, which the look decides (a name may be this host's).
+    let allowed = || {
+        let mut allowed = receivers(user).inspect_err(|_| unknown_user.set(true))?;
+        if as_root {
+            let named = user.and_then(|u| crate::endpoint_owner::uid_of(u).ok());
+            allowed.uids = std::iter::once(0).chain(named).collect();
         }
-    }
+        Ok(allowed)
+    };
+    let refusal = crate::endpoint_owner::looked_at(url, allowed).err()?;
+    (unknown_user.get() || refusal.contains(" is served by ")).then_some(refusal)
 }
 
 /// How long the look at who serves a receiver on this host may take (a user or host name
@@ -638,9 +638,7 @@ impl Receiver {
     /// serves alone (as the LLM client does), so that no connection kept from an earlier try
     /// can lead elsewhere.
     async fn client_for_this_try(&self) -> Result<reqwest::Client, String> {
-        let plain_here = reqwest::Url::parse(&self.url).is_ok_and(|u| u.scheme() == "http")
-            && crate::http::is_loopback_url(&self.url);
-        if !plain_here {
+        if !reqwest::Url::parse(&self.url).is_ok_and(|u| u.scheme() == "http") {
             return Ok(self.client.clone());
         }
         let user = self.receiver_user.lock().expect("not poisoned").clone();
@@ -649,8 +647,7 @@ impl Receiver {
         // reads the system's certificates): blocking calls, off the runtime's workers, and
         // bounded (s59 review1 R1-4, R1-5).
         let look = tokio::task::spawn_blocking(move || {
-            let allowed = receivers(user.as_deref())?;
-            match crate::endpoint_owner::looked_at(&url, &allowed)? {
+            match crate::endpoint_owner::looked_at(&url, || receivers(user.as_deref()))? {
                 None => Ok(None),
                 Some((host, addresses)) => client_builder(&url)
                     .resolve_to_addrs(&host, &addresses)

@@ -561,13 +561,17 @@ impl ChangePath {
         match self.holder_now(&intent.key) {
             None => Some((by, None)),
             Some(h) if h == intent.id => None,
+            // An advisor's change holds it, or an operator's from before `intent`, whose value a
+            // revert put back (s59 story BP-1: `kpo revert 3` again, after the reverts of #3 and
+            // #2 had put the operator's #1 back, wrote #3's 48 over it, paused, once the
+            // quarantine had ended). An operator's later one is left below, as ever.
             Some(h) => {
                 let holder = self.journal.intent(h)?;
-                matches!(
+                (matches!(
                     holder.source,
                     Source::Rules | Source::Llm | Source::Optimizer
-                )
-                .then(|| (by, Some(holder.clone())))
+                ) || (holder.source == Source::Operator && h < intent.id))
+                    .then(|| (by, Some(holder.clone())))
             }
         }
     }

@@ -1588,6 +1588,53 @@ fn a_revert_does_not_put_back_a_value_quarantined_there_unless_forced() {
     assert_eq!(r.status, ChangeStatus::Unchanged, "{}", r.describe());
 }
 
+/// s59 story BP-1: an operator's change, then the rules' two; the reverts of the rules' second
+/// and first put the operator's value back; `kpo revert` of the rules' second again wrote its
+/// value over the operator's (once its quarantine had ended, while paused). Skipped: undone
+/// already, naming the operator's change that holds the parameter.
+#[test]
+fn a_change_undone_already_is_not_written_over_an_earlier_operators_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let operators = p
+        .propose(&op(SOMAX, Value::Int(5000)))
+        .unwrap()
+        .journal_id
+        .unwrap();
+    let mut rules = op(SOMAX, Value::Int(6000));
+    rules.source = Source::Rules;
+    let second = p.propose(&rules).unwrap().journal_id.unwrap();
+    rules.value = Value::Int(8192);
+    let third = p.propose(&rules).unwrap().journal_id.unwrap();
+    let undid = p.revert(third, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(undid.status, ChangeStatus::Reverted, "{}", undid.describe());
+    // The revert of the rules' first takes out everything from it on: the latest to undo #3.
+    let latest = p.revert(second, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(
+        latest.status,
+        ChangeStatus::Reverted,
+        "{}",
+        latest.describe()
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(5000));
+    let r = p.revert(third, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(
+        r.describe(),
+        format!(
+            "skipped {SOMAX}: 5000 -> 6000 (now 5000): #{} undid #{third} already; #{operators} \
+             by operator holds it now (kpo revert {operators} takes that out; kpo revert {third} \
+             --force writes 6000 again)",
+            latest.journal_id.unwrap()
+        )
+    );
+    assert_eq!(
+        value(&k, SOMAX),
+        Value::Int(5000),
+        "the operator's value stays"
+    );
+}
+
 /// The parameter's original, quarantined, is still put back by `kpo revert` of the first
 /// change, as `kpo revert --all` and `on_exit` put it back (s59 review2 R2-7); and an
 /// operator's change between that wrote the very value the revert writes loses nothing to it

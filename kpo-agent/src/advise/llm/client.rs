@@ -633,13 +633,10 @@ impl LlmClient {
         let url = self.inner.url.clone();
         let (cfg, secrets) = (self.inner.cfg.clone(), self.inner.secrets.clone());
         let looked = tokio::task::spawn_blocking(move || {
-            let plain_here = reqwest::Url::parse(&url).is_ok_and(|u| u.scheme() == "http")
-                && crate::http::is_loopback_url(&url);
-            if !plain_here {
+            if !reqwest::Url::parse(&url).is_ok_and(|u| u.scheme() == "http") {
                 return Ok(None);
             }
-            let allowed = cfg.trusted_servers()?;
-            match crate::endpoint_owner::looked_at(&url, &allowed)? {
+            match crate::endpoint_owner::looked_at(&url, || cfg.trusted_servers())? {
                 None => Ok(None),
                 Some((host, addresses)) => http_builder(&cfg)
                     .resolve_to_addrs(&host, &addresses)
