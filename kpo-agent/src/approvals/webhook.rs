@@ -649,7 +649,9 @@ impl Receiver {
         let look = tokio::task::spawn_blocking(move || {
             match crate::endpoint_owner::looked_at(&url, || receivers(user.as_deref()))? {
                 None => Ok(None),
+                // On this host, whatever names it: never through the environment's proxy.
                 Some((host, addresses)) => client_builder(&url)
+                    .no_proxy()
                     .resolve_to_addrs(&host, &addresses)
                     .pool_max_idle_per_host(0)
                     .build()

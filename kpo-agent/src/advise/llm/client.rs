@@ -638,7 +638,11 @@ impl LlmClient {
             }
             match crate::endpoint_owner::looked_at(&url, || cfg.trusted_servers())? {
                 None => Ok(None),
+                // On this host, whatever names it: never through the environment's proxy, which
+                // would get the key (s59 story BP-4: `http://0.0.0.0:PORT` or the host's name
+                // went through it, no-proxy judging by loopback literals).
                 Some((host, addresses)) => http_builder(&cfg)
+                    .no_proxy()
                     .resolve_to_addrs(&host, &addresses)
                     .pool_max_idle_per_host(0)
                     .build()
@@ -1563,9 +1567,8 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(
-            !heads
-                .iter()
-                .any(|h| h.starts_with("POST http://127.0.0.1:")),
+            !heads.iter().any(|h| h.starts_with("POST http://127.0.0.1:")
+                || h.starts_with("POST http://0.0.0.0:")),
             "the server on this host was reached through the proxy: {heads:#?}"
         );
         assert_eq!(heads.len(), 2, "{heads:#?}");
@@ -1630,6 +1633,30 @@ mod tests {
         let head = served.await.unwrap();
         assert!(head.starts_with("POST /v1/chat/completions "), "{head}");
         assert!(head.contains(PROXY_TEST_KEY), "{head}");
+        // Named by 0.0.0.0, which connects to this host: not proxied either (s59 story BP-4).
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = server.local_addr().unwrap().port();
+        let served = tokio::spawn(async move {
+            let (mut conn, _) = server.accept().await.unwrap();
+            let (head, _) = read_request(&mut conn).await;
+            let body = reply("[]");
+            let mut answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            answer.extend_from_slice(&body);
+            conn.write_all(&answer).await.unwrap();
+            head
+        });
+        let any = LlmClient::new(resolved(format!("http://0.0.0.0:{port}/v1"))).unwrap();
+        let c = any.complete(&prompt, None).await;
+        assert_eq!(c.outcome, Outcome::Ok, "0.0.0.0: {:?}", c.error);
+        assert!(served
+            .await
+            .unwrap()
+            .starts_with("POST /v1/chat/completions "));
         // Elsewhere (TEST-NET-1, never routed): only the proxy answers, 502.
         for base_url in ["http://192.0.2.1:9/v1", "https://192.0.2.1:9/v1"] {
             let c = LlmClient::new(resolved(base_url.into()))
