@@ -114,15 +114,30 @@ pub struct Trusted {
 }
 
 impl Trusted {
-    /// Root, the agent's own user, and `named`.
-    pub fn users(named: Option<u32>, key: &'static str, at_stake: &'static str) -> Trusted {
+    /// Root, the agent's own user, and `named` (as `key` names it: a name or a uid), looked up
+    /// now: `Err` when this host does not know it, and nothing is sent to a listener here then.
+    /// Blocking: the name is looked up (NSS).
+    pub fn users(
+        named: Option<&str>,
+        key: &'static str,
+        at_stake: &'static str,
+    ) -> Result<Trusted, String> {
+        let named = (named.map(uid_of).transpose())
+            .map_err(|why| format!("{key}: {why}: nothing is sent to a listener on this host"))?;
         let mut uids = vec![0, nix::unistd::geteuid().as_raw()];
         uids.extend(named);
-        Trusted {
+        Ok(Trusted {
             uids,
             key,
             at_stake,
-        }
+        })
+    }
+
+    /// The same users for an agent running as root, not as this process's user (which
+    /// [`Trusted::users`] puts second): `kpo check`, whoever runs it (s59 review2 R2-8).
+    pub fn for_a_root_agent(mut self) -> Trusted {
+        self.uids.remove(1);
+        self
     }
 }
 

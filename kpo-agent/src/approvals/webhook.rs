@@ -454,17 +454,11 @@ pub struct Webhook {
 /// Whose listener on this host may be posted to over plain http: root, the agent's user, and
 /// `user` (`approvals.webhook_user`), looked up now: `Err` when the name is not known here.
 pub fn receivers(user: Option<&str>) -> Result<crate::endpoint_owner::Trusted, String> {
-    let uid = match user {
-        None => None,
-        Some(name) => Some(crate::endpoint_owner::uid_of(name).map_err(|why| {
-            format!("approvals.webhook_user: {why}: not sent to a receiver on this host")
-        })?),
-    };
-    Ok(crate::endpoint_owner::Trusted::users(
-        uid,
+    crate::endpoint_owner::Trusted::users(
+        user,
         "approvals.webhook_user",
         "the approvals and the advice, and its 2xx would count them delivered",
-    ))
+    )
 }
 
 /// Why a receiver at `url` on this host would be posted nothing, when that would last: its
@@ -481,12 +475,12 @@ pub fn receiver_refused(url: &str, user: Option<&str>, as_root: bool) -> Option<
     let unknown_user = std::cell::Cell::new(false);
     // Asked only for a receiver on this host, which the look decides (a name may be this host's).
     let allowed = || {
-        let mut allowed = receivers(user).inspect_err(|_| unknown_user.set(true))?;
-        if as_root {
-            let named = user.and_then(|u| crate::endpoint_owner::uid_of(u).ok());
-            allowed.uids = std::iter::once(0).chain(named).collect();
-        }
-        Ok(allowed)
+        let allowed = receivers(user).inspect_err(|_| unknown_user.set(true))?;
+        Ok(if as_root {
+            allowed.for_a_root_agent()
+        } else {
+            allowed
+        })
     };
     let refusal = crate::endpoint_owner::looked_at(url, allowed).err()?;
     (unknown_user.get() || refusal.contains(" is served by ")).then_some(refusal)
@@ -1717,16 +1711,15 @@ pub(crate) mod tests {
         );
     }
 
-    /// A receiver whose `webhook_user` this host does not know is posted nothing while it is
-    /// not (said at each try, by kpo check and at the start); one elsewhere or over https is not
-    /// looked at.
+    /// The refusal `kpo check` and the webhook's start say for a receiver on this host whose
+    /// `webhook_user` this host does not know; one elsewhere or over https is not looked at.
     #[test]
     fn a_webhook_user_this_host_does_not_know_is_said_and_elsewhere_nothing_is_looked_at() {
         assert_eq!(
             receiver_refused("http://127.0.0.1:9/kpo", Some("no-such-user-kpo"), true).as_deref(),
             Some(
-                "approvals.webhook_user: no user named \"no-such-user-kpo\" on this host: not \
-                 sent to a receiver on this host"
+                "approvals.webhook_user: no user named \"no-such-user-kpo\" on this host: \
+                 nothing is sent to a listener on this host"
             )
         );
         for url in ["https://127.0.0.1:9/kpo", "http://hooks.example/kpo"] {

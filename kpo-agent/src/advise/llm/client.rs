@@ -1610,23 +1610,27 @@ mod tests {
             system: "s".into(),
             user: "u".into(),
         };
-        // A server on this host: one completion.
-        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = server.local_addr().unwrap().port();
-        let served = tokio::spawn(async move {
-            let (mut conn, _) = server.accept().await.unwrap();
-            let (head, _) = read_request(&mut conn).await;
-            let body = reply("[]");
-            let mut answer = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-                 Connection: close\r\n\r\n",
-                body.len()
-            )
-            .into_bytes();
-            answer.extend_from_slice(&body);
-            conn.write_all(&answer).await.unwrap();
-            head
-        });
+        // A server on this host, answering one completion; the head of the request it got.
+        let serve_one = || async {
+            let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = server.local_addr().unwrap().port();
+            let served = tokio::spawn(async move {
+                let (mut conn, _) = server.accept().await.unwrap();
+                let (head, _) = read_request(&mut conn).await;
+                let body = reply("[]");
+                let mut answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
+                answer.extend_from_slice(&body);
+                conn.write_all(&answer).await.unwrap();
+                head
+            });
+            (port, served)
+        };
+        let (port, served) = serve_one().await;
         let local = LlmClient::new(resolved(format!("http://127.0.0.1:{port}/v1"))).unwrap();
         let c = local.complete(&prompt, None).await;
         assert_eq!(c.outcome, Outcome::Ok, "{:?}", c.error);
@@ -1634,22 +1638,7 @@ mod tests {
         assert!(head.starts_with("POST /v1/chat/completions "), "{head}");
         assert!(head.contains(PROXY_TEST_KEY), "{head}");
         // Named by 0.0.0.0, which connects to this host: not proxied either (s59 story BP-4).
-        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = server.local_addr().unwrap().port();
-        let served = tokio::spawn(async move {
-            let (mut conn, _) = server.accept().await.unwrap();
-            let (head, _) = read_request(&mut conn).await;
-            let body = reply("[]");
-            let mut answer = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-                 Connection: close\r\n\r\n",
-                body.len()
-            )
-            .into_bytes();
-            answer.extend_from_slice(&body);
-            conn.write_all(&answer).await.unwrap();
-            head
-        });
+        let (port, served) = serve_one().await;
         let any = LlmClient::new(resolved(format!("http://0.0.0.0:{port}/v1"))).unwrap();
         let c = any.complete(&prompt, None).await;
         assert_eq!(c.outcome, Outcome::Ok, "0.0.0.0: {:?}", c.error);

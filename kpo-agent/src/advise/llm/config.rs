@@ -547,17 +547,11 @@ impl ResolvedLlm {
     /// `Err` when `llm.server_user` names a user this host does not know (now): nothing is sent
     /// to a server on this host then. Blocking: the name is looked up (NSS).
     pub fn trusted_servers(&self) -> Result<crate::endpoint_owner::Trusted, String> {
-        let uid = match self.config.server_user.as_deref() {
-            None => None,
-            Some(name) => Some(crate::endpoint_owner::uid_of(name).map_err(|why| {
-                format!("llm.server_user: {why}: not sent to a server on this host")
-            })?),
-        };
-        Ok(crate::endpoint_owner::Trusted::users(
-            uid,
+        crate::endpoint_owner::Trusted::users(
+            self.config.server_user.as_deref(),
             "llm.server_user",
             "the API key and the prompt",
-        ))
+        )
     }
 
     /// What must never be shown of this endpoint: [`Secrets`].
@@ -1372,8 +1366,8 @@ mod tests {
         let r = c.resolve_with(env(&[])).unwrap().unwrap();
         assert_eq!(
             r.trusted_servers().unwrap_err(),
-            "llm.server_user: no user named \"no-such-user-kpo\" on this host: not sent to a \
-             server on this host"
+            "llm.server_user: no user named \"no-such-user-kpo\" on this host: nothing is sent \
+             to a listener on this host"
         );
         let blank: LlmConfig = toml::from_str(
             "base_url = \"http://127.0.0.1:8080/v1\"\napi_key = \"k\"\nserver_user = \" \"",
