@@ -256,6 +256,8 @@ mod tests {
             family: if address.is_ipv4() { 2 } else { 10 },
             port,
             address,
+            interface: 0,
+            device: None,
             inode: 1,
             depth: 0,
             limit: 128,

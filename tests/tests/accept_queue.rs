@@ -1,7 +1,7 @@
 //! A listener with backlog 8 in a fresh namespace, a bounded burst of 60 connections nobody
 //! accepts: the window must report what `ss -ltnm` reports, then show the queue drained.
 use std::{
-    net::{Ipv4Addr, TcpListener},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddrV6, TcpListener},
     os::fd::{AsRawFd, OwnedFd},
     time::Duration,
 };
@@ -107,4 +107,73 @@ pub fn burst_matches_ss_and_drains() {
     assert_eq!(l.backlog_max, 0, "no connection waited in the next window");
     assert_eq!(l.overflows, Some(0));
     assert_eq!(l.enqueued, Some(0));
+}
+
+/// Defect (s59 story BN-2): one port's link-local listeners on two links were one `fe80::1` in
+/// the window, an address nobody can connect to, with nothing to tell there were two. Each must
+/// be listed with its device, as `ss -ltn` names them (`[fe80::1]%d0:4101`).
+pub fn link_local_listeners_are_listed_with_their_device() {
+    const LINK_PORT: u16 = 4101;
+    let ns = Netns::new();
+    // Two links of its own (a veth pair each, both ends inside; no dummy module here).
+    for device in ["d0", "d1"] {
+        let peer = format!("{device}p");
+        ns.exec(&[
+            "ip", "link", "add", device, "type", "veth", "peer", "name", &peer,
+        ]);
+        ns.exec(&["ip", "link", "set", device, "up"]);
+        ns.exec(&["ip", "link", "set", &peer, "up"]);
+        ns.exec(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "fe80::1/64",
+            "dev",
+            device,
+            "nodad",
+        ]);
+    }
+    let (mut collector, builder) = start(false);
+    let _listeners: Vec<TcpListener> = ns.run(|| {
+        [("d0", 4), ("d1", 16)]
+            .into_iter()
+            .map(|(device, backlog)| {
+                let index = nix::net::if_::if_nametoindex(device).expect("device index");
+                let address = SocketAddrV6::new(
+                    Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1),
+                    LINK_PORT,
+                    0,
+                    index,
+                );
+                let listener = TcpListener::bind(address).expect("bind fe80::1 on its link");
+                assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), backlog) }, 0);
+                listener
+            })
+            .collect()
+    });
+    // `[fe80::1]%d0:4101` in ss is `fe80::1%d0` in the window.
+    let mut in_ss: Vec<String> = ns
+        .exec(&["ss", "-ltnH", "sport", "=", &format!(":{LINK_PORT}")])
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(3))
+        .map(|local| {
+            let local = local.trim_end_matches(&format!(":{LINK_PORT}"));
+            local.replace(['[', ']'], "")
+        })
+        .collect();
+    in_ss.sort();
+    assert_eq!(in_ss, ["fe80::1%d0", "fe80::1%d1"], "what ss lists");
+
+    let (window, _) = close_window(&mut collector, builder);
+    let l = window
+        .listeners
+        .iter()
+        .find(|l| (l.netns, l.port) == (ns.inum(), LINK_PORT))
+        .unwrap_or_else(|| panic!("listener missing from {:#?}", window.listeners));
+    let mut listed = l.addresses.clone();
+    listed.sort();
+    assert_eq!(listed, in_ss, "the window's addresses vs ss -ltn");
+    assert_eq!(l.family, "ipv6");
+    assert_eq!(l.backlog_limit, 16, "the group's largest limit");
 }

@@ -44,6 +44,11 @@ fn main() {
             accept_queue::burst_matches_ss_and_drains,
         ),
         trial(
+            "accept_queue::link_local_listeners_are_listed_with_their_device",
+            req(),
+            accept_queue::link_local_listeners_are_listed_with_their_device,
+        ),
+        trial(
             "listener_carry::drops_while_a_namespace_was_hidden_are_counted_once",
             req(),
             listener_carry::drops_while_a_namespace_was_hidden_are_counted_once,

@@ -18,7 +18,6 @@ pub use proc_root::{check_proc_root, check_sysfs_root, ProcRootError};
 
 use std::{
     collections::BTreeMap,
-    net::IpAddr,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -42,7 +41,9 @@ use stale_listeners::StaleListeners;
 /// largest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerView {
-    pub addresses: Vec<IpAddr>,
+    /// As `ss` shows them: a socket bound to a device with its name (`fe80::1%eth0`), so that
+    /// one port's sockets on two links are told apart, and the address can be connected to.
+    pub addresses: Vec<String>,
     pub depth: u32,
     pub limit: u32,
     pub drops: u64,
@@ -342,8 +343,11 @@ impl Collector {
             let read = namespaces.entry(inum).or_default();
             let mut problems = Vec::new();
             match handle.listeners() {
-                Ok(list) => {
+                Ok(mut list) => {
                     read.listeners = true;
+                    for l in list.iter_mut().filter(|l| l.interface != 0) {
+                        l.device = handle.device_name(l.interface).ok();
+                    }
                     raw.extend(list.into_iter().map(|l| (inum, l)));
                 }
                 Err(e) => problems.push((
@@ -422,12 +426,24 @@ impl Collector {
     }
 }
 
+/// `fe80::1%eth0` for a socket bound to a device (`ss` prints `[fe80::1]%eth0:80`; an address
+/// with its zone inside the brackets is what clients and URLs take), the device's index when its
+/// name could not be had (the device went between the dump and the lookup).
+fn shown_address(l: &sockdiag::DiagListener) -> String {
+    match (l.interface, &l.device) {
+        (0, _) => l.address.to_string(),
+        (_, Some(name)) => format!("{}%{name}", l.address),
+        (index, None) => format!("{}%{index}", l.address),
+    }
+}
+
 impl ListenerView {
     /// Merges one socket of the group in.
     fn add_socket(&mut self, l: &sockdiag::DiagListener) {
         // An SO_REUSEPORT group's sockets share an address: it is listed once.
-        if !self.addresses.contains(&l.address) {
-            self.addresses.push(l.address);
+        let address = shown_address(l);
+        if !self.addresses.contains(&address) {
+            self.addresses.push(address);
         }
         self.depth = self.depth.max(l.depth);
         self.limit = self.limit.max(l.limit);
@@ -465,6 +481,8 @@ mod tests {
             family: libc::AF_INET6 as u16,
             port: 8084,
             address: address.parse().unwrap(),
+            interface: 0,
+            device: None,
             inode,
             depth: 2,
             limit: 1,
@@ -480,13 +498,44 @@ mod tests {
         ] {
             view.add_socket(&l);
         }
-        assert_eq!(
-            view.addresses,
-            ["::1".parse::<IpAddr>().unwrap(), "fe80::1".parse().unwrap()]
-        );
+        assert_eq!(view.addresses, ["::1", "fe80::1"]);
         assert_eq!(view.drops, 96);
         assert_eq!(view.socket_drops.len(), 4);
         assert_eq!((view.depth, view.limit), (2, 1));
+    }
+
+    /// Defect (s59 story BN-2): one port's link-local sockets on two links were listed as one
+    /// `fe80::1`, an address nobody can connect to, with nothing to say there were two. Each is
+    /// listed with its device as `ss` names it, or its index when the name is gone.
+    #[test]
+    fn sockets_bound_to_devices_are_listed_with_them() {
+        let socket =
+            |address: &str, inode, interface, device: Option<&str>| sockdiag::DiagListener {
+                family: libc::AF_INET6 as u16,
+                port: 8086,
+                address: address.parse().unwrap(),
+                interface,
+                device: device.map(str::to_string),
+                inode,
+                depth: 0,
+                limit: 16,
+                drops: 0,
+                uid: 0,
+            };
+        let mut view = no_sockets();
+        for l in [
+            socket("fe80::1", 1, 2, Some("d0")),
+            socket("fe80::1", 2, 3, Some("d1")),
+            socket("fe80::1", 3, 2, Some("d0")),
+            socket("fe80::1", 4, 7, None),
+            socket("::1", 5, 0, None),
+        ] {
+            view.add_socket(&l);
+        }
+        assert_eq!(
+            view.addresses,
+            ["fe80::1%d0", "fe80::1%d1", "fe80::1%7", "::1"]
+        );
     }
 
     /// Defect (s55 story AR-2): a port bound on two addresses with different backlogs, the one
@@ -499,6 +548,8 @@ mod tests {
             family: libc::AF_INET as u16,
             port: 8085,
             address: address.parse().unwrap(),
+            interface: 0,
+            device: None,
             inode,
             depth,
             limit,

@@ -29,6 +29,12 @@ pub struct DiagListener {
     pub family: u16,
     pub port: u16,
     pub address: IpAddr,
+    /// The device the socket is bound to (`sk_bound_dev_if`): every IPv6 link-local listener's
+    /// link, or `SO_BINDTODEVICE`'s; 0 for none.
+    pub interface: u32,
+    /// That device's name in the socket's namespace, which only the namespace's own socket can
+    /// look up ([`super::netns::NetnsHandle::device_name`]): filled in by the collector.
+    pub device: Option<String>,
     /// Socket inode, to find the owning process.
     pub inode: u32,
     /// Current accept-queue depth (`Recv-Q` in `ss -ltn`).
@@ -195,6 +201,8 @@ fn listener_of(response: &InetResponse) -> DiagListener {
         family: h.family as u16,
         port: h.socket_id.source_port,
         address: h.socket_id.source_address,
+        interface: h.socket_id.interface_id,
+        device: None,
         inode: h.inode,
         depth: h.recv_queue,
         limit: h.send_queue,
@@ -288,6 +296,8 @@ mod tests {
                 family: 2,
                 port: 8080,
                 address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                interface: 0,
+                device: None,
                 inode: 4242,
                 depth: 9,
                 limit: 8,
