@@ -365,9 +365,14 @@ impl Desk {
         let before = std::mem::replace(&mut self.settings, settings).webhook;
         if before == self.settings.webhook {
             // The same receiver: what is queued for it stays, and the next try looks for the
-            // user now named.
+            // user now named. What is pending is posted again (s59 review R1-3): a receiver
+            // refused for its user until now never heard of it; one that did sees a repeat.
+            let user = self.settings.webhook_user.clone();
             if let Some(webhook) = &self.webhook {
-                webhook.set_receiver_user(self.settings.webhook_user.clone());
+                let change = webhook.set_receiver_user(user);
+                if matches!(change, super::webhook::ReceiverUser::Changed(_)) {
+                    self.post_pending_again(Again::WebhookUserChanged);
+                }
             }
             return;
         }
@@ -449,6 +454,13 @@ impl Desk {
         self.webhook = Some(webhook);
         // Read before `pending`, which announces the expiries it records itself.
         let unheard = self.ends_nobody_heard();
+        self.post_pending_again(why);
+        // After what is pending: an end the last run did not announce may be a supersession,
+        // whose `by_id` names one of those (announced as in the event stream, newer first).
+        self.post_ends(unheard);
+    }
+
+    fn post_pending_again(&mut self, why: Again) {
         match self.pending() {
             Ok(pending) => {
                 for item in pending {
@@ -457,9 +469,6 @@ impl Desk {
             }
             Err(e) => warn!("approvals: pending approvals not announced again: {e}"),
         }
-        // After what is pending: an end the last run did not announce may be a supersession,
-        // whose `by_id` names one of those (announced as in the event stream, newer first).
-        self.post_ends(unheard);
     }
 
     #[cfg(test)]

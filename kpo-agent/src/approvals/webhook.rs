@@ -262,6 +262,9 @@ pub enum Again {
     AgentStarted,
     /// A reload (SIGHUP) named another webhook URL: this one is told what is pending.
     WebhookChanged,
+    /// A reload named another `approvals.webhook_user` for the same URL: what was refused for
+    /// its user before may reach the receiver now.
+    WebhookUserChanged,
 }
 
 /// Words from others made inert for the receivers `text` goes to. What KPO puts in `text` comes
@@ -413,6 +416,9 @@ impl Payload {
         let note = match why {
             Again::AgentStarted => "(Still pending after the agent restarted.)",
             Again::WebhookChanged => "(Still pending when a policy reload set this webhook.)",
+            Again::WebhookUserChanged => {
+                "(Still pending when a policy reload named another approvals.webhook_user.)"
+            }
         };
         p.text = format!("{} {note}", p.text);
         p.kpo.repeat = true;
@@ -449,6 +455,18 @@ pub struct Webhook {
     /// `approvals.webhook_user`, shared with the delivery task: a reload that names another
     /// user for the same URL takes effect at the next try, with the queue kept.
     receiver_user: Arc<Mutex<Option<String>>>,
+    /// The URL, to look at who serves it when a reload names another user (none for
+    /// [`Webhook::to_channel`]).
+    url: Option<String>,
+}
+
+/// What [`Webhook::set_receiver_user`] did.
+#[derive(Debug)]
+pub enum ReceiverUser {
+    Same,
+    /// Another user is named: with the look at who serves the receiver (none for
+    /// [`Webhook::to_channel`]), which ends once its warning, if any, is logged.
+    Changed(Option<tokio::task::JoinHandle<()>>),
 }
 
 /// Whose listener on this host may be posted to over plain http: root, the agent's user, and
@@ -555,7 +573,7 @@ impl Webhook {
         let task = tokio::spawn(deliver(
             Receiver {
                 client,
-                url,
+                url: url.clone(),
                 shown: shown.clone(),
                 receiver_user: receiver_user.clone(),
             },
@@ -570,12 +588,26 @@ impl Webhook {
             task: Some(task.abort_handle()),
             ledger,
             receiver_user,
+            url: Some(url),
         })
     }
 
     /// A reload named another `approvals.webhook_user` for the same URL.
-    pub fn set_receiver_user(&self, user: Option<String>) {
-        *self.receiver_user.lock().expect("not poisoned") = user;
+    /// Names the receiver's user from the next try on. When it is another than before, who
+    /// serves the receiver is looked at now, and a refusal logged as at the start (s59 story
+    /// BP-7: a reload naming an unknown user said nothing until a notification failed).
+    pub fn set_receiver_user(&self, user: Option<String>) -> ReceiverUser {
+        let before = std::mem::replace(
+            &mut *self.receiver_user.lock().expect("not poisoned"),
+            user.clone(),
+        );
+        if before == user {
+            return ReceiverUser::Same;
+        }
+        ReceiverUser::Changed(
+            (self.url.clone())
+                .map(|url| tokio::spawn(warn_if_refused(url, self.shown.clone(), user))),
+        )
     }
 
     /// A webhook whose notifications go to the returned receiver instead of a URL.
@@ -590,6 +622,7 @@ impl Webhook {
                 task: None,
                 ledger: Ledger::new(Outcomes::default()),
                 receiver_user: Arc::new(Mutex::new(None)),
+                url: None,
             },
             rx,
         )
@@ -667,6 +700,14 @@ impl Receiver {
     }
 }
 
+/// Warns when nothing would be posted to `url` now, for who serves it ([`receiver_refused`]).
+async fn warn_if_refused(url: String, shown: String, user: Option<String>) {
+    let look = tokio::task::spawn_blocking(move || receiver_refused(&url, user.as_deref(), false));
+    if let Ok(Ok(Some(why))) = tokio::time::timeout(LOOK_TIMEOUT, look).await {
+        warn!(url = %shown, "approval webhook: {why}; nothing is posted to it while that holds");
+    }
+}
+
 async fn deliver(
     receiver: Receiver,
     mut rx: mpsc::UnboundedReceiver<Payload>,
@@ -675,12 +716,7 @@ async fn deliver(
 ) {
     let (url, shown) = (&receiver.url, &receiver.shown);
     let user = receiver.receiver_user.lock().expect("not poisoned").clone();
-    let first = url.clone();
-    let look =
-        tokio::task::spawn_blocking(move || receiver_refused(&first, user.as_deref(), false));
-    if let Ok(Ok(Some(why))) = tokio::time::timeout(LOOK_TIMEOUT, look).await {
-        warn!(url = %shown, "approval webhook: {why}; nothing is posted to it while that holds");
-    }
+    warn_if_refused(url.clone(), shown.clone(), user).await;
     // Taken off the channel as they come, even while one waits to be retried: so that a later
     // notification about the same approval can replace one not yet delivered, and a full queue
     // loses its oldest notification, not the newest.
@@ -1695,7 +1731,7 @@ pub(crate) mod tests {
         assert_eq!(receiver_refused(&url, None, false), Some(why.clone()));
         assert_eq!(receiver_refused(&url, None, true), Some(why));
         assert_eq!(receiver_refused(&url, Some("nobody"), false), None);
-        hook.set_receiver_user(Some(nobody.to_string()));
+        let _ = hook.set_receiver_user(Some(nobody.to_string()));
         hook.notify(required("ap-2"));
         let theirs = tokio::net::TcpListener::from_std(theirs).unwrap();
         let (mut conn, _) = theirs.accept().await.unwrap();
@@ -1709,6 +1745,36 @@ pub(crate) mod tests {
             counted(&outcomes),
             only(&[(Outcome::GivenUp, 1), (Outcome::Delivered, 1)])
         );
+    }
+
+    /// A reload that names a user this host does not know for the same URL is warned of at
+    /// once, as at the webhook's start. Defect (s59 story BP-7): nothing was said until a
+    /// notification failed, if one came. Naming the same user again looks at nothing.
+    #[tokio::test]
+    async fn a_reload_naming_an_unknown_webhook_user_is_warned_of_at_once() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/kpo", listener.local_addr().unwrap());
+        let hook = Webhook::spawn(url, Outcomes::default(), None).unwrap();
+        let (log, _guard) = crate::logging::Captured::install();
+        let ReceiverUser::Changed(Some(look)) =
+            hook.set_receiver_user(Some("no-such-user-kpo".into()))
+        else {
+            panic!("another user: looked at");
+        };
+        look.await.unwrap();
+        assert!(
+            log.text().contains(
+                "approval webhook: approvals.webhook_user: no user named \"no-such-user-kpo\" on \
+                 this host: nothing is sent to a listener on this host; nothing is posted to it \
+                 while that holds"
+            ),
+            "{}",
+            log.text()
+        );
+        assert!(matches!(
+            hook.set_receiver_user(Some("no-such-user-kpo".into())),
+            ReceiverUser::Same
+        ));
     }
 
     /// The refusal `kpo check` and the webhook's start say for a receiver on this host whose

@@ -492,6 +492,45 @@ fn the_webhook_announces_approvals_still_pending_at_start_again() {
     );
 }
 
+/// A reload that names another `approvals.webhook_user` for the same URL posts what is pending
+/// again, saying why. Defect (s59 review R1-3): a receiver refused for its user until then had
+/// never heard of the approvals pending, and was told nothing of them after the fix. A reload
+/// that names the same user posts nothing.
+#[test]
+fn another_webhook_user_is_told_what_is_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let (webhook, mut posted) = Webhook::to_channel();
+    s.desk.set_webhook(webhook);
+    assert!(posted.try_recv().is_ok(), "the start's repeat");
+    let mut reloaded = settings();
+    reloaded.webhook_user = Some("relay".into());
+    s.desk.set_settings(reloaded.clone());
+    let again = posted.try_recv().expect("the pending approval, again");
+    assert_eq!(again.kpo.approval().unwrap().id, "ap-1");
+    let json = serde_json::to_value(&again).unwrap();
+    assert_eq!(json["kpo"]["repeat"], true, "{json}");
+    assert_eq!(
+        json["kpo"]["repeat_reason"], "webhook_user_changed",
+        "{json}"
+    );
+    assert!(
+        again.text.ends_with(
+            "(Still pending when a policy reload named another approvals.webhook_user.)"
+        ),
+        "{}",
+        again.text
+    );
+    s.desk.set_settings(reloaded);
+    assert!(posted.try_recv().is_err(), "the same user: nothing posted");
+    s.desk.set_settings(settings());
+    assert!(
+        posted.try_recv().is_ok(),
+        "no user named any more: posted again"
+    );
+}
+
 /// The body of the first POST to a receiver on this host, which answers 200.
 async fn first_post() -> (String, tokio::task::JoinHandle<serde_json::Value>) {
     use tokio::io::AsyncWriteExt;
