@@ -100,7 +100,7 @@ fn crash_point(at: CrashPoint) {
     static WANT: OnceLock<Option<String>> = OnceLock::new();
     let want = WANT.get_or_init(|| std::env::var(CrashPoint::ENV).ok());
     if want.as_deref() == Some(at.as_str()) {
-        eprintln!(
+        crate::say!(
             "kpo: {}={}: killing myself (test hook)",
             CrashPoint::ENV,
             at.as_str()

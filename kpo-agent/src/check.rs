@@ -51,7 +51,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
             config.validate(&name)?;
             roots_as_kpo_run_checks_them(&name, &config)?;
             for w in &config.warnings {
-                eprintln!("kpo: warning: {w}");
+                crate::say!("kpo: warning: {w}");
             }
             (Some(name), config)
         }
@@ -76,18 +76,18 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
     // A warning, not a mistake: the file may be checked on another machine than the one it is
     // for, a device's or a module's keys appear with it, and a namespace with its container.
     for w in warnings(&policy, std::path::Path::new("/proc/sys")) {
-        eprintln!("kpo: warning: {w}");
+        crate::say!("kpo: warning: {w}");
     }
     if let Some(w) =
         approvals_expire_between_llm_consultations(&policy, &agent, |k| std::env::var(k).ok())
     {
-        eprintln!("kpo: warning: {w}");
+        crate::say!("kpo: warning: {w}");
     }
     if let Some(w) = approvals_expire_between_rules_repeats(&policy, &agent) {
-        eprintln!("kpo: warning: {w}");
+        crate::say!("kpo: warning: {w}");
     }
     if let Some(w) = approvals_cleared_too_soon(&policy, &agent) {
-        eprintln!("kpo: warning: {w}");
+        crate::say!("kpo: warning: {w}");
     }
     if let Some(w) = (policy.approvals.webhook.as_deref()).and_then(|url| {
         crate::approvals::webhook::receiver_refused(
@@ -96,7 +96,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
             true,
         )
     }) {
-        eprintln!(
+        crate::say!(
             "kpo: warning: {}: [approvals] {w} (as an agent running as root in this network \
              namespace would see it)",
             origin(&policy)
@@ -106,31 +106,31 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
     // say), the defaults may turn the optimizer off where the real file does not: said so, and
     // the limits are still looked at (s59 review1 R1-7).
     match (optimizer_off_by_the_configuration(&policy, &agent), &config) {
-        (Some(w), Some(_)) => eprintln!("kpo: warning: {w}"),
+        (Some(w), Some(_)) => crate::say!("kpo: warning: {w}"),
         (off, _) => {
             if let Some(w) = off {
-                eprintln!(
+                crate::say!(
                     "kpo: warning: {w} (the built-in configuration: give kpo check the \
                      configuration kpo run is given, --config)"
                 );
             }
             for w in optimizer_held_back_by_the_limits(&policy, &agent) {
-                eprintln!("kpo: warning: {w}");
+                crate::say!("kpo: warning: {w}");
             }
         }
     }
     for w in optimizer_entries_in_recommend(&policy) {
-        eprintln!("kpo: warning: {w}");
+        crate::say!("kpo: warning: {w}");
     }
     if let Some(Err(why)) = (agent.llm.server_user.as_deref()).map(crate::endpoint_owner::uid_of) {
-        eprintln!(
+        crate::say!(
             "kpo: warning: llm.server_user: {why}: a server on this host is sent nothing while \
              that holds"
         );
     }
     let advisor = llm::Advisor::of(&agent.llm, |k| std::env::var(k).ok());
     for w in advisor.warnings(&agent.llm, |k| std::env::var(k).ok()) {
-        eprintln!("kpo: warning: {w}");
+        crate::say!("kpo: warning: {w}");
     }
     let probe = match (&advisor, args.llm) {
         (_, false) => None,

@@ -578,7 +578,7 @@ pub(crate) fn open(state: &StateArgs, access: Access) -> anyhow::Result<Box<dyn 
         Ok(if access == Access::Reads {
             let opened = open_offline_kernel_to_read(state.policy.as_deref(), &state.state_dir())?;
             if let Some(why) = &opened.read_only {
-                eprintln!("kpo: warning: {why}");
+                crate::say!("kpo: warning: {why}");
             }
             (opened.path, opened.reconciled)
         } else {
@@ -602,7 +602,7 @@ pub(crate) fn open(state: &StateArgs, access: Access) -> anyhow::Result<Box<dyn 
         tracing::warn!("{w}");
     }
     for r in &reconciled {
-        eprintln!("kpo: reconciled: {}", r.describe());
+        crate::say!("kpo: reconciled: {}", r.describe());
     }
     Ok(Box::new(path))
 }
@@ -746,7 +746,7 @@ pub(crate) fn say_unguarded(id: Option<u64>, json: bool) {
     let revert = id.map_or("ID".into(), |id| id.to_string());
     let line = format!("{UNGUARDED} (kpo revert {revert} puts it back)");
     if json {
-        eprintln!("kpo: warning: {line}");
+        crate::say!("kpo: warning: {line}");
     } else {
         crate::out!("{line}");
     }
@@ -965,7 +965,7 @@ fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
     let mut control = open(&a.state, Access::Reads)?;
     let s = control.status()?;
     if let Some(warning) = another_build(control.guards_changes(), s.version.as_deref()) {
-        eprintln!("kpo: warning: {warning}");
+        crate::say!("kpo: warning: {warning}");
     }
     if a.json {
         crate::out!("{}", serde_json::to_string_pretty(&s)?);

@@ -600,7 +600,7 @@ fn offline_policy(given: Option<&Path>, state_dir: &Path) -> Option<std::path::P
     let recorded = recorded.filter(|r| {
         let there = r.exists();
         if !there {
-            eprintln!(
+            crate::say!(
                 "kpo: warning: the agent last ran with the policy {}, which is gone; deciding \
                  under {}",
                 r.display(),
@@ -616,7 +616,7 @@ fn offline_policy(given: Option<&Path>, state_dir: &Path) -> Option<std::path::P
         (Some(given), Some(recorded)) => {
             let same = std::fs::canonicalize(given).ok();
             if same.is_none() || same != std::fs::canonicalize(&recorded).ok() {
-                eprintln!(
+                crate::say!(
                     "kpo: warning: deciding under --policy {}, but the agent last ran with {}",
                     given.display(),
                     recorded.display()

@@ -59,6 +59,17 @@ pub mod trusted_path;
 pub mod who;
 pub mod window;
 
+/// `eprintln!` for the command line's warnings and notes, which does not panic when standard
+/// error cannot be written (a full disk; s60 story BR-1: `kpo apply` exited 101 after its change
+/// was made): the command's work and its exit status matter more than a warning lost.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// `println!` (or, with `no_newline;` first, `print!`) for the command-line output: see
 /// [`cli::write_out`].
 #[macro_export]

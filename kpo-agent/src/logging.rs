@@ -38,9 +38,18 @@ pub fn init() -> LogGuard {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
-        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+        .with_ansi(colours(
+            io::IsTerminal::is_terminal(&io::stderr()),
+            std::env::var_os("NO_COLOR"),
+        ))
         .try_init();
     guard
+}
+
+/// Colours on a terminal, unless `NO_COLOR` is set to anything but nothing (no-color.org), as
+/// the CLI's own output does (s60 story BR-7: the agent's log was coloured whatever it said).
+fn colours(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Sets up logging for a command other than `kpo run` (`kpo status`, `kpo approve` offline): its
@@ -68,6 +77,9 @@ where
         .with_env_filter(filter)
         .with_writer(out)
         .with_ansi(false)
+        // Its own report of a line it could not write is an `eprintln!`, which panics when
+        // standard error fails (a full disk: s60 story BR-1); the command goes on without it.
+        .log_internal_errors(false)
         .event_format(CommandFormat::default())
         .finish()
 }
@@ -495,6 +507,15 @@ impl Write for Captured {
 
 #[cfg(test)]
 mod tests {
+    /// Defect (s60 story BR-7): `kpo run` coloured its log on a terminal with NO_COLOR=1.
+    #[test]
+    fn no_color_turns_the_agents_colours_off() {
+        assert!(colours(true, None));
+        assert!(colours(true, Some("".into())), "an empty NO_COLOR is unset");
+        assert!(!colours(true, Some("1".into())));
+        assert!(!colours(false, None));
+    }
+
     use std::{fs::File, io::Read, sync::mpsc};
 
     use super::*;

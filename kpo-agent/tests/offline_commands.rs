@@ -424,3 +424,78 @@ fn an_apply_with_no_agent_says_the_guard_does_not_watch_it() {
         "2400000"
     );
 }
+
+/// A standard error that cannot be written (a cron job's `2>>` on a full disk) loses the
+/// warnings, not the command: its output and exit status are as with one that can. Defect (s60
+/// story BR-1): `kpo apply --json` made and journaled its change, then panicked (exit 101) on
+/// its "not watched by the guard" line; `kpo status` died before its output on the state
+/// directory's mode, and `kpo pending` on the journal's warnings (tracing's own report of a line
+/// it could not write panics too).
+#[test]
+fn a_full_standard_error_loses_only_the_warnings() {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        kpo_test_skip::skip("no /dev/full here to stand for a full disk");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    kpo_agent::actuate::cpufreq::fake_policy(
+        &dir.path().join("sys"),
+        0,
+        1_200_000,
+        3_000_000,
+        3_000_000,
+    );
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(
+        state.join("sysfs-root"),
+        dir.path().join("sys").as_os_str().as_encoded_bytes(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[params.\"cpufreq:*:scaling_max_freq\"]\nmode = \"auto\"\nmin = 1200000\nmax = 3000000\n",
+    )
+    .unwrap();
+    let with_stderr_full = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kpo"))
+            .args(args)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--socket")
+            .arg(dir.path().join("nobody-listens.sock"))
+            .arg("--policy")
+            .arg(dir.path().join("policy.toml"))
+            .stderr(full.try_clone().unwrap())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, stdout) = with_stderr_full(&[
+        "apply",
+        "--json",
+        "cpufreq:policy0:scaling_max_freq=2400000",
+    ]);
+    assert_eq!(code, Some(0), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["status"], "applied", "{stdout}");
+    // Warned of by the command itself: a state directory others may read.
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, stdout) = with_stderr_full(&["status", "--json"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        status["warnings"].to_string().contains("mode is 0755"),
+        "{stdout}"
+    );
+    // Warned of through the log: a damaged line.
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(state.join("approvals.log"), "not a record\n").unwrap();
+    let (code, stdout) = with_stderr_full(&["pending"]);
+    assert_eq!((code, stdout.as_str()), (Some(0), "no approval pending\n"));
+}

@@ -237,11 +237,11 @@ impl Drop for Restorer<'_> {
         let address = self.actuator.address().to_string();
         // On the way out of a failed or panicking step: no caller to hand an error to.
         match self.actuator.revert(&self.original) {
-            Ok(_) => eprintln!(
+            Ok(_) => crate::say!(
                 "hardware acceptance: {address} put back to {} after a failed step",
                 self.original
             ),
-            Err(e) => eprintln!(
+            Err(e) => crate::say!(
                 "hardware acceptance: {address} could not be put back to {} after a failed step: \
                  {e}; put it back by hand",
                 self.original

@@ -232,7 +232,7 @@ fn act_on_either<T>(
         Err(mut offline) => {
             let (done, expired) = act_offline(&mut offline, id, act);
             for line in expired {
-                eprintln!("{line}");
+                crate::say!("{line}");
             }
             Ok((done?, true))
         }
@@ -263,7 +263,7 @@ pub fn pending(a: PendingArgs) -> anyhow::Result<ExitCode> {
     let (items, expired) = pending_and_expired(&a.state)?;
     // On standard error, as the offline open's other notes: `--json`'s output stays the array.
     for e in &expired {
-        eprintln!("{}", expired_line(e));
+        crate::say!("{}", expired_line(e));
     }
     if a.json {
         crate::out!("{}", serde_json::to_string_pretty(&items)?);

@@ -123,7 +123,7 @@ impl Offline {
         crate::control::require_state_dir(state_dir)?;
         let opened = open_offline_kernel_to_read(policy, state_dir)?;
         if let Some(why) = &opened.read_only {
-            eprintln!("kpo: warning: {why}");
+            crate::say!("kpo: warning: {why}");
         }
         Self::at_desk(opened.path, &opened.reconciled)
     }
@@ -138,7 +138,7 @@ impl Offline {
             tracing::warn!("{w}");
         }
         for r in reconciled {
-            eprintln!("kpo: reconciled: {}", r.describe());
+            crate::say!("kpo: reconciled: {}", r.describe());
         }
         let desk = Desk::open_offline(&path.journal, path.policy.approvals.clone())?;
         for w in desk.store().warnings() {
