@@ -963,7 +963,12 @@ fn cmd_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
     // The state directory's lock, taken while the agent is down, is let go of before printing
     // (see list_journal).
     let mut control = open(&a.state, Access::Reads)?;
-    let s = control.status()?;
+    let mut s = control.status()?;
+    s.answered_by = Some(if control.guards_changes() {
+        crate::control::AnsweredBy::Agent
+    } else {
+        crate::control::AnsweredBy::StateDir
+    });
     if let Some(warning) = another_build(control.guards_changes(), s.version.as_deref()) {
         crate::say!("kpo: warning: {warning}");
     }
@@ -1713,6 +1718,7 @@ mod agent_flag_tests {
             watches: vec![],
             saved_watches: 0,
             version: None,
+            answered_by: None,
         }
     }
 

@@ -176,6 +176,21 @@ pub struct Status {
     /// socket, which may not be the binary installed since. `None` from an agent older than it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Who answered, set by the command that prints it (none in the agent's reply): without it
+    /// `kpo status --json` read the same from a running agent as from a state directory no agent
+    /// guards, and a health check could not tell them apart (s60 story BR-3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<AnsweredBy>,
+}
+
+/// Who answered `kpo status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnsweredBy {
+    /// The running agent, through its control socket.
+    Agent,
+    /// The command itself, from the state directory, while no agent answered.
+    StateDir,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -1039,6 +1054,7 @@ impl ChangePath {
             watches: Vec::new(),
             saved_watches: 0,
             version: Some(crate::VERSION.to_string()),
+            answered_by: None,
         })
     }
 }

@@ -493,6 +493,8 @@ fn a_full_standard_error_loses_only_the_warnings() {
         status["warnings"].to_string().contains("mode is 0755"),
         "{stdout}"
     );
+    // No agent answered (s60 story BR-3: the JSON did not say so).
+    assert_eq!(status["answered_by"], "state_dir", "{stdout}");
     // Warned of through the log: a damaged line.
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::write(state.join("approvals.log"), "not a record\n").unwrap();

@@ -793,6 +793,9 @@ sources = ["operator"]
         .find(|p| p["key"] == format!("net.core.somaxconn@netns:{inum}"))
         .unwrap();
     assert_eq!(param["quarantined"][0][0], 16, "{param}");
+    // A health check tells the running agent from a state directory read by the command (s60
+    // story BR-3); offline_commands.rs has the other side.
+    assert_eq!(status["answered_by"], "agent", "{status:#}");
     agent.sigterm_and_wait();
     assert_eq!(host_somaxconn(), host_before);
     drop((idle, busy));

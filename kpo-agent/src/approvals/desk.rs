@@ -1463,7 +1463,7 @@ fn namespace_now(path: &ChangePath, item: &ApprovalItem) -> NamespaceNow {
 }
 
 /// Why the policy in force refuses `item` whatever happens before it is approved (a reload
-/// narrowed its bounds, made it observe only, deny-listed it, took its source away), or `None`. Such an approval would be refused at every `kpo approve` until it expired;
+/// narrowed its bounds, made it observe only, took its source away), or `None`. Such an approval would be refused at every `kpo approve` until it expired;
 /// what passes with time or an operator (a cooldown, the hourly limit, a pause, a yield, a
 /// quarantine) and the step from the kernel's value are left to the approval itself.
 fn policy_refuses_for_good(path: &ChangePath, item: &ApprovalItem) -> Option<String> {

@@ -850,12 +850,17 @@ impl Policy {
         };
         let what = match read_policy_text(path) {
             Ok(now) if now == *loaded => return None,
-            Ok(now) => match Self::parse(&now, &path.display().to_string()) {
-                Ok(_) => "was edited".to_string(),
-                // SIGHUP alone would be refused too (the reload keeps the policy in force): the
-                // operator who sent it already would otherwise be told to send it again.
-                Err(e) => {
-                    return Some(format!(
+            // As a reload would load it: an emptied file is refused too (s60 story BQ-1: the
+            // operator was sent to SIGHUP, which refused it, and back).
+            Ok(now) => {
+                match (refuse_if_empty(path, now).map_err(|e| e.to_string())).and_then(|now| {
+                    (Self::parse(&now, &path.display().to_string())).map_err(|e| e.to_string())
+                }) {
+                    Ok(_) => "was edited".to_string(),
+                    // SIGHUP alone would be refused too (the reload keeps the policy in force): the
+                    // operator who sent it already would otherwise be told to send it again.
+                    Err(e) => {
+                        return Some(format!(
                         "the policy file {} was edited since the agent loaded it, and does not \
                          load as it is now ({e}): fix it (kpo check --policy {}), then send the \
                          agent SIGHUP ({}) and ask again",
@@ -863,8 +868,9 @@ impl Policy {
                         path.display(),
                         sighup_command()
                     ))
+                    }
                 }
-            },
+            }
             // SIGHUP cannot load what cannot be read: a reload keeps the policy in force, or, at
             // the default path with no file, loads the built-in default instead.
             Err(e) => {

@@ -1429,6 +1429,17 @@ fn a_loaded_policy_notices_its_file_edited_or_removed() {
             pid = std::process::id()
         )
     );
+    // Emptied (s60 story BQ-1): a reload refuses it, so the refusal comes first too.
+    std::fs::write(&file, "# cut short\n\n").unwrap();
+    let why = policy.changed_on_disk().unwrap();
+    assert!(
+        why.contains(
+            "and does not load as it is now (refusing it: it holds nothing but blank lines and \
+             comments"
+        ),
+        "{why}"
+    );
+    assert!(why.contains("fix it (kpo check --policy"), "{why}");
     std::fs::remove_file(&file).unwrap();
     // Seen by hand (qa-approvals): told to send SIGHUP "to load it", which no reload can.
     let why = policy.changed_on_disk().unwrap();
