@@ -1235,6 +1235,9 @@ impl Desk {
         by: &str,
     ) -> Result<ApproveOutcome, ControlError> {
         let id = normalize_id(id);
+        if let Some(outcome) = self.approved_already(&id) {
+            return Ok(outcome);
+        }
         let item = self.still_pending(&id)?;
         // It stays pending: approved again once the agent runs under the file.
         if let Some(why) = path.policy.changed_on_disk() {
@@ -1340,6 +1343,27 @@ impl Desk {
             .min(longest)
     }
 
+    /// `id` approved already, as an `unchanged` outcome that names the change it made: asked
+    /// twice, as a script or a configuration run asks, an approval is done, not an error (s60
+    /// story BR-2: exit 2, as for a typo or an agent that does not answer, where `kpo apply` of
+    /// the value in force and `kpo revert` of what is reverted end with 0).
+    fn approved_already(&self, id: &str) -> Option<ApproveOutcome> {
+        let item = self.store.item(id)?;
+        let ApprovalState::Approved { by, journal_id, .. } = &item.state else {
+            return None;
+        };
+        let mut report = ChangeReport::new(&item.parameter, &item.value, ChangeStatus::Unchanged);
+        report.journal_id = *journal_id;
+        report.detail = Some(match journal_id {
+            Some(j) => format!("{id} was approved already, by {by} (journal #{j}); nothing done"),
+            None => format!("{id} was approved already, by {by}; nothing done"),
+        });
+        Some(ApproveOutcome {
+            approval: self.as_reported(item),
+            report,
+        })
+    }
+
     /// An operator rejects: recorded, never applied.
     pub fn reject(
         &mut self,
@@ -1348,6 +1372,12 @@ impl Desk {
         reason: Option<&str>,
     ) -> Result<ApprovalItem, ControlError> {
         let id = normalize_id(id);
+        // Asked twice, it is done (s60 story BR-2), with the first rejection's words kept.
+        if let Some(item) =
+            (self.store.item(&id)).filter(|i| matches!(i.state, ApprovalState::Rejected { .. }))
+        {
+            return Ok(self.as_reported(item));
+        }
         let item = self.still_pending(&id)?;
         // `--reason ""` gives no reason: shown, it would be `rejected by WHO: ` and nothing.
         let why = reason.map(crate::shown::one_line).filter(|r| !r.is_empty());

@@ -203,13 +203,30 @@ fn approving_applies_through_the_change_path_once() {
         "{}",
         intent.reason
     );
-    let again = s.desk.approve(&mut s.path, "ap-1", "op").unwrap_err();
+    // Asked again (a script, a configuration run): done, nothing journaled (s60 story BR-2: an
+    // error, exit 2, as for a typo or an agent that does not answer).
+    let entries = s.path.journal.entries().len();
+    let again = s.desk.approve(&mut s.path, "ap-1", "op2").unwrap();
+    assert_eq!(again.report.status, ChangeStatus::Unchanged);
+    assert_eq!(again.report.journal_id, Some(id));
+    assert_eq!(
+        again.report.detail.as_deref(),
+        Some(format!("ap-1 was approved already, by op (journal #{id}); nothing done").as_str())
+    );
+    assert_eq!(
+        again.approval.state, out.approval.state,
+        "the first approval's"
+    );
+    assert_eq!(s.path.journal.entries().len(), entries);
+    assert_eq!(s.value(), Value::Int(32));
+    // Rejecting what is approved is not the same request: an error still.
+    let err = s.desk.reject("ap-1", "op", None).unwrap_err();
     assert!(
         matches!(
-            again,
+            err,
             ControlError::Approval(ApprovalError::NotPending { .. })
         ),
-        "{again}"
+        "{err}"
     );
     assert!(s.desk.pending().unwrap().is_empty());
     let err = s.desk.approve(&mut s.path, "ap-9", "op").unwrap_err();
@@ -425,6 +442,15 @@ fn an_empty_rejection_reason_is_no_reason() {
         }
     );
     assert_eq!(item.state.describe(), "rejected by op");
+    // Asked again: done, the first rejection kept (s60 story BR-2: an error, exit 2); approving
+    // it is another request, still refused.
+    let again = s.desk.reject("ap-1", "op2", Some("other words")).unwrap();
+    assert_eq!(again.state, item.state);
+    let err = s.desk.approve(&mut s.path, "ap-1", "op").unwrap_err();
+    assert!(
+        err.to_string().contains("can no longer be approved"),
+        "{err}"
+    );
     s.consider(vec![rec(Source::Rules, 64, false)]);
     let item = s.desk.reject("ap-2", "op", Some(" not now ")).unwrap();
     assert_eq!(item.state.describe(), "rejected by op: not now");
