@@ -43,6 +43,13 @@ pub struct CheckArgs {
 }
 
 pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
+    // Each said on standard error as found, and listed in `--json`'s `warnings` (s60 story
+    // BR-5: a CI gate on the JSON saw none of them).
+    let mut warned: Vec<String> = Vec::new();
+    let mut warn = |w: String| {
+        crate::say!("kpo: warning: {w}");
+        warned.push(w);
+    };
     // Without a file, the defaults `kpo run` would run with (for the LLM's period below).
     let (config, agent) = match &args.config {
         Some(path) => {
@@ -51,7 +58,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
             config.validate(&name)?;
             roots_as_kpo_run_checks_them(&name, &config)?;
             for w in &config.warnings {
-                crate::say!("kpo: warning: {w}");
+                warn(w.clone());
             }
             (Some(name), config)
         }
@@ -76,18 +83,18 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
     // A warning, not a mistake: the file may be checked on another machine than the one it is
     // for, a device's or a module's keys appear with it, and a namespace with its container.
     for w in warnings(&policy, std::path::Path::new("/proc/sys")) {
-        crate::say!("kpo: warning: {w}");
+        warn(w);
     }
     if let Some(w) =
         approvals_expire_between_llm_consultations(&policy, &agent, |k| std::env::var(k).ok())
     {
-        crate::say!("kpo: warning: {w}");
+        warn(w);
     }
     if let Some(w) = approvals_expire_between_rules_repeats(&policy, &agent) {
-        crate::say!("kpo: warning: {w}");
+        warn(w);
     }
     if let Some(w) = approvals_cleared_too_soon(&policy, &agent) {
-        crate::say!("kpo: warning: {w}");
+        warn(w);
     }
     if let Some(w) = (policy.approvals.webhook.as_deref()).and_then(|url| {
         crate::approvals::webhook::receiver_refused(
@@ -96,41 +103,40 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
             true,
         )
     }) {
-        crate::say!(
-            "kpo: warning: {}: [approvals] {w} (as an agent running as root in this network \
-             namespace would see it)",
+        warn(format!(
+            "{}: [approvals] {w} (as an agent running as root in this network namespace would \
+             see it)",
             origin(&policy)
-        );
+        ));
     }
     // Checked without the configuration `kpo run` is given (a policy checked before a reload,
     // say), the defaults may turn the optimizer off where the real file does not: said so, and
     // the limits are still looked at (s59 review1 R1-7).
     match (optimizer_off_by_the_configuration(&policy, &agent), &config) {
-        (Some(w), Some(_)) => crate::say!("kpo: warning: {w}"),
+        (Some(w), Some(_)) => warn(w),
         (off, _) => {
             if let Some(w) = off {
-                crate::say!(
-                    "kpo: warning: {w} (the built-in configuration: give kpo check the \
-                     configuration kpo run is given, --config)"
-                );
+                warn(format!(
+                    "{w} (the built-in configuration: give kpo check the configuration kpo \
+                     run is given, --config)"
+                ));
             }
             for w in optimizer_held_back_by_the_limits(&policy, &agent) {
-                crate::say!("kpo: warning: {w}");
+                warn(w);
             }
         }
     }
     for w in optimizer_entries_in_recommend(&policy) {
-        crate::say!("kpo: warning: {w}");
+        warn(w);
     }
     if let Some(Err(why)) = (agent.llm.server_user.as_deref()).map(crate::endpoint_owner::uid_of) {
-        crate::say!(
-            "kpo: warning: llm.server_user: {why}: a server on this host is sent nothing while \
-             that holds"
-        );
+        warn(format!(
+            "llm.server_user: {why}: a server on this host is sent nothing while that holds"
+        ));
     }
     let advisor = llm::Advisor::of(&agent.llm, |k| std::env::var(k).ok());
     for w in advisor.warnings(&agent.llm, |k| std::env::var(k).ok()) {
-        crate::say!("kpo: warning: {w}");
+        warn(w);
     }
     let probe = match (&advisor, args.llm) {
         (_, false) => None,
@@ -144,6 +150,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     if args.json {
         let mut out = to_json(&policy, config.as_deref());
+        out["warnings"] = serde_json::json!(warned);
         out["llm"] = advisor.to_json();
         if let Some(p) = &probe {
             out["llm"]["probe"] = p.to_json();

@@ -147,3 +147,40 @@ fn window_is_taken_as_kpo_run_takes_it() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// `--json` lists the warnings standard error shows, so that a CI gate on the JSON sees them
+/// (s60 story BR-5: they were only on standard error); none is `[]`.
+#[test]
+fn json_lists_the_warnings_standard_error_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    // A name one letter off a key this machine has.
+    std::fs::write(
+        &policy,
+        "[params.\"net.core.somaxcon\"]\nmode = \"recommend\"\n",
+    )
+    .unwrap();
+    let p = policy.to_str().unwrap();
+    let out = kpo_check(&["--policy", p, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let on_stderr: Vec<String> = text(&out.stderr)
+        .lines()
+        .filter_map(|l| l.strip_prefix("kpo: warning: "))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        on_stderr.iter().any(|w| w.contains("net.core.somaxcon")),
+        "{on_stderr:?}"
+    );
+    assert_eq!(v["warnings"], serde_json::json!(on_stderr));
+    std::fs::write(
+        &policy,
+        "[params.\"net.core.somaxconn\"]\nmode = \"recommend\"\n",
+    )
+    .unwrap();
+    let out = kpo_check(&["--policy", p, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(text(&out.stderr), "", "no warning");
+    assert_eq!(v["warnings"], serde_json::json!([]));
+}

@@ -501,3 +501,38 @@ fn a_full_standard_error_loses_only_the_warnings() {
     let (code, stdout) = with_stderr_full(&["pending"]);
     assert_eq!((code, stdout.as_str()), (Some(0), "no approval pending\n"));
 }
+
+/// `kpo explain --json` of a name this machine has no sysctl for prints `[]`, as for a name
+/// without advice yet, and says on standard error what the text says. Defect (s60 story
+/// BR-5): a script could not tell a typo from "no advice yet".
+#[test]
+fn explain_json_of_a_mistyped_name_says_so_on_standard_error() {
+    use std::os::unix::fs::PermissionsExt;
+    if !std::path::Path::new("/proc/sys/net/core/somaxconn").exists() {
+        kpo_test_skip::skip("no /proc/sys/net/core/somaxconn here to be a letter away from");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), "[defaults]\n").unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = kpo(dir.path(), &["explain", "net.core.somaxconnn", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "[]\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "kpo: warning: net.core.somaxconnn: no recommendation recorded (and this machine has no \
+         such sysctl: no /proc/sys/net/core/somaxconnn; is the name right? net.core.somaxconn \
+         is)\n"
+    );
+    let out = kpo(dir.path(), &["explain", "net.core.somaxconn", "--json"]);
+    assert_eq!(
+        (
+            String::from_utf8_lossy(&out.stdout).as_ref(),
+            out.stderr.as_slice()
+        ),
+        ("[]\n", &b""[..]),
+        "a real name without advice: nothing to warn of"
+    );
+}

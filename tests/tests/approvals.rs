@@ -380,12 +380,17 @@ namespaces = [{}]
         receiver.find("approval_resolved", &id).is_some()
     });
     assert!(pending(dir.path()).is_empty());
+    // Approved again (a script's second run): done, nothing journaled (s60 story BR-2).
     let out = kpo_output(dir.path(), &["approve", &id]);
-    assert!(!out.status.success(), "approved twice");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("can no longer be approved"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{id} was approved already, by ")),
+        "{out:?}"
+    );
+    assert_eq!(
+        kpo(dir.path(), &["journal", "--json"]).lines().count(),
+        journal.len(),
+        "nothing journaled"
     );
 
     let explained: Vec<Value> =

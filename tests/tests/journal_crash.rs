@@ -463,6 +463,7 @@ pub fn a_read_only_state_directory_still_shows_the_journal() {
         status,
         serde_json::json!({
             "version": version,
+            "answered_by": "state_dir",
             "policy": state.dir.join("policy.toml").display().to_string(),
             "state_dir": state.dir.join("state"),
             "paused": null,

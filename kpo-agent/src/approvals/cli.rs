@@ -414,6 +414,14 @@ pub fn explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
     let entries = open(&a.state, true)?.explain(&a.param, a.limit)?;
     if a.json {
         crate::out!("{}", serde_json::to_string_pretty(&entries)?);
+        // A script sees `[]` for a typo too: the hint goes where warnings go (s60 story BR-5).
+        let hint = no_such_sysctl(&a.param, std::path::Path::new("/proc/sys"));
+        if entries.is_empty() && !hint.is_empty() {
+            crate::say!(
+                "kpo: warning: {}: no recommendation recorded{hint}",
+                a.param
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
     if entries.is_empty() {

@@ -35,7 +35,14 @@ pub struct AtDesk<'a> {
 impl ApprovalControl for AtDesk<'_> {
     fn pending(&mut self) -> Result<Vec<ApprovalItem>, ControlError> {
         let mut items = self.desk.pending()?;
+        // Every `kpo approve` is refused while the file says something else than the policy
+        // in force (s60 story BQ-3: only `kpo status` said so).
+        let file_differs = self.path.policy.changed_on_disk();
         for item in &mut items {
+            if let Some(why) = &file_differs {
+                item.approving_now = Some(format!("refused for now: {why}"));
+                continue;
+            }
             let proposal = crate::policy::Proposal {
                 address: item.parameter.clone(),
                 value: item.value.clone(),

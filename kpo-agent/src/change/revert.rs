@@ -532,8 +532,9 @@ impl ChangePath {
     /// The revert that took change `intent` out of the kernel, if one did and its value is not
     /// back: a revert of the parameter since that undid it (one of it or of an earlier change,
     /// or one that put the original back, as `kpo revert --all` does), while the kernel does not
-    /// have the value before it (that is `unchanged`, as ever), and neither it nor a later
-    /// operator's change holds the parameter (that one is left, below, as ever). With it, the
+    /// have the value before it (that is `unchanged`, as ever), and neither it nor an operator's
+    /// change made between it and that revert holds the parameter (that one is left, below, as
+    /// ever). With it, the
     /// later advisor's change that holds the parameter, if one does. Reverting it again would
     /// write back a value already taken out, past a pause, a quarantine and the bounds, as
     /// reverting that revert would (s56 story AZ-2: `kpo revert 2` after `kpo revert 2` and `kpo
@@ -546,6 +547,7 @@ impl ChangePath {
     ) -> Option<(u64, Option<Intent>)> {
         let p = self.journal.param_by_key(&intent.key)?;
         let original = p.original.clone();
+        let last_applied = p.last_applied.clone();
         let by = (self.entries_of(&intent.key, p.original_id?).iter().rev())
             .find(|e| {
                 e.kind == "revert"
@@ -555,7 +557,8 @@ impl ChangePath {
                     })
             })?
             .id;
-        if self.read(address).ok().as_ref() == Some(&intent.before) {
+        let now = self.read(address).ok();
+        if now.as_ref() == Some(&intent.before) {
             return None;
         }
         match self.holder_now(&intent.key) {
@@ -564,13 +567,18 @@ impl ChangePath {
             // An advisor's change holds it, or an operator's from before `intent`, whose value a
             // revert put back (s59 story BP-1: `kpo revert 3` again, after the reverts of #3 and
             // #2 had put the operator's #1 back, wrote #3's 48 over it, paused, once the
-            // quarantine had ended). An operator's later one is left below, as ever.
+            // quarantine had ended), or an operator's made after the revert, over a value that
+            // was no longer `intent`'s, while the kernel has it (s59 story BO-3: told that the
+            // operator's change had replaced it, with `--force` offered and exit status 1, the
+            // guard's revert unsaid). An operator's between the two, or one whose value someone
+            // else's write replaced, is left below, as ever.
             Some(h) => {
                 let holder = self.journal.intent(h)?;
+                let operators_after = h > by && now.is_some() && now == last_applied;
                 (matches!(
                     holder.source,
                     Source::Rules | Source::Llm | Source::Optimizer
-                ) || (holder.source == Source::Operator && h < intent.id))
+                ) || (holder.source == Source::Operator && (h < intent.id || operators_after)))
                     .then(|| (by, Some(holder.clone())))
             }
         }

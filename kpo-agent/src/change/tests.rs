@@ -1635,6 +1635,39 @@ fn a_change_undone_already_is_not_written_over_an_earlier_operators_value() {
     );
 }
 
+/// s59 story BO-3: the rules' change, its revert (the guard's, or an operator's), then an
+/// operator's change: `kpo revert` of the rules' change said that the operator's had replaced
+/// it, offered `--force` and exited 1, the revert that had undone it unsaid. It was undone
+/// already: said so, the operator's value left, exit status 0.
+#[test]
+fn a_change_undone_before_an_operators_later_one_is_said_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let mut rules = op(SOMAX, Value::Int(8192));
+    rules.source = Source::Rules;
+    let first = p.propose(&rules).unwrap().journal_id.unwrap();
+    let undid = p.revert(first, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(undid.status, ChangeStatus::Reverted, "{}", undid.describe());
+    let operators = p
+        .propose(&op(SOMAX, Value::Int(6000)))
+        .unwrap()
+        .journal_id
+        .unwrap();
+    let r = p.revert(first, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(
+        r.describe(),
+        format!(
+            "skipped {SOMAX}: 6000 -> 4096 (now 6000): #{} undid #{first} already; \
+             #{operators} by operator holds it now (kpo revert {operators} takes that out; kpo \
+             revert {first} --force writes 4096 again)",
+            undid.journal_id.unwrap()
+        )
+    );
+    assert!(!r.theirs_left, "nothing left undone: exit status 0");
+    assert_eq!(value(&k, SOMAX), Value::Int(6000));
+}
+
 /// The parameter's original, quarantined, is still put back by `kpo revert` of the first
 /// change, as `kpo revert --all` and `on_exit` put it back (s59 review2 R2-7); and an
 /// operator's change between that wrote the very value the revert writes loses nothing to it

@@ -1110,6 +1110,39 @@ fn pending_says_when_approving_now_would_be_refused() {
     assert!(!text.unwrap().contains("approving_now"), "never stored");
 }
 
+/// While the policy file says something else than the policy in force, every `kpo approve` is
+/// refused: `kpo pending` says so of each approval (s60 story BQ-3: only `kpo status` did).
+#[test]
+fn pending_says_approving_waits_for_an_edited_policy_file() {
+    use crate::approvals::control::{ApprovalControl, AtDesk};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.toml");
+    std::fs::write(
+        &file,
+        "[params.\"net.core.somaxconn\"]\nmode = \"recommend\"\nmin = 16\nmax = 4096\n",
+    )
+    .unwrap();
+    let mut s = open(
+        dir.path(),
+        crate::policy::Policy::load(Some(&file)).unwrap(),
+        settings(),
+        false,
+    );
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let mut at = AtDesk {
+        path: &mut s.path,
+        desk: &mut s.desk,
+    };
+    assert_eq!(at.pending().unwrap()[0].approving_now, None);
+    std::fs::write(&file, "[params.\"net.core.somaxconn\"]\nmode = \"auto\"\n").unwrap();
+    let said = at.pending().unwrap()[0].approving_now.clone().unwrap();
+    assert!(
+        said.starts_with("refused for now: the policy file ")
+            && said.contains("was edited since the agent loaded it"),
+        "{said}"
+    );
+}
+
 /// A rejection holds the same advice in its own namespace only: a rule's advice (which carries
 /// no cookie) for a namespace that took the rejected one's inode is applied as the policy says.
 /// Defect: the dead namespace's rejection held it, and it became a new approval `held_by:
