@@ -105,6 +105,11 @@ pub struct Metrics {
     /// 1 while changes are paused: a restart under a pause emits no `paused` event, and
     /// `kpo_events_total{kind="paused"}` starts again from 0.
     paused: Gauge,
+    /// Approvals pending, and values quarantined, at the last window's end: an alert on them
+    /// needs no event stream, and holds across a restart, which the event counters do not (s59
+    /// story BO-6).
+    approvals_pending: Gauge,
+    quarantines: Gauge,
 }
 
 impl Default for Metrics {
@@ -137,6 +142,8 @@ impl Metrics {
             guard: Family::default(),
             llm: Family::default(),
             paused: Gauge::default(),
+            approvals_pending: Gauge::default(),
+            quarantines: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("windows", "Windows closed", m.windows.clone());
@@ -224,6 +231,16 @@ impl Metrics {
             m.paused.clone(),
         );
         registry.register(
+            "approvals_pending",
+            "Approvals pending (kpo pending) at the last window's end",
+            m.approvals_pending.clone(),
+        );
+        registry.register(
+            "quarantines",
+            "Values quarantined (kpo status) at the last window's end, over every parameter",
+            m.quarantines.clone(),
+        );
+        registry.register(
             "llm_consultations",
             "LLM advisor consultations (the llm events) by outcome and the breaker's state after it",
             m.llm.clone(),
@@ -303,6 +320,13 @@ impl Metrics {
             ),
             outcomes.family(),
         );
+    }
+
+    /// What the deciding half holds at a window's end ([`crate::run::deciding::Deciding::held`]).
+    pub fn set_held(&mut self, approvals_pending: usize, quarantines: usize) {
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.approvals_pending.set(count(approvals_pending));
+        self.quarantines.set(count(quarantines));
     }
 
     /// Counts one event; a window also sets the gauges.
@@ -757,6 +781,18 @@ mod tests {
         m.encode().lines().map(str::to_string).collect()
     }
 
+    /// The deciding half's holdings at a window's end, as gauges (s59 story BO-6).
+    #[test]
+    fn approvals_pending_and_quarantines_are_gauges() {
+        let mut m = Metrics::new();
+        has(&m, "kpo_approvals_pending 0");
+        has(&m, "kpo_quarantines 0");
+        m.set_held(2, 3);
+        has(&m, "kpo_approvals_pending 2");
+        has(&m, "kpo_quarantines 3");
+        has(&m, "# TYPE kpo_approvals_pending gauge");
+    }
+
     /// `kpo_paused` follows the pause: set by a `start` under one (no `paused` event is sent
     /// again after a restart: s52 storyAC AC-6), by `paused`, and lifted only by a `resumed`
     /// without `param` (a parameter handed back leaves the pause).
@@ -901,7 +937,7 @@ mod tests {
             })
             .filter(|name| !name.starts_with("kpo_host_"))
             .collect();
-        assert_eq!(families.len(), 18, "{text}");
+        assert_eq!(families.len(), 20, "{text}");
         for name in &families {
             assert!(
                 DOC.contains(&format!("| `{name}` |")),

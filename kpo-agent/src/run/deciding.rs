@@ -526,6 +526,18 @@ impl Deciding {
         &self.path
     }
 
+    /// Approvals pending and values quarantined now, over every parameter, for `--metrics`.
+    pub fn held(&self) -> (usize, usize) {
+        let pending = (self.approvals.store().items())
+            .filter(|i| i.state == crate::approvals::ApprovalState::Pending)
+            .count();
+        let now = crate::journal::now_ms();
+        let quarantines = (self.path.journal.params())
+            .map(|p| p.quarantine.iter().filter(|q| q.until_ms > now).count())
+            .sum();
+        (pending, quarantines)
+    }
+
     /// What became of the approval webhook's notifications, for `--metrics`.
     pub fn webhook_outcomes(&self) -> &Outcomes {
         self.approvals.webhook_outcomes()

@@ -1195,6 +1195,8 @@ fn a_regression_after_a_change_is_reverted_by_the_guard_and_quarantined() {
         other => panic!("{other:?}"),
     }
     assert_eq!(rig.max_freq(), 3_000_000);
+    // What `kpo_quarantines` shows (s59 story BO-6).
+    assert_eq!(rig.deciding.held(), (0, 1));
     rig.assert_schema();
 }
 
@@ -2212,6 +2214,7 @@ fn on_exit_clears_an_approval_its_revert_took_the_ground_from() {
         application: None,
         netns_cookie: None,
     };
+    assert_eq!(rig.deciding.held(), (0, 0));
     let events = rig.deciding.consider(vec![rec]);
     rig.record(&events);
     assert!(
@@ -2219,6 +2222,8 @@ fn on_exit_clears_an_approval_its_revert_took_the_ground_from() {
         "{:#?}",
         rig.json
     );
+    // What `kpo_approvals_pending` shows (s59 story BO-6).
+    assert_eq!(rig.deciding.held(), (1, 0));
     let events = rig.deciding.on_exit();
     rig.record(&events);
     assert_eq!(rig.max_freq(), 3_000_000, "put back");

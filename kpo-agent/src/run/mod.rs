@@ -364,6 +364,12 @@ pub async fn run(
                     let set_aside =
                         add_energy(&mut window, &mut energy, window_energy, own_endpoint);
                     let decided = deciding.on_window(&window);
+                    if let Some(metrics) = &metrics {
+                        let (pending, quarantines) = deciding.held();
+                        (metrics.lock())
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .set_held(pending, quarantines);
+                    }
                     // The LLM advisor: consulted off the loop when due.
                     llm.after_window(windows.count, &window, &deciding);
                     sink.send(&Event::Window { partial: false, window: Box::new(window) });
