@@ -944,3 +944,72 @@ pub fn a_bad_llm_configuration_leaves_the_state_directory_alone() {
         recorded.as_os_str().as_encoded_bytes()
     );
 }
+
+/// An agent without CAP_SYS_ADMIN (a pod given a list of capabilities that leaves it out) still
+/// lists the listeners of its own network namespace: entering a namespace needs it, and the agent
+/// is in its own already. Defect (s60 story BS-1): every window had `"listeners": []`, its own
+/// namespace's included, and the log said only `setns ...: EPERM`.
+pub fn without_cap_sys_admin_the_agents_own_listeners_are_seen() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    assert_eq!(
+        unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 7) },
+        0
+    );
+    let own_netns = std::fs::metadata("/proc/self/ns/net")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    let (_own, own_args) = crate::common::own_state(&[]);
+    let mut child = Command::new("setpriv")
+        .args(["--bounding-set=-sys_admin", "--inh-caps=-sys_admin", "--"])
+        .arg(kpo_binary())
+        .args(["run", "--tick", "100ms", "--window", "300ms", "--events"])
+        .arg(&events)
+        .args(own_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    let seen = |events: &[Value]| {
+        events.iter().any(|e| {
+            e["kind"] == "window"
+                && (e["listeners"].as_array().into_iter().flatten()).any(|l| {
+                    l["netns"] == own_netns && l["port"] == port && l["backlog_limit"] == 7
+                })
+        })
+    };
+    let outcome = (0..300).find_map(|_| {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(Err(format!("the agent exited ({status})")));
+        }
+        let all = lines(&events);
+        let windows = all.iter().filter(|e| e["kind"] == "window").count();
+        if seen(&all) {
+            return Some(Ok(()));
+        }
+        if windows >= 5 {
+            return Some(Err(format!("{windows} windows without the listener")));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        None
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    match outcome {
+        Some(Ok(())) => {}
+        Some(Err(why)) => panic!("{why}: {:#?}", lines(&events).last()),
+        None => panic!("no window within 30 s"),
+    }
+    // Said once, at start, with what it costs.
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert_eq!(
+        log.matches("kpo run lacks a capability it uses: no CAP_SYS_ADMIN: no network namespace but the agent's own can be entered")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("no CAP_SYS_PTRACE"), "{log}");
+}

@@ -186,6 +186,11 @@ fn main() {
             agent_binary::an_agent_started_under_a_pause_says_so,
         ),
         trial(
+            "agent_binary::without_cap_sys_admin_the_agents_own_listeners_are_seen",
+            needs_root(),
+            agent_binary::without_cap_sys_admin_the_agents_own_listeners_are_seen,
+        ),
+        trial(
             "agent_binary::a_metrics_address_in_use_stops_the_agent",
             req(),
             agent_binary::a_metrics_address_in_use_stops_the_agent,

@@ -1235,7 +1235,7 @@ impl Desk {
         by: &str,
     ) -> Result<ApproveOutcome, ControlError> {
         let id = normalize_id(id);
-        if let Some(outcome) = self.approved_already(&id) {
+        if let Some(outcome) = self.approved_already(path, &id) {
             return Ok(outcome);
         }
         let item = self.still_pending(&id)?;
@@ -1343,21 +1343,41 @@ impl Desk {
             .min(longest)
     }
 
-    /// `id` approved already, as an `unchanged` outcome that names the change it made: asked
-    /// twice, as a script or a configuration run asks, an approval is done, not an error (s60
-    /// story BR-2: exit 2, as for a typo or an agent that does not answer, where `kpo apply` of
-    /// the value in force and `kpo revert` of what is reverted end with 0).
-    fn approved_already(&self, id: &str) -> Option<ApproveOutcome> {
+    /// `id` approved already, as an outcome that names the change it made: asked twice, as a
+    /// script or a configuration run asks, an approval is done, not an error (s60 story BR-2:
+    /// exit 2, as for a typo or an agent that does not answer, where `kpo apply` of the value in
+    /// force and `kpo revert` of what is reverted end with 0). `unchanged` while the kernel has
+    /// its value; `skipped` (exit 1) once it does not, taken out since (a revert, the guard, a
+    /// person): approved is not in force (s60 review1 R1-1).
+    fn approved_already(&self, path: &ChangePath, id: &str) -> Option<ApproveOutcome> {
         let item = self.store.item(id)?;
         let ApprovalState::Approved { by, journal_id, .. } = &item.state else {
             return None;
         };
-        let mut report = ChangeReport::new(&item.parameter, &item.value, ChangeStatus::Unchanged);
+        let made = journal_id.map_or(String::new(), |j| format!(" (journal #{j})"));
+        let now = path.read(&item.parameter).ok();
+        let in_force = now.as_ref() == Some(&item.value);
+        let status = if in_force {
+            ChangeStatus::Unchanged
+        } else {
+            ChangeStatus::Skipped
+        };
+        let mut report = ChangeReport::new(&item.parameter, &item.value, status);
         report.journal_id = *journal_id;
-        report.detail = Some(match journal_id {
-            Some(j) => format!("{id} was approved already, by {by} (journal #{j}); nothing done"),
-            None => format!("{id} was approved already, by {by}; nothing done"),
+        report.detail = Some(match &now {
+            _ if in_force => format!("{id} was approved already, by {by}{made}; nothing done"),
+            Some(now) => format!(
+                "{id} was approved already, by {by}{made}, and its value is no longer in force \
+                 (the kernel has {now}: taken out since, kpo journal says by what); nothing done \
+                 (kpo apply {}={} makes the change again, as the policy allows)",
+                item.parameter, item.value
+            ),
+            None => format!(
+                "{id} was approved already, by {by}{made}; nothing done (its value cannot be \
+                 read now to say whether it is in force)"
+            ),
         });
+        report.read_back = now.filter(|_| !in_force);
         Some(ApproveOutcome {
             approval: self.as_reported(item),
             report,

@@ -588,8 +588,20 @@ fn open_in_with(
     crate::actuate::on_thread_with(
         builder,
         || -> Result<(DiagSocket, File, OwnedFd), String> {
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| format!("setns into {}: {e}", ns_path.display()))?;
+            // A thread is made in the agent's own namespace: entering it again would need
+            // CAP_SYS_ADMIN too, and without it the agent saw no listener at all, its own
+            // included (s60 story BS-1).
+            let here = std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino());
+            if here.ok() != Some(inum) {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                    let needs = if e == nix::errno::Errno::EPERM {
+                        " (needs CAP_SYS_ADMIN)"
+                    } else {
+                        ""
+                    };
+                    format!("setns into {}: {e}{needs}", ns_path.display())
+                })?;
+            }
             let diag = sockdiag::open_socket().map_err(|e| e.to_string())?;
             // thread-self, not self: /proc/self/net follows the main thread's namespace.
             let netstat = File::open(NETSTAT_IN_NETNS)

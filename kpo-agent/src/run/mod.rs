@@ -16,6 +16,7 @@
 //! with `on_exit` carried out but no partial window. Nothing in the loop waits on the output: a
 //! stalled reader costs dropped events, not ticks (see [`crate::output::sink`]).
 mod args;
+mod capabilities;
 mod deciding;
 #[cfg(test)]
 mod deciding_tests;
@@ -111,6 +112,9 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if !nix::unistd::Uid::effective().is_root() {
         anyhow::bail!("kpo run needs root (CAP_BPF and CAP_PERFMON to load eBPF, CAP_SYS_ADMIN to enter network namespaces); try: sudo kpo run");
+    }
+    for lost in capabilities::missing_here() {
+        warn!("{lost}");
     }
     // With the environment's part, before anything is opened or recorded: a mistake there must
     // leave the state directory as it was, the policy path the offline commands follow included.

@@ -1099,14 +1099,29 @@ fn describe(l: &ListenerWindow, kernel: &dyn KernelView) -> String {
     } else {
         format!(" in netns {}", l.netns)
     };
-    format!("listener {}:{} {}{ns}", addr_of(l), l.port, owner(l))
+    format!("listener {} {}{ns}", endpoints(l), owner(l))
 }
 
-fn addr_of(l: &ListenerWindow) -> String {
-    match l.addresses.first() {
-        Some(a) if l.family == "ipv6" => format!("[{a}]"),
-        Some(a) => a.clone(),
-        None => String::new(),
+/// `10.0.0.2:8080`; a port bound on several addresses names each, up to three: the reasons
+/// describe the group, whose socket that drops may be any of them (s60 review1 R1-5: one port's
+/// link-local sockets on two links were named by the first alone, the healthy one).
+fn endpoints(l: &ListenerWindow) -> String {
+    const NAMED: usize = 3;
+    let shown = |a: &String| match l.family {
+        "ipv6" => format!("[{a}]:{}", l.port),
+        _ => format!("{a}:{}", l.port),
+    };
+    let mut named: Vec<String> = l.addresses.iter().take(NAMED).map(shown).collect();
+    if named.is_empty() {
+        return format!(":{}", l.port);
+    }
+    let more = l.addresses.len().saturating_sub(NAMED);
+    if more > 0 {
+        named.push(format!("{more} more address(es)"));
+    }
+    match named.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => named.remove(0),
     }
 }
 
@@ -1216,6 +1231,36 @@ mod tests {
             assert!(r.reason.contains(needle), "{needle:?} not in {}", r.reason);
         }
         assert_eq!(r.application.as_ref().unwrap().port, 8080);
+    }
+
+    /// A port bound on several addresses is named by each (up to three), not by the first
+    /// alone, which may be the socket that does not drop (s60 review1 R1-5: link-local sockets on
+    /// two links, the reason naming the healthy one).
+    #[test]
+    fn a_listener_on_several_addresses_is_named_by_each() {
+        let policy = auto_policy();
+        let mut l = listener(NS, 128, 129, 40);
+        l.family = "ipv6";
+        l.addresses = vec!["fe80::1%d0".into(), "fe80::1%d1".into()];
+        let w = window(vec![l.clone()]);
+        let r = &AcceptQueueRule::default().evaluate(&at(41), &w, &mut kernel(128), &policy)[0];
+        assert!(
+            r.reason
+                .contains("listener [fe80::1%d0]:8080 and [fe80::1%d1]:8080 (\"nginx\", pid 4242)"),
+            "{}",
+            r.reason
+        );
+        l.addresses = ["::1", "::2", "::3", "::4", "::5"]
+            .map(String::from)
+            .to_vec();
+        let w = window(vec![l]);
+        let r = &AcceptQueueRule::default().evaluate(&at(41), &w, &mut kernel(128), &policy)[0];
+        assert!(
+            r.reason
+                .contains("listener [::1]:8080, [::2]:8080, [::3]:8080 and 2 more address(es) ("),
+            "{}",
+            r.reason
+        );
     }
 
     /// Defect (s32, by hand): the first raise, made on the tick of the first drops while the

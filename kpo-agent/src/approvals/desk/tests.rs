@@ -219,6 +219,22 @@ fn approving_applies_through_the_change_path_once() {
     );
     assert_eq!(s.path.journal.entries().len(), entries);
     assert_eq!(s.value(), Value::Int(32));
+    // Its value taken out since (a revert, the guard, a person): approved, but not in force, so
+    // not done as asked (s60 review1 R1-1: `unchanged`, exit 0, beside a kernel with 16).
+    s.set_value(16);
+    let again = s.desk.approve(&mut s.path, "ap-1", "op2").unwrap();
+    assert_eq!(again.report.status, ChangeStatus::Skipped);
+    assert_eq!(again.report.read_back, Some(Value::Int(16)));
+    let detail = again.report.detail.unwrap();
+    assert!(
+        detail.starts_with(&format!(
+            "ap-1 was approved already, by op (journal #{id}), and its value is no longer in \
+             force (the kernel has 16: taken out since"
+        )),
+        "{detail}"
+    );
+    assert_eq!(s.path.journal.entries().len(), entries);
+    assert_eq!(s.value(), Value::Int(16), "nothing written");
     // Rejecting what is approved is not the same request: an error still.
     let err = s.desk.reject("ap-1", "op", None).unwrap_err();
     assert!(
