@@ -415,7 +415,7 @@ fn a_tick_long_enough_for_two_wraps_sets_powercap_aside_at_start() {
     let reason = &choice.skipped[0].1;
     assert!(
         reason.starts_with(
-            "rapl: reads 120.0 s apart, or twice that when one comes late, are long enough for \
+            "rapl: reads 120 s apart, or twice that when one comes late, are long enough for \
              the counter to wrap"
         ),
         "{reason}"

@@ -45,6 +45,8 @@ pub enum EnergySource {
 }
 
 impl EnergySource {
+    pub const ALL: [EnergySource; 3] = [Self::Rapl, Self::PerfPower, Self::Estimated];
+
     /// The source's place in the order of preference ([`choose_meter`]): measured before
     /// estimated, powercap before the perf PMU.
     fn rank(self) -> u8 {
@@ -121,7 +123,7 @@ pub enum EnergyError {
     )]
     NoRange(PathBuf),
     #[error(
-        "{meter}: reads {tick_s:.1} s apart, or twice that when one comes late, are long enough \
+        "{meter}: reads {tick_s} s apart, or twice that when one comes late, are long enough \
          for the counter to wrap more than once ({wrap_joules:.0} J range at up to {ceiling:.0} \
          W); it needs a shorter tick"
     )]

@@ -471,6 +471,15 @@ impl Metrics {
             self.power
                 .get_or_create(&labels)
                 .set(e.watts.unwrap_or(f64::NAN));
+            // A source set aside (an `energy_source` handover) has no last window any more: its
+            // NaN stayed beside the new source's figure for good (s60 story BT-2).
+            for other in crate::energy::EnergySource::ALL {
+                if other != e.source {
+                    self.power.remove(&SourceLabels {
+                        source: other.as_str().to_string(),
+                    });
+                }
+            }
         }
         // Every number of the window's `system` object (docs/host-metrics.md), by its own name,
         // registered when it is first a number; a field measured before and not in this window
@@ -1045,6 +1054,25 @@ mod tests {
         has(&m, r#"kpo_runq_latency_microseconds{quantile="0.99"} NaN"#);
         has(&m, r#"kpo_energy_joules_total{source="rapl"} 241.0"#);
         has(&m, r#"kpo_power_watts{source="rapl"} 2.0"#);
+        // A handover to another source: the one set aside has no power series left, its
+        // energy counter stays (s60 story BT-2: its NaN stayed beside the new figure).
+        let mut handed = window(vec![]);
+        handed.energy = w.energy.clone().map(|e| WindowEnergy {
+            source: EnergySource::Estimated,
+            joules: Some(1.5),
+            watts: Some(3.0),
+            ..e
+        });
+        let mut after = Metrics::new();
+        after.observe(&event(&second));
+        after.observe(&event(&handed));
+        has(&after, r#"kpo_power_watts{source="estimated"} 3.0"#);
+        assert!(
+            !after.encode().contains(r#"kpo_power_watts{source="rapl"}"#),
+            "{}",
+            after.encode()
+        );
+        has(&after, r#"kpo_energy_joules_total{source="rapl"} 120.5"#);
         has(&m, "kpo_host_load1 NaN");
         assert!(
             !m.encode().contains("kpo_host_mem_total_bytes"),

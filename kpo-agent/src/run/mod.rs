@@ -259,7 +259,11 @@ pub async fn run(
         Some(source) => info!(
             %source,
             domains = ?energy_source.domains,
-            skipped = ?energy_source.skipped.iter().map(|s| format!("{}: {}", s.source, s.reason)).collect::<Vec<_>>(),
+            // A reason that names its source already is not prefixed again (s60 story BT-1).
+            skipped = ?energy_source.skipped.iter().map(|s| {
+                let source = format!("{}: ", s.source);
+                format!("{source}{}", s.reason.strip_prefix(&source).unwrap_or(&s.reason))
+            }).collect::<Vec<_>>(),
             "energy source"
         ),
         None => warn!(

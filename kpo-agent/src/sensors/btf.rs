@@ -66,7 +66,9 @@ impl KernelBtf {
                 path: path.display().to_string(),
                 reason: e.to_string(),
                 hint: if path == Path::new(VMLINUX_BTF) {
-                    " (is CONFIG_DEBUG_INFO_BTF enabled?)"
+                    // In a pod the kernel may have it and the mount be missing (s60 story BS-10).
+                    " (is CONFIG_DEBUG_INFO_BTF enabled? In a container, mount the host's \
+                     /sys/kernel/btf, or give --btf PATH)"
                 } else {
                     ""
                 },

@@ -285,7 +285,7 @@ impl Sensors {
         let ebpf = self
             .ebpf
             .as_mut()
-            .ok_or(super::sysctl_watch::WatchError::Missing("the eBPF object"))?;
+            .ok_or(super::sysctl_watch::WatchError::NotLoaded)?;
         super::sysctl_watch::SysctlWatch::attach(ebpf, cgroup_root)
     }
 

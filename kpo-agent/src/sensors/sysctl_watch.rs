@@ -142,6 +142,10 @@ pub fn in_own_cgroup_namespace() -> Option<bool> {
 pub enum WatchError {
     #[error("the eBPF object has no {0} (built without the sysctl watch?)")]
     Missing(&'static str),
+    /// The object did not load at all: its error is logged with the sensors' (s60 story BS-3:
+    /// said as "the eBPF object has no the eBPF object").
+    #[error("the eBPF object did not load (the sensors' warning above says why)")]
+    NotLoaded,
     #[error("loading the cgroup/sysctl program: {0}")]
     Load(#[source] aya::programs::ProgramError),
     #[error(
