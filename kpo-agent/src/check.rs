@@ -175,19 +175,30 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
 /// `events` path as far as `kpo run` could not open it ([`events_cannot_open`]), named by the
 /// file and key the value came from rather than by `kpo run`'s flag.
 fn roots_as_kpo_run_checks_them(file: &str, config: &Config) -> anyhow::Result<()> {
-    let root = &config.proc_root;
+    proc_root_from_file(file, &config.proc_root)?;
+    sysfs_root_from_file(file, &config.sysfs_root)?;
+    if let Some(why) = events_cannot_open(&config.events) {
+        anyhow::bail!("{file}: `events` = {:?}: {why}", config.events);
+    }
+    Ok(())
+}
+
+/// `proc_root` = `root`, as the configuration file `file` sets it, checked as `kpo run` checks
+/// it, its error named by the file and key rather than by `kpo run`'s flag.
+pub(crate) fn proc_root_from_file(file: &str, root: &std::path::Path) -> anyhow::Result<()> {
     if let Err(e) = crate::collect::check_proc_root(root) {
         let text = e.to_string();
         let flag = format!("--proc-root {}: ", root.display());
         let why = text.strip_prefix(&flag).unwrap_or(&text);
         anyhow::bail!("{file}: `proc_root` = {root:?}: {why}");
     }
-    let root = &config.sysfs_root;
+    Ok(())
+}
+
+/// [`proc_root_from_file`] for `sysfs_root`.
+pub(crate) fn sysfs_root_from_file(file: &str, root: &std::path::Path) -> anyhow::Result<()> {
     if let Err(why) = crate::collect::check_sysfs_root(root) {
         anyhow::bail!("{file}: `sysfs_root` = {root:?}: {why}");
-    }
-    if let Some(why) = events_cannot_open(&config.events) {
-        anyhow::bail!("{file}: `events` = {:?}: {why}", config.events);
     }
     Ok(())
 }

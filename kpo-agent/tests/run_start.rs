@@ -87,6 +87,49 @@ fn a_sysfs_root_that_is_no_directory_stops_the_agent() {
     );
 }
 
+/// Roots set in the configuration file are named by the file and key, as `kpo check` names
+/// them; given on the command line too, by the flag. Defect (s60 story BS-6): named by the flag
+/// nobody gave.
+#[test]
+fn roots_from_the_config_file_are_named_by_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kpo.toml");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::write(
+        &config,
+        format!("proc_root = {:?}\n", empty.display().to_string()),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let out = kpo_run(&["--config", c]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "kpo: error: {c}: `proc_root` = {:?}: no process directory (<pid>/) in it",
+            empty
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let out = kpo_run(&["--config", c, "--proc-root", empty.to_str().unwrap()]);
+    assert!(
+        stderr(&out).starts_with(&format!("kpo: error: --proc-root {}: ", empty.display())),
+        "the flag given: {}",
+        stderr(&out)
+    );
+    std::fs::write(&config, "sysfs_root = \"/nonexistent-kpo-sys\"\n").unwrap();
+    let out = kpo_run(&["--config", c]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "kpo: error: {c}: `sysfs_root` = \"/nonexistent-kpo-sys\": No such file or directory \
+             (os error 2)"
+        )
+    );
+}
+
 #[test]
 fn a_config_file_that_never_ends_stops_the_agent() {
     let out = kpo_run(&["--config", "/dev/zero"]);

@@ -106,9 +106,20 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
         warn!("{w}");
     }
     let queue_bytes = crate::output::sink::queue_bytes_from_env()?;
-    crate::collect::check_proc_root(&config.proc_root)?;
-    if let Err(why) = crate::collect::check_sysfs_root(&config.sysfs_root) {
-        anyhow::bail!("--sysfs-root {}: {why}", config.sysfs_root.display());
+    // A root the configuration file sets is named by the file and key, as kpo check names it
+    // (s60 story BS-6: named by a flag nobody gave).
+    let file = args.config.as_ref().map(|p| p.display().to_string());
+    match (&file, &args.proc_root) {
+        (Some(file), None) => crate::check::proc_root_from_file(file, &config.proc_root)?,
+        _ => crate::collect::check_proc_root(&config.proc_root)?,
+    }
+    match (&file, &args.sysfs_root) {
+        (Some(file), None) => crate::check::sysfs_root_from_file(file, &config.sysfs_root)?,
+        _ => {
+            if let Err(why) = crate::collect::check_sysfs_root(&config.sysfs_root) {
+                anyhow::bail!("--sysfs-root {}: {why}", config.sysfs_root.display());
+            }
+        }
     }
     if !nix::unistd::Uid::effective().is_root() {
         anyhow::bail!("kpo run needs root (CAP_BPF and CAP_PERFMON to load eBPF, CAP_SYS_ADMIN to enter network namespaces); try: sudo kpo run");
