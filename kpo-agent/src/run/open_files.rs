@@ -11,6 +11,9 @@ use tracing::{info, warn};
 /// Below this hard limit a large node's namespaces can still run out of descriptors.
 pub const LOW_HARD_LIMIT: u64 = 65_536;
 
+/// Below this hard limit the namespaces watched are few, or none.
+const FEW_NAMESPACES_BELOW: u64 = 1024;
+
 /// Raises the soft limit on open files to the hard limit. Returns the limits in force after.
 pub fn raise_to_hard_limit() -> nix::Result<(u64, u64)> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
@@ -19,9 +22,19 @@ pub fn raise_to_hard_limit() -> nix::Result<(u64, u64)> {
         info!("open files: soft limit raised from {soft} to the hard limit, {hard}");
     }
     if hard < LOW_HARD_LIMIT {
+        // Below about 320 not one namespace fits beside the 256 kept for the agent's own work
+        // and the 60 or so it holds (s60 story BS-5: the warning read as a risk for large nodes
+        // while nothing at all was watched).
+        let how_many = if hard < FEW_NAMESPACES_BELOW {
+            "so few network namespaces are watched, and below about 320 none at all, the agent's \
+             own included (no listener or namespace counter in any window)"
+        } else {
+            "so a node with many pods may run out"
+        };
         warn!(
-            "open files: the hard limit is {hard}; each watched network namespace keeps 3 open, \
-             so a node with many pods may run out (raise LimitNOFILE, or the runtime's ulimit)"
+            "open files: the hard limit is {hard}; each watched network namespace keeps 3 open \
+             and 256 are kept for the agent's own work, {how_many} (raise LimitNOFILE, or the \
+             runtime's ulimit)"
         );
     }
     getrlimit(Resource::RLIMIT_NOFILE)

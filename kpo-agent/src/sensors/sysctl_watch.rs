@@ -149,16 +149,18 @@ pub enum WatchError {
     #[error("loading the cgroup/sysctl program: {0}")]
     Load(#[source] aya::programs::ProgramError),
     #[error(
-        "cgroup v2 is not mounted (no cgroup2 line in /proc/self/mountinfo); the sysctl watch \
+        "cgroup v2 is not mounted (no cgroup2 mount in /proc/self/mountinfo that another mount \
+         does not cover); the sysctl watch \
          needs it, so changes by others are found only by comparing values"
     )]
     NoCgroup2,
     #[error(
-        "cgroup v2 is not mounted in this mount namespace (no cgroup2 line in \
-         /proc/self/mountinfo), though PID 1 has it at {host}{}; the sysctl watch needs it, so \
-         changes by others are found only by comparing values: mount it here before the agent \
-         starts, e.g. `ip netns exec {} sh -c 'mount -t cgroup2 none /sys/fs/cgroup && exec kpo \
-         run ...'` (the mount stays in that command's mount namespace)",
+        "cgroup v2 is not mounted in this mount namespace (no cgroup2 mount in \
+         /proc/self/mountinfo that another mount does not cover), though PID 1 has it at \
+         {host}{}; the sysctl watch needs it, so changes by others are found only by \
+         comparing values: mount it here before the agent starts, e.g. `ip netns exec {} sh \
+         -c 'mount -t cgroup2 none /sys/fs/cgroup && exec kpo run ...'` (the mount stays in \
+         that command's mount namespace)",
         netns.as_ref().map_or(String::new(), |n| format!(
             ": /sys here is a sysfs of its own, mounted by `ip netns exec {n}`, without the \
              host's mounts beneath it"
@@ -341,10 +343,10 @@ mod tests {
                     41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
         assert_eq!(
             no_cgroup2(own, Some(init)).to_string(),
-            "cgroup v2 is not mounted in this mount namespace (no cgroup2 line in \
-             /proc/self/mountinfo), though PID 1 has it at /sys/fs/cgroup/unified: /sys here is a \
-             sysfs of its own, mounted by `ip netns exec kpoqa-fix-agent`, without the host's \
-             mounts beneath it; the sysctl watch needs it, so changes by others are found only by \
+            "cgroup v2 is not mounted in this mount namespace (no cgroup2 mount in \
+             /proc/self/mountinfo that another mount does not cover), though PID 1 has it at \
+             /sys/fs/cgroup/unified: /sys here is a sysfs of its own, mounted by `ip netns exec \
+             kpoqa-fix-agent`, without the host's mounts beneath it; the sysctl watch needs it, so changes by others are found only by \
              comparing values: mount it here before the agent starts, e.g. `ip netns exec \
              kpoqa-fix-agent sh -c 'mount -t cgroup2 none /sys/fs/cgroup && exec kpo run ...'` \
              (the mount stays in that command's mount namespace)"
