@@ -186,6 +186,10 @@ fn roots_as_kpo_run_checks_them(file: &str, config: &Config) -> anyhow::Result<(
 /// `proc_root` = `root`, as the configuration file `file` sets it, checked as `kpo run` checks
 /// it, its error named by the file and key rather than by `kpo run`'s flag.
 pub(crate) fn proc_root_from_file(file: &str, root: &std::path::Path) -> anyhow::Result<()> {
+    // The default is no key of the file's (s60 review2 R2-6): said as `kpo run` says it.
+    if root == Config::default().proc_root {
+        crate::collect::check_proc_root(root)?;
+    }
     if let Err(e) = crate::collect::check_proc_root(root) {
         let text = e.to_string();
         let flag = format!("--proc-root {}: ", root.display());
@@ -198,6 +202,9 @@ pub(crate) fn proc_root_from_file(file: &str, root: &std::path::Path) -> anyhow:
 /// [`proc_root_from_file`] for `sysfs_root`.
 pub(crate) fn sysfs_root_from_file(file: &str, root: &std::path::Path) -> anyhow::Result<()> {
     if let Err(why) = crate::collect::check_sysfs_root(root) {
+        if root == Config::default().sysfs_root {
+            anyhow::bail!("--sysfs-root {}: {why}", root.display());
+        }
         anyhow::bail!("{file}: `sysfs_root` = {root:?}: {why}");
     }
     Ok(())

@@ -1355,8 +1355,19 @@ impl Desk {
             return None;
         };
         let made = journal_id.map_or(String::new(), |j| format!(" (journal #{j})"));
-        let now = path.read(&item.parameter).ok();
-        let in_force = now.as_ref() == Some(&item.value);
+        let approved = format!("{id} was approved already, by {by}{made}");
+        // The namespace first, as a first approval looks at it: a pod deleted and another made
+        // at its inode would be read as this one (s60 review2 R2-1).
+        let gone = match namespace_now(path, item) {
+            NamespaceNow::Here => None,
+            NamespaceNow::Gone(why) | NamespaceNow::Unreachable(why) => Some(why),
+        };
+        // A NIC under adaptive moderation moves the value itself: what it holds says nothing.
+        let moving = path.under_adaptive_moderation(&item.parameter);
+        let now = (gone.is_none() && !moving)
+            .then(|| path.read(&item.parameter).ok())
+            .flatten();
+        let in_force = gone.is_none() && (moving || now.as_ref() == Some(&item.value));
         let status = if in_force {
             ChangeStatus::Unchanged
         } else {
@@ -1364,17 +1375,20 @@ impl Desk {
         };
         let mut report = ChangeReport::new(&item.parameter, &item.value, status);
         report.journal_id = *journal_id;
-        report.detail = Some(match &now {
-            _ if in_force => format!("{id} was approved already, by {by}{made}; nothing done"),
-            Some(now) => format!(
-                "{id} was approved already, by {by}{made}, and its value is no longer in force \
-                 (the kernel has {now}: taken out since, kpo journal says by what); nothing done \
-                 (kpo apply {}={} makes the change again, as the policy allows)",
+        report.detail = Some(match (&gone, &now) {
+            (Some(why), _) => {
+                format!("{approved}, for a network namespace no longer here ({why}); nothing done")
+            }
+            _ if in_force => format!("{approved}; nothing done"),
+            (None, Some(now)) => format!(
+                "{approved}, and its value is no longer in force (the kernel has {now}: taken \
+                 out since, by a revert, the guard or another writer); nothing done (kpo apply \
+                 {}={} makes the change again, as the policy allows)",
                 item.parameter, item.value
             ),
-            None => format!(
-                "{id} was approved already, by {by}{made}; nothing done (its value cannot be \
-                 read now to say whether it is in force)"
+            (None, None) => format!(
+                "{approved}; nothing done (its value cannot be read now to say whether it is in \
+                 force)"
             ),
         });
         report.read_back = now.filter(|_| !in_force);

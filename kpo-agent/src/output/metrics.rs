@@ -461,6 +461,15 @@ impl Metrics {
             };
             self.runq_latency.get_or_create(&labels).set(v);
         }
+        // No source at all (the last one set aside with none after it): no power series, as
+        // before the first (s60 review2 R2-5: the one set aside kept its NaN).
+        if w.energy.is_none() {
+            for source in crate::energy::EnergySource::ALL {
+                self.power.remove(&SourceLabels {
+                    source: source.as_str().to_string(),
+                });
+            }
+        }
         if let Some(e) = &w.energy {
             let labels = SourceLabels {
                 source: e.source.as_str().to_string(),
@@ -1073,6 +1082,15 @@ mod tests {
             after.encode()
         );
         has(&after, r#"kpo_energy_joules_total{source="rapl"} 120.5"#);
+        // No source left at all: no power series either.
+        let mut none = window(vec![]);
+        none.energy = None;
+        after.observe(&event(&none));
+        assert!(
+            !after.encode().contains("kpo_power_watts{"),
+            "{}",
+            after.encode()
+        );
         has(&m, "kpo_host_load1 NaN");
         assert!(
             !m.encode().contains("kpo_host_mem_total_bytes"),

@@ -229,7 +229,7 @@ fn approving_applies_through_the_change_path_once() {
     assert!(
         detail.starts_with(&format!(
             "ap-1 was approved already, by op (journal #{id}), and its value is no longer in \
-             force (the kernel has 16: taken out since"
+             force (the kernel has 16: taken out since, by a revert, the guard or another writer)"
         )),
         "{detail}"
     );
@@ -1339,6 +1339,31 @@ fn cleared_why(s: &Setup, id: &str) -> String {
         ApprovalState::Cleared { why } => why.clone(),
         other => panic!("{id}: {other:?}"),
     }
+}
+
+/// Approving again an approval approved for a namespace since replaced at its inode (another
+/// cookie) says the namespace is gone, and suggests nothing: read by address, the new pod's
+/// value was taken for the change's (s60 review2 R2-1: `skipped ... kpo apply ...@netns:INODE`,
+/// which would change the new pod, or `unchanged` when it happened to hold the value).
+#[test]
+fn approving_again_after_the_namespace_was_replaced_says_it_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path(), "recommend");
+    s.k.0.lock().unwrap().netns_cookie = Some(7);
+    s.consider(vec![rec(Source::Rules, 32, false)]);
+    let first = s.desk.approve(&mut s.path, "ap-1", "op").unwrap();
+    assert_eq!(first.report.status, ChangeStatus::Applied);
+    // Another pod at the inode, which happens to hold the very value.
+    s.k.0.lock().unwrap().netns_cookie = Some(8);
+    let again = s.desk.approve(&mut s.path, "ap-1", "op").unwrap();
+    assert_eq!(again.report.status, ChangeStatus::Skipped);
+    let detail = again.report.detail.unwrap();
+    assert!(
+        detail.contains("for a network namespace no longer here (")
+            && detail.ends_with("nothing done")
+            && !detail.contains("kpo apply"),
+        "{detail}"
+    );
 }
 
 /// A pod's network namespace dies and the next one gets its inode (another cookie): what was
