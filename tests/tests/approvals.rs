@@ -261,6 +261,10 @@ signals = []
 [approvals]
 webhook = "http://{port}/kpo"
 
+# Other parameters and namespaces this machine has (another agent's load) make no approval here.
+[defaults]
+mode = "observe"
+
 [params."net.core.somaxconn"]
 mode = "recommend"
 min = 16
@@ -521,6 +525,10 @@ signals = []
 
 [approvals]
 {approvals}
+
+# Other parameters and namespaces this machine has (another agent's load) make no approval here.
+[defaults]
+mode = "observe"
 
 [params."net.core.somaxconn"]
 mode = "auto"

@@ -1196,7 +1196,11 @@ impl Desk {
     }
 
     /// The item, if it can still be approved or rejected.
-    fn still_pending(&mut self, id: &str) -> Result<ApprovalItem, ControlError> {
+    fn still_pending(
+        &mut self,
+        id: &str,
+        asked: &'static str,
+    ) -> Result<ApprovalItem, ControlError> {
         self.expire_due();
         let item = self
             .store
@@ -1219,6 +1223,7 @@ impl Desk {
             other => Err(ApprovalError::NotPending {
                 id: item.id.clone(),
                 state: other.describe(),
+                asked,
             }
             .into()),
         }
@@ -1238,7 +1243,7 @@ impl Desk {
         if let Some(outcome) = self.approved_already(path, &id) {
             return Ok(outcome);
         }
-        let item = self.still_pending(&id)?;
+        let item = self.still_pending(&id, "approved")?;
         // It stays pending: approved again once the agent runs under the file.
         if let Some(why) = path.policy.changed_on_disk() {
             return Err(ControlError::PolicyChanged(why));
@@ -1412,7 +1417,7 @@ impl Desk {
         {
             return Ok(self.as_reported(item));
         }
-        let item = self.still_pending(&id)?;
+        let item = self.still_pending(&id, "rejected")?;
         // `--reason ""` gives no reason: shown, it would be `rejected by WHO: ` and nothing.
         let why = reason.map(crate::shown::one_line).filter(|r| !r.is_empty());
         Ok(self.resolve(

@@ -247,8 +247,14 @@ pub struct ApproveOutcome {
 pub enum ApprovalError {
     #[error("no approval {0} (kpo pending lists them)")]
     NoSuch(String),
-    #[error("{id} can no longer be approved or rejected: {state}")]
-    NotPending { id: String, state: String },
+    /// `asked`: `approved` or `rejected`, what the request wanted (s60 review1 R1-6: "approved
+    /// or rejected" for a rejected one, which a second `kpo reject` now takes as done).
+    #[error("{id} can no longer be {asked}: {state}")]
+    NotPending {
+        id: String,
+        state: String,
+        asked: &'static str,
+    },
     #[error("{id} expired at {at}: nobody approved it within [approvals] expire_after; it can no longer be approved or rejected")]
     Expired { id: String, at: String },
     #[error("{id} cannot be approved: {why}; the advice was for a namespace that is no longer there, so it is cleared (the advisor asks again if the namespace now there needs it)")]

@@ -235,7 +235,8 @@ fn approving_applies_through_the_change_path_once() {
     );
     assert_eq!(s.path.journal.entries().len(), entries);
     assert_eq!(s.value(), Value::Int(16), "nothing written");
-    // Rejecting what is approved is not the same request: an error still.
+    // Rejecting what is approved is not the same request: an error still, naming the request
+    // (s60 review1 R1-6: "approved or rejected").
     let err = s.desk.reject("ap-1", "op", None).unwrap_err();
     assert!(
         matches!(
@@ -243,6 +244,10 @@ fn approving_applies_through_the_change_path_once() {
             ControlError::Approval(ApprovalError::NotPending { .. })
         ),
         "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("ap-1 can no longer be rejected: approved by op (journal #{id})")
     );
     assert!(s.desk.pending().unwrap().is_empty());
     let err = s.desk.approve(&mut s.path, "ap-9", "op").unwrap_err();
