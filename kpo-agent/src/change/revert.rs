@@ -315,7 +315,29 @@ impl ChangePath {
                 ));
             }
         }
+        // Two operators reverting one change at once: the second finds the value back, and is
+        // told by whose revert (s60 story BV-2: "the kernel already has this value" alone).
+        if report.status == ChangeStatus::Unchanged && only_ours_through.is_none() {
+            if let Some(by) = self.reverted_since(&intent) {
+                report.detail = Some(format!(
+                    "the kernel already has this value: #{by} undid #{id} already"
+                ));
+            }
+        }
         Ok(report)
+    }
+
+    /// The latest revert of `intent` itself that took effect since it, in the live journal.
+    fn reverted_since(&self, intent: &Intent) -> Option<u64> {
+        let p = self.journal.param_by_key(&intent.key)?;
+        (self.entries_of(&intent.key, p.original_id?).iter().rev())
+            .find(|e| {
+                e.kind == "revert"
+                    && e.id > intent.id
+                    && e.revert_of == Some(intent.id)
+                    && took_effect(e).is_some()
+            })
+            .map(|e| e.id)
     }
 
     /// Why change `id` left nothing of its own in the kernel, if it did not: the kernel refused

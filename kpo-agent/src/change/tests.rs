@@ -1635,6 +1635,39 @@ fn a_change_undone_already_is_not_written_over_an_earlier_operators_value() {
     );
 }
 
+/// s60 story BV-2: two operators revert one change at once; the second finds the value back
+/// already, and is told by whose revert, not only that the kernel has the value.
+#[test]
+fn a_second_revert_of_a_change_names_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let first = p
+        .propose(&op(SOMAX, Value::Int(6000)))
+        .unwrap()
+        .journal_id
+        .unwrap();
+    let undid = p.revert(first, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(undid.status, ChangeStatus::Reverted, "{}", undid.describe());
+    let again = p.revert(first, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(
+        again.status,
+        ChangeStatus::Unchanged,
+        "{}",
+        again.describe()
+    );
+    assert_eq!(
+        again.detail.as_deref(),
+        Some(
+            format!(
+                "the kernel already has this value: #{} undid #{first} already",
+                undid.journal_id.unwrap()
+            )
+            .as_str()
+        )
+    );
+}
+
 /// s59 story BO-3: the rules' change, its revert (the guard's, or an operator's), then an
 /// operator's change: `kpo revert` of the rules' change said that the operator's had replaced
 /// it, offered `--force` and exited 1, the revert that had undone it unsaid. It was undone
@@ -4594,7 +4627,7 @@ fn an_operators_revert_of_an_advisors_change_quarantines_its_value() {
     assert_eq!(r.status, ChangeStatus::Unchanged, "{}", r.describe());
     assert_eq!(
         r.detail.as_deref(),
-        Some("the kernel already has this value")
+        Some("the kernel already has this value: #2 undid #1 already")
     );
     assert_eq!(quarantined(&p, 8192), Some(until), "not doubled");
 
