@@ -1365,7 +1365,12 @@ impl Desk {
         // at its inode would be read as this one (s60 review2 R2-1).
         let gone = match namespace_now(path, item) {
             NamespaceNow::Here => None,
-            NamespaceNow::Gone(why) | NamespaceNow::Unreachable(why) => Some(why),
+            NamespaceNow::Gone(why) => {
+                Some(format!("for a network namespace no longer here ({why})"))
+            }
+            NamespaceNow::Unreachable(why) => Some(format!(
+                "and its network namespace cannot be opened now ({why})"
+            )),
         };
         // A NIC under adaptive moderation moves the value itself: what it holds says nothing.
         let moving = path.under_adaptive_moderation(&item.parameter);
@@ -1381,9 +1386,7 @@ impl Desk {
         let mut report = ChangeReport::new(&item.parameter, &item.value, status);
         report.journal_id = *journal_id;
         report.detail = Some(match (&gone, &now) {
-            (Some(why), _) => {
-                format!("{approved}, for a network namespace no longer here ({why}); nothing done")
-            }
+            (Some(where_), _) => format!("{approved}, {where_}; nothing done"),
             _ if in_force => format!("{approved}; nothing done"),
             (None, Some(now)) => format!(
                 "{approved}, and its value is no longer in force (the kernel has {now}: taken \

@@ -427,8 +427,9 @@ impl Collector {
 }
 
 /// `fe80::1%eth0` for a socket bound to a device (`ss` prints `[fe80::1]%eth0:80`; an address
-/// with its zone inside the brackets is what clients and URLs take), the device's index when its
-/// name could not be had (the device went between the dump and the lookup).
+/// with its zone inside the brackets is what clients and URLs take), the device's index when no
+/// device of the namespace has it now (deleted, or moved to another namespace: the socket keeps
+/// the index for its life).
 fn shown_address(l: &sockdiag::DiagListener) -> String {
     match (l.interface, &l.device) {
         (0, _) => l.address.to_string(),
