@@ -175,39 +175,39 @@ pub fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
 /// `events` path as far as `kpo run` could not open it ([`events_cannot_open`]), named by the
 /// file and key the value came from rather than by `kpo run`'s flag.
 fn roots_as_kpo_run_checks_them(file: &str, config: &Config) -> anyhow::Result<()> {
-    proc_root_from_file(file, &config.proc_root)?;
-    sysfs_root_from_file(file, &config.sysfs_root)?;
+    proc_root_from(Some(file), &config.proc_root)?;
+    sysfs_root_from(Some(file), &config.sysfs_root)?;
     if let Some(why) = events_cannot_open(&config.events) {
         anyhow::bail!("{file}: `events` = {:?}: {why}", config.events);
     }
     Ok(())
 }
 
-/// `proc_root` = `root`, as the configuration file `file` sets it, checked as `kpo run` checks
-/// it, its error named by the file and key rather than by `kpo run`'s flag.
-pub(crate) fn proc_root_from_file(file: &str, root: &std::path::Path) -> anyhow::Result<()> {
-    // The default is no key of the file's (s60 review2 R2-6): said as `kpo run` says it.
-    if root == Config::default().proc_root {
-        crate::collect::check_proc_root(root)?;
-    }
-    if let Err(e) = crate::collect::check_proc_root(root) {
-        let text = e.to_string();
-        let flag = format!("--proc-root {}: ", root.display());
-        let why = text.strip_prefix(&flag).unwrap_or(&text);
-        anyhow::bail!("{file}: `proc_root` = {root:?}: {why}");
-    }
-    Ok(())
+/// `proc_root` = `root` checked as `kpo run` checks it: its error named by the configuration
+/// file and key where `file` set it, else by `kpo run`'s flag (the default is no key of the
+/// file's: s60 review2 R2-6).
+pub(crate) fn proc_root_from(file: Option<&str>, root: &std::path::Path) -> anyhow::Result<()> {
+    let Err(e) = crate::collect::check_proc_root(root) else {
+        return Ok(());
+    };
+    let Some(file) = file.filter(|_| root != Config::default().proc_root) else {
+        return Err(e.into());
+    };
+    let text = e.to_string();
+    let flag = format!("--proc-root {}: ", root.display());
+    let why = text.strip_prefix(&flag).unwrap_or(&text);
+    anyhow::bail!("{file}: `proc_root` = {root:?}: {why}")
 }
 
-/// [`proc_root_from_file`] for `sysfs_root`.
-pub(crate) fn sysfs_root_from_file(file: &str, root: &std::path::Path) -> anyhow::Result<()> {
-    if let Err(why) = crate::collect::check_sysfs_root(root) {
-        if root == Config::default().sysfs_root {
-            anyhow::bail!("--sysfs-root {}: {why}", root.display());
-        }
-        anyhow::bail!("{file}: `sysfs_root` = {root:?}: {why}");
+/// [`proc_root_from`] for `sysfs_root`.
+pub(crate) fn sysfs_root_from(file: Option<&str>, root: &std::path::Path) -> anyhow::Result<()> {
+    let Err(why) = crate::collect::check_sysfs_root(root) else {
+        return Ok(());
+    };
+    match file.filter(|_| root != Config::default().sysfs_root) {
+        Some(file) => anyhow::bail!("{file}: `sysfs_root` = {root:?}: {why}"),
+        None => anyhow::bail!("--sysfs-root {}: {why}", root.display()),
     }
-    Ok(())
 }
 
 /// Why `kpo run` cannot open `path` for its event stream, as far as stat tells without opening

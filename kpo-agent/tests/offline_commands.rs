@@ -372,11 +372,10 @@ fn a_reader_gone_ends_a_showing_command_quietly() {
     );
 }
 
-/// `kpo apply` with no agent running says that the guard does not watch the change, with the id
-/// that puts it back (s50 storyX F5: its output was the running agent's). Over a temporary
-/// cpufreq tree, the one the state directory names (`sysfs-root`), so it needs no root.
-#[test]
-fn an_apply_with_no_agent_says_the_guard_does_not_watch_it() {
+/// A state directory (mode 0700) naming a temporary cpufreq tree (`sysfs-root`) and a policy
+/// that lets the operator change its `scaling_max_freq`: no root needed. Returns the directory and
+/// the tree's policy0.
+fn cpufreq_in_auto() -> (tempfile::TempDir, std::path::PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let policy = kpo_agent::actuate::cpufreq::fake_policy(
@@ -399,6 +398,15 @@ fn an_apply_with_no_agent_says_the_guard_does_not_watch_it() {
         "[params.\"cpufreq:*:scaling_max_freq\"]\nmode = \"auto\"\nmin = 1200000\nmax = 3000000\n",
     )
     .unwrap();
+    (dir, policy)
+}
+
+/// `kpo apply` with no agent running says that the guard does not watch the change, with the id
+/// that puts it back (s50 storyX F5: its output was the running agent's). Over a temporary
+/// cpufreq tree, the one the state directory names (`sysfs-root`), so it needs no root.
+#[test]
+fn an_apply_with_no_agent_says_the_guard_does_not_watch_it() {
+    let (dir, policy) = cpufreq_in_auto();
     let out = kpo(
         dir.path(),
         &["apply", "cpufreq:policy0:scaling_max_freq=2400000"],
@@ -438,27 +446,8 @@ fn a_full_standard_error_loses_only_the_warnings() {
         kpo_test_skip::skip("no /dev/full here to stand for a full disk");
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    kpo_agent::actuate::cpufreq::fake_policy(
-        &dir.path().join("sys"),
-        0,
-        1_200_000,
-        3_000_000,
-        3_000_000,
-    );
+    let (dir, _) = cpufreq_in_auto();
     let state = dir.path().join("state");
-    std::fs::create_dir(&state).unwrap();
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
-    std::fs::write(
-        state.join("sysfs-root"),
-        dir.path().join("sys").as_os_str().as_encoded_bytes(),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("policy.toml"),
-        "[params.\"cpufreq:*:scaling_max_freq\"]\nmode = \"auto\"\nmin = 1200000\nmax = 3000000\n",
-    )
-    .unwrap();
     let with_stderr_full = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_kpo"))
             .args(args)

@@ -461,10 +461,12 @@ impl Metrics {
             };
             self.runq_latency.get_or_create(&labels).set(v);
         }
-        // No source at all (the last one set aside with none after it): no power series, as
-        // before the first (s60 review2 R2-5: the one set aside kept its NaN).
-        if w.energy.is_none() {
-            for source in crate::energy::EnergySource::ALL {
+        // Only the window's source has a power series: one set aside (an `energy_source`
+        // handover) has no last window any more, and with none left at all there is none (s60
+        // story BT-2, review2 R2-5: the one set aside kept its NaN beside the new figure).
+        let current = w.energy.as_ref().map(|e| e.source);
+        for source in crate::energy::EnergySource::ALL {
+            if Some(source) != current {
                 self.power.remove(&SourceLabels {
                     source: source.as_str().to_string(),
                 });
@@ -480,15 +482,6 @@ impl Metrics {
             self.power
                 .get_or_create(&labels)
                 .set(e.watts.unwrap_or(f64::NAN));
-            // A source set aside (an `energy_source` handover) has no last window any more: its
-            // NaN stayed beside the new source's figure for good (s60 story BT-2).
-            for other in crate::energy::EnergySource::ALL {
-                if other != e.source {
-                    self.power.remove(&SourceLabels {
-                        source: other.as_str().to_string(),
-                    });
-                }
-            }
         }
         // Every number of the window's `system` object (docs/host-metrics.md), by its own name,
         // registered when it is first a number; a field measured before and not in this window

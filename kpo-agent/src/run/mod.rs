@@ -109,18 +109,9 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<ExitCode> {
     // A root the configuration file sets is named by the file and key, as kpo check names it
     // (s60 story BS-6: named by a flag nobody gave).
     let file = args.config.as_ref().map(|p| p.display().to_string());
-    match (&file, &args.proc_root) {
-        (Some(file), None) => crate::check::proc_root_from_file(file, &config.proc_root)?,
-        _ => crate::collect::check_proc_root(&config.proc_root)?,
-    }
-    match (&file, &args.sysfs_root) {
-        (Some(file), None) => crate::check::sysfs_root_from_file(file, &config.sysfs_root)?,
-        _ => {
-            if let Err(why) = crate::collect::check_sysfs_root(&config.sysfs_root) {
-                anyhow::bail!("--sysfs-root {}: {why}", config.sysfs_root.display());
-            }
-        }
-    }
+    let set_by_file = |flag_given: bool| file.as_deref().filter(|_| !flag_given);
+    crate::check::proc_root_from(set_by_file(args.proc_root.is_some()), &config.proc_root)?;
+    crate::check::sysfs_root_from(set_by_file(args.sysfs_root.is_some()), &config.sysfs_root)?;
     if !nix::unistd::Uid::effective().is_root() {
         anyhow::bail!("kpo run needs root (CAP_BPF and CAP_PERFMON to load eBPF, CAP_SYS_ADMIN to enter network namespaces); try: sudo kpo run");
     }
