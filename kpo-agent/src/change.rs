@@ -982,6 +982,7 @@ impl ChangePath {
             // with one is settled at a reboot as a namespace that did not outlive it.
             netns_cookie.filter(|_| own_namespace_as_host(address).is_none()),
             device,
+            self.approving && !is_revert,
         ) {
             Ok(id) => id,
             Err(e) => {

@@ -241,16 +241,20 @@ impl ChangePath {
                 let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
                 report.detail = Some(match advisors {
                     None => format!(
-                        "#{id} no longer holds it: a later change by an operator does (#{}, {}), \
-                         and its value stays (kpo revert {} takes that out; kpo revert {id} \
-                         --force writes {} over it)",
-                        theirs.id, theirs.after, theirs.id, intent.before
+                        "#{id} no longer holds it: a later change {} does (#{}, {}), and its \
+                         value stays (kpo revert {} takes that out; kpo revert {id} --force \
+                         writes {} over it)",
+                        whose_decision(&theirs),
+                        theirs.id,
+                        theirs.after,
+                        theirs.id,
+                        intent.before
                     ),
                     Some(h) => format!(
-                        "#{id} no longer holds it: a later change by an operator (#{}, {}) was \
-                         made since, and #{} by {} ({}) holds it now; writing {} would take out \
-                         both (kpo revert {} puts back {}; kpo revert {id} --force writes {} over \
-                         them)",
+                        "#{id} no longer holds it: a later change {} (#{}, {}) was made since, \
+                         and #{} by {} ({}) holds it now; writing {} would take out both (kpo \
+                         revert {} puts back {}; kpo revert {id} --force writes {} over them)",
+                        whose_decision(&theirs),
                         theirs.id,
                         theirs.after,
                         h.id,
@@ -451,7 +455,10 @@ impl ChangePath {
     /// by a revert), with that advisor's change, which holds it now (s59 story BO-2: `kpo revert`
     /// of the rules' first raise put the original back over the rules' second and, with it, the
     /// colleague's value between them). An advisor's later value alone is taken out (and
-    /// quarantined): the operator's revert overrules advisors, not people.
+    /// quarantined): the operator's revert overrules advisors, not people, and an advisor's
+    /// change an operator approved is a person's decision as much as their `kpo apply` (s59
+    /// review2 R2-5: a colleague's revert of the rules' earlier raise took an approved value out
+    /// and quarantined it, where the same value by `kpo apply` would have been left).
     fn held_by_a_later_operators_change(
         &self,
         intent: &Intent,
@@ -460,7 +467,7 @@ impl ChangePath {
         if holder.id <= intent.id || holder.kind != IntentKind::Change {
             return None;
         }
-        if holder.source == Source::Operator {
+        if holder.a_persons_decision() {
             return Some((holder.clone(), None));
         }
         let p = self.journal.param_by_key(&intent.key)?;
@@ -470,8 +477,8 @@ impl ChangePath {
         let between = entries.iter().rev().find(|e| {
             e.kind == "change"
                 && e.after != intent.before
-                && e.source == Source::Operator
                 && (intent.id + 1..holder.id).contains(&e.id)
+                && (self.journal.intent(e.id)).is_some_and(Intent::a_persons_decision)
                 && took_effect(e).is_some()
                 && !undone.contains_key(&e.id)
         })?;
@@ -1162,6 +1169,16 @@ impl ChangePath {
             Some(id) => format!("kpo revert {id}"),
             None => "kpo revert --all, with every other parameter's original,".into(),
         }
+    }
+}
+
+/// Who decided a person's change, as a skipped revert names it: an operator by `kpo apply`, or
+/// by approving an advisor's advice (`kpo approve`), which is as much their decision.
+fn whose_decision(i: &Intent) -> String {
+    if i.approved {
+        format!("by {} that an operator approved", i.source.as_str())
+    } else {
+        "by an operator".into()
     }
 }
 

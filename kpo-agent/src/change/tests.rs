@@ -1494,6 +1494,62 @@ fn an_operators_revert_leaves_a_later_operators_change_unless_forced() {
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
 }
 
+/// s59 review2 R2-5: an advisor's change an operator approved is their decision as much as their
+/// `kpo apply`: a colleague's `kpo revert` of the rules' earlier raise took the approved value out
+/// and quarantined it, where the same value by `kpo apply` was left. Left and named now, alone or
+/// under an advisor's later change; reverted itself, it is taken out (and quarantined) as asked.
+#[test]
+fn reverting_an_older_change_keeps_a_value_an_operator_approved() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(SOMAX, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    let mut rules = op(SOMAX, Value::Int(8192));
+    rules.source = Source::Rules;
+    let first = p.propose(&rules).unwrap().journal_id.unwrap();
+    let mut llm = op(SOMAX, Value::Int(6000));
+    llm.source = Source::Llm;
+    let approved = p.propose_approved(&llm, None).unwrap().journal_id.unwrap();
+    assert!(p.journal.intent(approved).unwrap().approved);
+    assert!(!p.journal.intent(first).unwrap().approved);
+    let r = p.revert(first, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(
+        r.describe(),
+        format!(
+            "skipped {SOMAX}: 6000 -> 4096 (now 6000): #{first} no longer holds it: a later \
+             change by llm that an operator approved does (#{approved}, 6000), and its value \
+             stays (kpo revert {approved} takes that out; kpo revert {first} --force writes 4096 \
+             over it)"
+        )
+    );
+    assert!(r.theirs_left, "not done as asked: kpo revert exits 1");
+    assert_eq!(value(&k, SOMAX), Value::Int(6000));
+    // Under the rules' later raise, both are named.
+    rules.value = Value::Int(10000);
+    let third = p.propose(&rules).unwrap().journal_id.unwrap();
+    let r = p.revert(first, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(
+        r.describe(),
+        format!(
+            "skipped {SOMAX}: 10000 -> 4096 (now 10000): #{first} no longer holds it: a later \
+             change by llm that an operator approved (#{approved}, 6000) was made since, and \
+             #{third} by rules (10000) holds it now; writing 4096 would take out both (kpo \
+             revert {third} puts back 6000; kpo revert {first} --force writes 4096 over them)"
+        )
+    );
+    assert_eq!(value(&k, SOMAX), Value::Int(10000));
+    let r = p.revert(third, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(
+        value(&k, SOMAX),
+        Value::Int(6000),
+        "the approved value back"
+    );
+    // The approved change itself is the operator's to take out.
+    let r = p.revert(approved, Source::Operator, "kpo revert").unwrap();
+    assert_eq!(r.status, ChangeStatus::Reverted, "{}", r.describe());
+    assert_eq!(value(&k, SOMAX), Value::Int(8192));
+}
+
 /// s59 story BO-2: the rules' change, an operator's over it, and the rules' again over that:
 /// `kpo revert` of the first put its value before back, taking the operator's value out with the
 /// rules' second without a word. Skipped, naming both; the rules' second is what to revert.
@@ -1957,6 +2013,7 @@ fn writes_into_a_namespace_that_replaced_a_dead_one_inherit_nothing() {
             None,
             Some(8),
             None,
+            false,
         )
         .unwrap();
     drop(p);
@@ -2317,6 +2374,7 @@ fn a_put_back_interrupted_by_a_crash_is_finished_at_the_next_start() {
                 None,
                 None,
                 None,
+                false,
             )
             .unwrap();
         p.journal.record_read_back(id, &Value::Int(5000)).unwrap();
@@ -2397,6 +2455,7 @@ fn an_interrupted_put_back_the_deny_list_now_refuses_is_left() {
             None,
             None,
             None,
+            false,
         )
         .unwrap();
     p.journal
@@ -3403,6 +3462,7 @@ fn a_switch_left_off_by_a_stop_before_its_value_was_set_goes_back_on_at_the_next
                 Some(RX.into()),
                 None,
                 None,
+                false,
             )
             .unwrap();
         j.record_outcome(
@@ -3492,6 +3552,7 @@ fn switch_left_off(
             Some(RX.into()),
             None,
             device,
+            false,
         )
         .unwrap();
     j.record_outcome(
@@ -3514,6 +3575,7 @@ fn switch_left_off(
             None,
             None,
             device,
+            false,
         )
         .unwrap();
     }
@@ -4300,6 +4362,7 @@ fn a_change_on_a_new_device_does_not_prove_the_old_devices_interrupted_write() {
             None,
             None,
             device,
+            false,
         )
         .unwrap();
     drop(p);

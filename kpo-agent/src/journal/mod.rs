@@ -275,6 +275,18 @@ pub struct Intent {
     /// from a rename by it ([`crate::actuate::coalesce::device_now`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<crate::actuate::coalesce::DeviceSeen>,
+    /// Set on an advisor's change an operator approved (`kpo approve`): a person's decision, which
+    /// a colleague's `kpo revert` of an earlier change leaves as it leaves their `kpo apply`
+    /// (s59 review2 R2-5). Absent otherwise, and in journals written before it was recorded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approved: bool,
+}
+
+impl Intent {
+    /// Whether a person decided this change: an operator's own, or an advisor's they approved.
+    pub fn a_persons_decision(&self) -> bool {
+        self.source == Source::Operator || self.approved
+    }
 }
 
 /// What an outcome repeats of its intent: what the fold needs of the change, so that an outcome
@@ -1199,7 +1211,7 @@ impl Journal {
         kind: IntentKind,
     ) -> Result<u64, JournalError> {
         self.record_intent_making_way(
-            address, before, after, source, reason, kind, None, None, None,
+            address, before, after, source, reason, kind, None, None, None, false,
         )
     }
 
@@ -1217,6 +1229,7 @@ impl Journal {
         made_way_for: Option<String>,
         netns_cookie: Option<u64>,
         device: Option<crate::actuate::coalesce::DeviceSeen>,
+        approved: bool,
     ) -> Result<u64, JournalError> {
         let id = self.st.next_id;
         let key = target_key(address);
@@ -1236,6 +1249,7 @@ impl Journal {
             boot: self.st.boot.clone(),
             netns_cookie,
             device,
+            approved,
         }))?;
         Ok(id)
     }

@@ -116,6 +116,7 @@ fn a_torn_last_record_is_recovered_with_a_warning_and_keeps_the_original() {
         boot: None,
         netns_cookie: None,
         device: None,
+        approved: false,
     }));
     append_raw(dir.path(), &line[..line.len() / 2]);
     let mut j = open(dir.path());
@@ -856,6 +857,7 @@ fn a_reboot_ends_what_was_known_of_other_namespaces() {
                     None,
                     cookie,
                     None,
+                    false,
                 )
                 .unwrap();
             j.record_outcome(
@@ -902,6 +904,7 @@ fn an_intent_in_a_new_namespace_starts_afresh_on_replay() {
             boot: None,
             netns_cookie: cookie,
             device: None,
+            approved: false,
         })
     };
     let applied = |id: u64, v: i64| Record::Outcome {
@@ -976,6 +979,7 @@ fn an_impossible_id_is_set_aside_and_an_impossible_time_is_shown_as_a_number() {
         boot: None,
         netns_cookie: None,
         device: None,
+        approved: false,
     }));
     append_raw(dir.path(), &line);
     let j = open(dir.path());
