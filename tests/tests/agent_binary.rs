@@ -1013,3 +1013,92 @@ pub fn without_cap_sys_admin_the_agents_own_listeners_are_seen() {
     );
     assert!(!log.contains("no CAP_SYS_PTRACE"), "{log}");
 }
+
+/// s60 story BS-4: without CAP_PERFMON (and CAP_SYS_ADMIN, which stands in for it), every eBPF
+/// sensor was off as "the verifier rejected ...: Operation not permitted", and the sysctl watch's
+/// warning ran to 55 lines of verifier log: both pointed the operator at the programs, not at the
+/// capability. Each says now that the kernel did not permit it, and which capabilities it needs,
+/// in one line.
+pub fn without_cap_perfmon_the_sensors_say_which_capability_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    let (_own, own_args) = crate::common::own_state(&[]);
+    let drop = "-perfmon,-sys_admin";
+    let mut child = Command::new("setpriv")
+        .args([
+            &format!("--bounding-set={drop}"),
+            &format!("--inh-caps={drop}"),
+            "--",
+        ])
+        .arg(kpo_binary())
+        .args(["run", "--tick", "100ms", "--window", "300ms", "--events"])
+        .arg(&events)
+        .args(own_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    let first_window = (0..300).find_map(|_| {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(Err(format!("the agent exited ({status})")));
+        }
+        let all = lines(&events);
+        if all.iter().any(|e| e["kind"] == "window") {
+            return Some(Ok(all));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        None
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    let all = match first_window {
+        Some(Ok(all)) => all,
+        Some(Err(why)) => panic!("{why}: {log}"),
+        None => panic!("no window within 30 s: {log}"),
+    };
+    let sensors = all
+        .iter()
+        .find(|e| e["kind"] == "sensors")
+        .expect("a sensors event");
+    let list = sensors["sensors"].as_array().unwrap();
+    assert_eq!(list.len(), 7, "{sensors}");
+    for s in list {
+        let reason = s["reason"].as_str().unwrap_or_default();
+        assert!(
+            s["enabled"] == false
+                && reason.starts_with("the kernel did not permit loading kpo_")
+                && reason.contains("(Operation not permitted (os error 1))")
+                && reason.ends_with(
+                    "tracing programs need CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN (the \
+                     start's log names what the agent lacks)"
+                ),
+            "{s}"
+        );
+    }
+    // The start's own warning names the capability.
+    assert_eq!(
+        log.matches("kpo run lacks a capability it uses: no CAP_PERFMON (nor CAP_SYS_ADMIN)")
+            .count(),
+        1,
+        "{log}"
+    );
+    // The sysctl watch (CAP_NET_ADMIN kept) is verified as unprivileged: said as the capability,
+    // with the verifier's last line only.
+    let watch: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("sysctl watch off"))
+        .collect();
+    assert_eq!(watch.len(), 1, "{log}");
+    assert!(
+        watch[0].contains(
+            "sysctl watch off: the kernel did not permit loading the cgroup/sysctl program"
+        ) && watch[0].contains("for !root"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("R10=fp0"),
+        "no verifier log beyond its last line: {log}"
+    );
+}

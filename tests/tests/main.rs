@@ -191,6 +191,11 @@ fn main() {
             agent_binary::without_cap_sys_admin_the_agents_own_listeners_are_seen,
         ),
         trial(
+            "agent_binary::without_cap_perfmon_the_sensors_say_which_capability_is_missing",
+            needs_root(),
+            agent_binary::without_cap_perfmon_the_sensors_say_which_capability_is_missing,
+        ),
+        trial(
             "agent_binary::a_metrics_address_in_use_stops_the_agent",
             req(),
             agent_binary::a_metrics_address_in_use_stops_the_agent,

@@ -238,9 +238,9 @@ impl Sensors {
                 None => return Some(OffReason::ProgramMissing(program)),
             };
             if let Err(e) = prog.load() {
-                return Some(OffReason::Rejected {
-                    program,
-                    error: with_causes(&e),
+                return Some(match LoadRefusal::of(&e) {
+                    LoadRefusal::NotPermitted(error) => OffReason::NotPermitted { program, error },
+                    LoadRefusal::Rejected(error) => OffReason::Rejected { program, error },
                 });
             }
         }
@@ -437,6 +437,49 @@ fn detach(ebpf: &mut Ebpf, prog: &str, link: RawTracePointLinkId) {
 
 /// An error and its causes, each once: aya's errors keep the kernel's errno in a source ("failed
 /// to create map `KPO_CONFIG`" alone does not say it was EPERM).
+/// Why the kernel would not load a program, in a line. EPERM is a capability the process lacks,
+/// not the verifier's judgement, and a verifier run without CAP_PERFMON refuses, as `!root`,
+/// what it passes for root: the same cause (s60 story BS-4: every sensor "rejected by the
+/// verifier" without CAP_PERFMON, and the sysctl watch's warning 55 lines of verifier log). The
+/// log is cut to the line where the verifier says what it refused, its last but the statistics;
+/// the whole is logged at debug level.
+pub(super) enum LoadRefusal {
+    NotPermitted(String),
+    Rejected(String),
+}
+
+impl LoadRefusal {
+    pub(super) fn of(e: &aya::programs::ProgramError) -> Self {
+        let aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } = e
+        else {
+            return LoadRefusal::Rejected(with_causes(e));
+        };
+        let log = verifier_log.to_string();
+        tracing::debug!("the verifier's log: {log}");
+        Self::from_parts(io_error, &log)
+    }
+
+    fn from_parts(io_error: &std::io::Error, log: &str) -> Self {
+        // The statistics the kernel prints after the verdict are not it.
+        let stats = ["processed ", "verification time", "stack depth"];
+        let last = (log.lines().rev().map(str::trim))
+            .find(|l| !l.is_empty() && !stats.iter().any(|s| l.starts_with(s)));
+        let error = match last {
+            Some(last) => format!("{io_error}; the verifier: {last}"),
+            None => io_error.to_string(),
+        };
+        let unprivileged = last.is_some_and(|l| l.ends_with("for !root"));
+        if io_error.raw_os_error() == Some(libc::EPERM) || unprivileged {
+            LoadRefusal::NotPermitted(error)
+        } else {
+            LoadRefusal::Rejected(error)
+        }
+    }
+}
+
 fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -526,6 +569,42 @@ fn read_interrupts() -> String {
 
 #[cfg(test)]
 mod tests {
+    /// A program the kernel would not load for want of a capability is said so, not "rejected by
+    /// the verifier" (s60 story BS-4), and the verifier's log is cut to its last line. The
+    /// kernel's own answers are checked by the root test
+    /// `agent_binary::without_cap_perfmon_the_sensors_say_which_capability_is_missing`.
+    #[test]
+    fn a_load_refused_for_a_capability_is_told_from_the_verifiers_judgement() {
+        use super::LoadRefusal;
+        let refusal = |errno: i32, log: &str| {
+            LoadRefusal::from_parts(&std::io::Error::from_raw_os_error(errno), log)
+        };
+        let LoadRefusal::NotPermitted(why) = refusal(libc::EPERM, "") else {
+            panic!("EPERM is a capability")
+        };
+        assert_eq!(why, "Operation not permitted (os error 1)");
+        let unprivileged = "0: R1=ctx() R10=fp0\n1: (07) r1 += 8\nR1 pointer arithmetic with it \
+                            prohibited for !root\nprocessed 29 insns (limit 1000000) \
+                            max_states_per_insn 0 total_states 3 peak_states 3 mark_read 0\n";
+        let LoadRefusal::NotPermitted(why) = refusal(libc::EACCES, unprivileged) else {
+            panic!("verified as !root: CAP_PERFMON missing")
+        };
+        assert_eq!(
+            why,
+            "Permission denied (os error 13); the verifier: R1 pointer arithmetic with it \
+             prohibited for !root"
+        );
+        let LoadRefusal::Rejected(why) =
+            refusal(libc::EACCES, "0: R1=ctx()\ninvalid mem access 'scalar'\n\n")
+        else {
+            panic!("the verifier's own judgement")
+        };
+        assert_eq!(
+            why,
+            "Permission denied (os error 13); the verifier: invalid mem access 'scalar'"
+        );
+    }
+
     #[test]
     fn the_irq_map_has_room_for_every_irq_twice_over_and_at_least_what_the_object_declares() {
         let lines = |n: usize| {

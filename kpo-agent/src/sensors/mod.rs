@@ -291,6 +291,15 @@ pub enum OffReason {
         program: &'static str,
         error: String,
     },
+    /// EPERM, or the verifier's refusal of what it passes for root: a capability missing.
+    #[error(
+        "the kernel did not permit loading {program} ({error}): tracing programs need CAP_BPF \
+         and CAP_PERFMON, or CAP_SYS_ADMIN (the start's log names what the agent lacks)"
+    )]
+    NotPermitted {
+        program: &'static str,
+        error: String,
+    },
     #[error("the verifier rejected {program}: {error}")]
     Rejected {
         program: &'static str,
@@ -424,7 +433,7 @@ mod tests {
     /// Each reason renders as the text the `sensors` event carried before reasons were typed.
     #[test]
     fn off_reasons_render_as_before() {
-        let cases: [(OffReason, &str); 10] = [
+        let cases: [(OffReason, &str); 11] = [
             (OffReason::Disabled, "disabled by configuration"),
             (
                 OffReason::ObjectNotLoaded(
@@ -467,6 +476,15 @@ mod tests {
                     error: "the BPF_PROG_LOAD syscall failed".into(),
                 },
                 "the verifier rejected kpo_sched_switch: the BPF_PROG_LOAD syscall failed",
+            ),
+            (
+                OffReason::NotPermitted {
+                    program: "kpo_sched_switch",
+                    error: "Operation not permitted (os error 1)".into(),
+                },
+                "the kernel did not permit loading kpo_sched_switch (Operation not permitted (os \
+                 error 1)): tracing programs need CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN (the \
+                 start's log names what the agent lacks)",
             ),
             (
                 OffReason::AttachFailed {

@@ -149,6 +149,14 @@ pub enum WatchError {
     #[error("loading the cgroup/sysctl program: {0}")]
     Load(#[source] aya::programs::ProgramError),
     #[error(
+        "the kernel did not permit loading the cgroup/sysctl program ({0}): it needs CAP_BPF, \
+         CAP_NET_ADMIN and CAP_PERFMON, or CAP_SYS_ADMIN (the start's log names what the agent \
+         lacks); changes by others are found only by comparing values"
+    )]
+    NotPermitted(String),
+    #[error("the verifier rejected the cgroup/sysctl program: {0}")]
+    Rejected(String),
+    #[error(
         "cgroup v2 is not mounted (no cgroup2 mount in /proc/self/mountinfo that another mount \
          does not cover); the sysctl watch \
          needs it, so changes by others are found only by comparing values"
@@ -213,7 +221,12 @@ impl SysctlWatch {
             .ok_or(WatchError::Missing(PROG_SYSCTL_WATCH))?
             .try_into()
             .map_err(WatchError::Load)?;
-        program.load().map_err(WatchError::Load)?;
+        program
+            .load()
+            .map_err(|e| match super::loader::LoadRefusal::of(&e) {
+                super::loader::LoadRefusal::NotPermitted(why) => WatchError::NotPermitted(why),
+                super::loader::LoadRefusal::Rejected(why) => WatchError::Rejected(why),
+            })?;
         let path = cgroup_root.display().to_string();
         let cgroup = File::open(cgroup_root).map_err(|source| WatchError::Cgroup {
             path: path.clone(),
