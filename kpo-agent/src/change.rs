@@ -1007,26 +1007,45 @@ impl ChangePath {
         report.journal_id = Some(id);
         report.before = Some(before.clone());
         crash_point(CrashPoint::AfterIntent);
-        if let (true, Some(ahead)) = (watched, &self.before_write) {
-            let signals = self.policy.guard_signals_for(address, source);
-            ahead.before_write(id, address, before, after, signals.as_deref());
-        }
+        let unwatched = match (watched, &self.before_write) {
+            (true, Some(ahead)) => {
+                let signals = self.policy.guard_signals_for(address, source);
+                (ahead.before_write(id, address, before, after, signals.as_deref())).err()
+            }
+            _ => None,
+        };
         // Another writer (a configuration tool, `sysctl -p`) may have written the parameter
         // since `before` was read: the intent's fsync takes milliseconds. Its value is not
         // written over (s58 story BH-2: a lost write, and a `before` that was not the kernel's),
         // unless the caller writes over someone else's value anyway (`kpo revert --force`,
         // `--all`: `only_over_before` false).
-        let moved = match only_over_before && actuator.holds_still() {
+        let moved = match unwatched.is_none() && only_over_before && actuator.holds_still() {
             true => actuator.read().ok().filter(|now| now != before),
             false => None,
         };
         let written = match &moved {
+            _ if unwatched.is_some() => None,
             Some(_) => None,
             None if is_revert => Some(actuator.revert(after)),
             None => Some(actuator.apply(after)),
         };
         crash_point(CrashPoint::AfterWrite);
         let outcome = match written {
+            None if unwatched.is_some() => {
+                let error = format!(
+                    "not written: the guard cannot keep its watch in the state directory ({}), \
+                     and a change a restart would forget unjudged is not made; free the state \
+                     directory's disk, then try again",
+                    unwatched.unwrap_or_default()
+                );
+                report.detail = Some(error.clone());
+                report.status = ChangeStatus::Failed;
+                Outcome::Failed {
+                    error,
+                    reconciled: false,
+                    left: None,
+                }
+            }
             None => {
                 let now = moved.unwrap_or_else(|| before.clone());
                 let error = format!(

@@ -554,7 +554,7 @@ pub fn record_sysfs_root(state_dir: &Path, sys: &Path) -> Result<(), JournalErro
     }
     // Absolute: the CLI may run from another directory.
     let absolute = std::path::absolute(sys).map_err(|e| JournalError::io(sys, e))?;
-    crate::journal::store::replace(
+    crate::journal::store::replace_unless_same(
         state_dir,
         SYSFS_ROOT_FILE,
         absolute.as_os_str().as_encoded_bytes(),
@@ -578,7 +578,7 @@ pub fn record_policy_path(state_dir: &Path, policy: Option<&Path>) -> Result<(),
         return crate::journal::store::remove(state_dir, POLICY_PATH_FILE);
     };
     let absolute = canonical_dir_of(policy).map_err(|e| JournalError::io(policy, e))?;
-    crate::journal::store::replace(
+    crate::journal::store::replace_unless_same(
         state_dir,
         POLICY_PATH_FILE,
         absolute.as_os_str().as_encoded_bytes(),
@@ -697,7 +697,7 @@ pub fn record_agent_netns(state_dir: &Path) -> Result<(), JournalError> {
         Some(boot) => format!("{inode} {cookie} {boot}\n"),
         None => format!("{inode} {cookie}\n"),
     };
-    crate::journal::store::replace(state_dir, AGENT_NETNS_FILE, text.as_bytes())
+    crate::journal::store::replace_unless_same(state_dir, AGENT_NETNS_FILE, text.as_bytes())
 }
 
 /// Refuses a command acting while the agent is down from a network namespace other than the

@@ -4,7 +4,7 @@
 //! The host's own somaxconn must never move.
 use std::{
     os::unix::process::ExitStatusExt,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
 };
@@ -726,6 +726,92 @@ pub fn a_full_state_directory_stops_changes_not_the_agent() {
         ]
     );
     assert_eq!(host_somaxconn(), host);
+}
+
+/// s61 story BW-1: every start rewrote what it records in the state directory (the policy's
+/// path, the agent's namespace) though it was unchanged, so on a full disk the agent did not
+/// start at all (`cannot record the policy's path: ...policy-path.tmp: No space left on device`,
+/// an empty `.tmp` left behind), where it could still observe and advise. It starts now, and
+/// leaves no temporary file.
+pub fn an_agent_starts_again_on_a_full_state_directory() {
+    let tmpfs = Tmpfs::sized("1m");
+    let state = tmpfs.dir.join("kpo");
+    std::fs::create_dir_all(&state).unwrap();
+    let policy = state.join("policy.toml");
+    std::fs::write(&policy, "[defaults]\nmode = \"observe\"\n").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let socket = out.path().join("kpo.sock");
+    let start = |log: &str| {
+        let log = out.path().join(log);
+        let agent = RunningAgent(
+            Command::new(kpo_binary())
+                .args(["run", "--tick", "100ms", "--window", "500ms", "--events"])
+                .arg(out.path().join("events.ndjson"))
+                .arg("--policy")
+                .arg(&policy)
+                .arg("--state-dir")
+                .arg(state.join("state"))
+                .arg("--socket")
+                .arg(&socket)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        (agent, log)
+    };
+    let answers = |agent: &mut RunningAgent, log: &Path| {
+        for _ in 0..600 {
+            let status = Command::new(kpo_binary())
+                .args(["status", "--json", "--socket"])
+                .arg(&socket)
+                .arg("--state-dir")
+                .arg(state.join("state"))
+                .output()
+                .unwrap();
+            // Not the state directory's answer, which `kpo status` gives with no agent.
+            let answered_by = serde_json::from_slice::<Value>(&status.stdout)
+                .map(|s| s["answered_by"].clone())
+                .unwrap_or_default();
+            if answered_by == "agent" {
+                return;
+            }
+            if let Some(exit) = agent.0.try_wait().unwrap() {
+                panic!(
+                    "the agent exited ({exit}): {}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("no answer within 30 s");
+    };
+    let stop = |mut agent: RunningAgent| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(agent.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert!(agent.0.wait().unwrap().success());
+    };
+    let (mut agent, log) = start("first.log");
+    answers(&mut agent, &log);
+    stop(agent);
+    {
+        use std::io::Write;
+        let mut fill = std::fs::File::create(tmpfs.dir.join("fill")).unwrap();
+        while fill.write_all(&[0; 65536]).is_ok() {}
+        while fill.write_all(&[0; 512]).is_ok() {}
+    }
+    let (mut agent, log) = start("full.log");
+    answers(&mut agent, &log);
+    stop(agent);
+    let left: Vec<_> = std::fs::read_dir(state.join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// Killed after a read-back that differs is journaled and before the value before is put back

@@ -306,6 +306,11 @@ fn main() {
             journal_crash::a_full_state_directory_stops_changes_not_the_agent,
         ),
         trial(
+            "journal_crash::an_agent_starts_again_on_a_full_state_directory",
+            req().or_else(journal_crash::read_only_requirement),
+            journal_crash::an_agent_starts_again_on_a_full_state_directory,
+        ),
+        trial(
             "journal_crash::two_clis_racing_serialise",
             journal_crash::requirement(),
             journal_crash::two_clis_racing_serialise,

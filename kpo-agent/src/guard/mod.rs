@@ -1010,7 +1010,7 @@ impl Guard {
             return;
         }
         file.saved = self.watches.clone();
-        file.write();
+        let _ = file.write();
     }
 
     /// A change was applied: watch the next windows against `before`, the last window before
@@ -1444,7 +1444,7 @@ impl Guard {
             file.regressed.extend(regressed_in);
             // Kept before the revert is made: the watches as last saved, and the window in
             // progress' regression, for a start after a kill during the revert.
-            file.write();
+            let _ = file.write();
         }
         verdicts
     }
@@ -3036,7 +3036,8 @@ mod tests {
         let budget: ParamAddress = "net.core.netdev_budget".parse().unwrap();
         guard
             .write_ahead()
-            .before_write(2, &budget, &Value::Int(300), &Value::Int(600), None);
+            .before_write(2, &budget, &Value::Int(300), &Value::Int(600), None)
+            .unwrap();
         drop(guard);
 
         let mut guard = Guard::new(config);

@@ -151,10 +151,10 @@ impl WatchFile {
 
     /// Writes the guard's watches and those written ahead (the guard's own win for one change).
     /// A failure is logged and the guard goes on in memory: it still judges every change while
-    /// it runs.
-    pub(super) fn write(&mut self) {
+    /// it runs. Returns the failure's words.
+    pub(super) fn write(&mut self) -> Result<(), String> {
         let Some(dir) = &self.dir else {
-            return;
+            return Ok(());
         };
         let now = crate::journal::now_ms();
         let saved = &self.saved;
@@ -192,6 +192,7 @@ impl WatchFile {
                     );
                 }
                 self.empty = nothing;
+                Ok(())
             }
             Err(e) => {
                 if !self.failed {
@@ -201,6 +202,7 @@ impl WatchFile {
                     );
                 }
                 self.failed = true;
+                Err(e.to_string())
             }
         }
     }
@@ -212,7 +214,10 @@ pub struct WriteAhead(pub(super) Arc<Mutex<WatchFile>>);
 
 impl WriteAhead {
     /// Change `change_id` is about to write `value`: its watch goes into the file first, against
-    /// the last windows, judged by `signals` (the parameter's own; `None`: the guard's).
+    /// the last windows, judged by `signals` (the parameter's own; `None`: the guard's). When
+    /// the file cannot be written, the watch is taken back and the error returned: the change is
+    /// not to be made, since a restart would forget it unjudged (s61 story BW-2: applied, exit 0,
+    /// and never judged after a kill, with only a log line to say so).
     pub fn before_write(
         &self,
         change_id: u64,
@@ -220,7 +225,7 @@ impl WriteAhead {
         from: &Value,
         value: &Value,
         signals: Option<&[HealthSignal]>,
-    ) {
+    ) -> Result<(), String> {
         // A panic while the file was held is caught by the run loop, which then stops through
         // `on_exit`: its reverts must still be watched and written, so a poisoned lock is used
         // as it is (here and in the guard) rather than panicking again.
@@ -229,7 +234,7 @@ impl WriteAhead {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if file.dir.is_none() {
-            return;
+            return Ok(());
         }
         let scope = Scope::of(address);
         let baseline = file.baseline_of(file.recent.back(), scope);
@@ -250,8 +255,9 @@ impl WriteAhead {
         )
         .over_windows(baseline.windows, baseline.left_out)
         .made(file.tick.is_some(), file.at_boundary, file.closed + 1);
+        let was = file.ahead.clone();
         file.ahead.retain(|w| !super::same_param(w, &watch.key()));
         file.ahead.push(watch);
-        file.write();
+        file.write().inspect_err(|_| file.ahead = was)
     }
 }

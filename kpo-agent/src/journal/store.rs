@@ -386,19 +386,34 @@ pub fn rewrite<T: Serialize>(dir: &Path, name: &str, records: &[T]) -> Result<()
 pub fn replace(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), JournalError> {
     let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);
-    {
+    let written = (|| {
         let mut f = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| JournalError::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| JournalError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| JournalError::io(&tmp, e))?;
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        // Not left behind half-written (s61 story BW-1: an empty `.tmp` on a full disk).
+        let _ = fs::remove_file(&tmp);
+        return Err(JournalError::io(&tmp, e));
     }
     fs::rename(&tmp, &path).map_err(|e| JournalError::io(&path, e))?;
     sync_dir(dir).map_err(|e| JournalError::io(dir, e))
+}
+
+/// [`replace`], unless `dir/name` holds `bytes` already: what every start records (the sysfs
+/// root, the policy's path, the agent's namespace) is most often what the last start did, and
+/// rewriting it on a full disk stopped the agent from starting at all, where it could still
+/// observe and advise (s61 story BW-1).
+pub fn replace_unless_same(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), JournalError> {
+    if fs::read(dir.join(name)).is_ok_and(|now| now == bytes) {
+        return Ok(());
+    }
+    replace(dir, name, bytes)
 }
 
 /// Removes `dir/name` durably (the directory synced); a file already absent is no error.

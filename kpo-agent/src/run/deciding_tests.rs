@@ -1744,6 +1744,56 @@ sources = ["operator"]
     assert_eq!(quarantines(&rig).len(), 1, "not journaled again");
 }
 
+/// s61 story BW-2: with the guard's file unwritable (a full disk that left the journal's last
+/// block room for the intent), `kpo apply` was applied, exit 0, and a kill before the next window
+/// left it unjudged for good. The change is not made now, and says why; once the file can be
+/// written, it is, watched on disk before any window.
+#[test]
+fn a_change_whose_guard_watch_cannot_be_kept_is_not_made() {
+    let policy = r#"
+[guard]
+signals = ["request_p99"]
+windows = 3
+max_changes_per_hour = 1000
+
+[params."cpufreq:*:scaling_max_freq"]
+mode = "auto"
+min = 1200000
+max = 3000000
+sources = ["operator"]
+"#;
+    let mut rig = Rig::new(policy, true, "");
+    rig.window();
+    let state = rig._tmp.path().join("state");
+    // Where the file is written first, then renamed: a directory there fails the write.
+    let blocker = state.join(format!("{}.tmp", crate::guard::WATCHES_FILE));
+    std::fs::create_dir(&blocker).unwrap();
+    match rig.operator_sets_max_freq(1_200_000) {
+        crate::api::Reply::Ok(report) => {
+            assert_eq!(report["status"], "failed", "{report}");
+            let detail = report["detail"].as_str().unwrap();
+            assert!(
+                detail.starts_with(
+                    "not written: the guard cannot keep its watch in the state directory ("
+                ) && detail.ends_with(
+                    "and a change a restart would forget unjudged is not made; free the state \
+                     directory's disk, then try again"
+                ),
+                "{report}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rig.max_freq(), 3_000_000, "not written");
+    assert_eq!(rig.deciding.guard_watching(), 0, "nothing to judge");
+    std::fs::remove_dir(&blocker).unwrap();
+    rig.operator_applied_max_freq(1_200_000);
+    assert_eq!(rig.max_freq(), 1_200_000);
+    assert!(state.join(crate::guard::WATCHES_FILE).exists());
+    let rig = rig.restarted();
+    assert_eq!(rig.deciding.guard_watching(), 1, "judged after a restart");
+}
+
 /// The agent killed right after a change, before any window judged it: started again, the guard
 /// takes the watch up from the state directory, against the health from before the change, and
 /// reverts the regression. A change reverted while the agent was down is not watched again.
