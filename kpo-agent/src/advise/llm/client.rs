@@ -398,7 +398,14 @@ impl LlmClient {
                     c.error = Some(format!("no reply within {:?}", cfg.timeout));
                     break;
                 }
-                Ok(Err(SendError { timeout, message })) => {
+                Ok(Err(SendError {
+                    timeout,
+                    sent,
+                    message,
+                })) => {
+                    if !sent {
+                        c.attempts -= 1;
+                    }
                     c.outcome = if timeout {
                         Outcome::Timeout
                     } else {
@@ -661,6 +668,7 @@ impl LlmClient {
             Err(message) => {
                 return Err(SendError {
                     timeout: false,
+                    sent: false,
                     message,
                 })
             }
@@ -681,6 +689,7 @@ impl LlmClient {
             ))
             .map_err(|_| SendError {
                 timeout: false,
+                sent: false,
                 message: "the API key is not a valid header value".into(),
             })?;
             value.set_sensitive(true);
@@ -838,6 +847,10 @@ fn finish_word(reason: &str) -> Option<String> {
 
 struct SendError {
     timeout: bool,
+    /// Whether a request went out: not when who serves the endpoint could not be looked at or
+    /// nothing serves it, nor with a key that is no header value. `attempts` counts only those
+    /// that did (s61 story BX-4: "attempts": 3 beside "not sent", read as three billed requests).
+    sent: bool,
     message: String,
 }
 
@@ -870,7 +883,12 @@ impl From<reqwest::Error> for SendError {
             message.push_str(&s.to_string());
             source = s.source();
         }
-        Self { timeout, message }
+        // Tried on the network, whether or not it reached a server.
+        Self {
+            timeout,
+            sent: true,
+            message,
+        }
     }
 }
 
@@ -1816,6 +1834,24 @@ mod tests {
             .iter()
             .map(|b| b["response_format"]["type"].as_str().map(str::to_string))
             .collect()
+    }
+
+    /// s61 story BX-4: with nothing listening on the endpoint's loopback port, no request goes
+    /// out, and `attempts` (HTTP requests sent) says 0, not one per try.
+    #[tokio::test]
+    async fn requests_never_sent_are_not_counted_as_attempts() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = scripted_client(format!("http://127.0.0.1:{port}/v1"));
+        let c = client.complete(&prompt(), None).await;
+        assert_eq!((c.outcome, c.attempts), (Outcome::Connect, 0), "{c:?}");
+        assert!(
+            (c.error.as_deref()).is_some_and(|e| e.contains("not sent")),
+            "{c:?}"
+        );
     }
 
     /// A 400 that only mentions `response_format` (a proxy's context-length error echoing the
