@@ -150,6 +150,7 @@ pub(super) fn probe(
     let unread = std::cell::Cell::new(0usize);
     let offered = crate::run::llm::offer_among(
         policy,
+        host_netns,
         crate::run::llm::candidates(policy, &[], host_netns),
         |_| false,
         |a| {

@@ -182,9 +182,13 @@ impl LlmStage {
             );
             return;
         }
+        let policy = &deciding.change_path().policy;
+        let offered_in = OfferedIn::new(policy, self.host_netns);
         if !advisor.due(
             index,
-            notable(window, &self.full_when_asked),
+            notable(window, &self.full_when_asked, self.host_netns, |ns| {
+                offered_in.any(ns)
+            }),
             std::time::Instant::now(),
         ) {
             return;
@@ -276,15 +280,50 @@ impl LlmStage {
 /// or filled its accept queue where it was not full when the last consultation was asked
 /// (`full_when_asked`), or a namespace's listen overflows grew. A queue that stays full without
 /// dropping would otherwise bring every consultation forward, for as long as it stays so, with
-/// the same data (s56 story AY-4: a paid API asked every 3 windows instead of 10).
-fn notable(window: &Window, full_when_asked: &BTreeSet<ListenerId>) -> bool {
-    window.listeners.iter().any(|l| l.known_overflows() > 0)
+/// the same data (s56 story AY-4: a paid API asked every 3 windows instead of 10). Only in a
+/// namespace where the model is offered a parameter (`offered_in`): elsewhere its advice can help
+/// nothing, and a pod's listener that keeps dropping brought every consultation forward for as
+/// long as it dropped (s61 story BX-2). `own_netns`: the agent's, whose counters
+/// `system.listen_overflows` holds.
+fn notable(
+    window: &Window,
+    full_when_asked: &BTreeSet<ListenerId>,
+    own_netns: u64,
+    offered_in: impl Fn(u64) -> bool,
+) -> bool {
+    (window.listeners.iter()).any(|l| l.known_overflows() > 0 && offered_in(l.netns))
         || full_listeners(window)
             .difference(full_when_asked)
-            .next()
-            .is_some()
-        || window.netns.iter().any(|n| n.listen_overflows > 0)
-        || window.system.listen_overflows.is_some_and(|n| n > 0)
+            .any(|(netns, ..)| offered_in(*netns))
+        || (window.netns.iter()).any(|n| n.listen_overflows > 0 && offered_in(n.netns))
+        || window.system.listen_overflows.is_some_and(|n| n > 0) && offered_in(own_netns)
+}
+
+/// Whether the policy offers the model a parameter acting in a network namespace, asked of each
+/// namespace once per window.
+struct OfferedIn<'a> {
+    policy: &'a Policy,
+    host_netns: u64,
+    known: std::cell::RefCell<std::collections::BTreeMap<u64, bool>>,
+}
+
+impl<'a> OfferedIn<'a> {
+    fn new(policy: &'a Policy, host_netns: u64) -> Self {
+        Self {
+            policy,
+            host_netns,
+            known: Default::default(),
+        }
+    }
+
+    fn any(&self, netns: u64) -> bool {
+        *(self.known.borrow_mut().entry(netns)).or_insert_with(|| {
+            candidates(self.policy, &[netns], self.host_netns)
+                .iter()
+                .filter(|a| acts_in(a, self.host_netns) == Some(netns))
+                .any(|a| self.policy.allowed(a, Source::Llm).is_some())
+        })
+    }
 }
 
 /// The listeners whose accept queue was full in the window.
@@ -311,6 +350,7 @@ fn end_ms(window: &Window) -> u64 {
 fn offer(path: &ChangePath, window: &Window, host_netns: u64) -> Vec<ParamContext> {
     offer_among(
         &path.policy,
+        host_netns,
         candidates(&path.policy, &listening(window), host_netns),
         // Yielded to a person, it is refused whatever the model says until `kpo resume`: like a
         // parameter no value can satisfy, it would only invite advice that is then lost (s50
@@ -325,6 +365,7 @@ fn offer(path: &ChangePath, window: &Window, host_netns: u64) -> Vec<ParamContex
 /// what `kpo run` would, without a journal.
 pub(crate) fn offer_among(
     policy: &Policy,
+    host_netns: u64,
     candidates: Vec<ParamAddress>,
     yielded: impl Fn(&ParamAddress) -> bool,
     read: impl Fn(&ParamAddress) -> Option<(Value, Option<u64>)>,
@@ -360,8 +401,25 @@ pub(crate) fn offer_among(
             .iter()
             .find(|(a, ..)| *a == p.address)
             .and_then(|(.., cookie)| *cookie);
+        p.netns = acts_in(&p.address, host_netns);
     }
     offered
+}
+
+/// The network namespace (inode) a per-namespace parameter at `address` acts in: the one its
+/// `@netns:INODE` names, or the agent's own (`host_netns`) for one named without. `None` for a
+/// parameter of the whole machine, and for a namespace named by path (advice is offered by
+/// inode).
+pub(crate) fn acts_in(address: &ParamAddress, host_netns: u64) -> Option<u64> {
+    match &address.target {
+        Target::Netns {
+            netns: NetnsRef::Inode(inode),
+        } => Some(*inode),
+        Target::Host if address.kind() == ParamKind::Sysctl && is_per_netns(&address.name) => {
+            Some(host_netns)
+        }
+        _ => None,
+    }
 }
 
 /// The answers validation dropped for a parameter that was offered, for a value the policy does

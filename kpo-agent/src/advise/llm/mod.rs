@@ -630,6 +630,7 @@ mod tests {
             current: Value::Int(4096),
             limits: policy.allowed(&addr, Source::Llm).unwrap(),
             netns_cookie: None,
+            netns: None,
             held: vec![],
         }];
         (offered, policy)

@@ -276,6 +276,11 @@ pub struct ParamContext {
     /// target, or not read with one): the advice carries it to the change path, which refuses
     /// it in a namespace that has the inode by then but is another one. Not in the prompt.
     pub netns_cookie: Option<u64>,
+    /// The network namespace a per-namespace parameter acts in, by inode: its `@netns:INODE`,
+    /// or the agent's own for one named without (`net.core.somaxconn`). In the prompt, so that
+    /// the model can tell which listeners it governs (s61 story BX-1: nothing named the agent's
+    /// own inode, and the bare address was raised for other namespaces' listeners).
+    pub netns: Option<u64>,
     /// Its values that are decided for now, or wait on the operator.
     pub held: Vec<HeldValue>,
 }
@@ -328,6 +333,7 @@ pub fn offered_params(
                 current,
                 limits,
                 netns_cookie: None,
+                netns: None,
                 held: Vec::new(),
             })
         })
@@ -361,6 +367,8 @@ pub struct MetricChange {
 #[derive(Serialize)]
 struct ParamView<'a> {
     address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    netns: Option<u64>,
     current: &'a Value,
     mode: Mode,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -416,6 +424,8 @@ or `quarantined` after a regression, until `until`: do not recommend them, KPO w
 them; and your own advice waiting for the operator's approval, `pending_approval`: recommend it \
 again while the measurements still call for it (advice you no longer make is withdrawn).\n\
 - If nothing needs to change, return an empty list.\n\
+- A parameter's `netns` is the network namespace it acts in: it governs the listeners and the \
+`netns_overflows` of that `netns` only, and none of another namespace.\n\
 - A listener's `backlog_limit` is the smaller of the backlog its program passed to listen() and \
 net.core.somaxconn in its namespace: when it is below that somaxconn's `current`, raising \
 net.core.somaxconn does not help that listener (its program must ask for a larger backlog).\n\
@@ -465,6 +475,7 @@ pub fn build_prompt(
             .iter()
             .map(|p| ParamView {
                 address: p.address.to_string(),
+                netns: p.netns,
                 current: &p.current,
                 mode: p.limits.mode,
                 // A per-element list replaces the single number, which would mislead.
@@ -601,6 +612,7 @@ mod tests {
                 .bounds(0, 100)
                 .step(Step::Percent(Percent::whole(50))),
             netns_cookie: None,
+            netns: None,
             held: vec![],
         }];
         let user = build_prompt(&params, &[], &[]).user;

@@ -801,6 +801,7 @@ mod tests {
                 current: Value::Int(4096),
                 limits: policy.allowed(&ns, Source::Llm).unwrap(),
                 netns_cookie: Some(7),
+                netns: None,
                 held: vec![],
             },
             ParamContext {
@@ -808,6 +809,7 @@ mod tests {
                 current: Value::Ints(vec![4096, 131072, 6291456]),
                 limits: policy.allowed(&rmem, Source::Llm).unwrap(),
                 netns_cookie: None,
+                netns: None,
                 held: vec![],
             },
         ];

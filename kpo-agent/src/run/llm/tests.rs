@@ -285,6 +285,7 @@ fn the_offered_policy_allows_exactly_what_was_offered_to_the_llm() {
         current: Value::Int(256),
         limits: limits.clone(),
         netns_cookie: None,
+        netns: None,
         held: vec![],
     }]);
     assert_eq!(p.allowed(&somaxconn, Source::Llm), Some(limits));
@@ -299,6 +300,7 @@ fn the_offered_policy_allows_exactly_what_was_offered_to_the_llm() {
 #[test]
 fn notable_windows_are_those_with_drops_or_a_full_queue() {
     let none = BTreeSet::new();
+    let notable = |w: &Window, asked: &BTreeSet<ListenerId>| notable(w, asked, 1, |_| true);
     assert!(!notable(&window(vec![listener(1, 0, 64)]), &none));
     assert!(notable(&window(vec![listener(1, 3, 64)]), &none));
     assert!(notable(&window(vec![listener(1, 0, 128)]), &none));
@@ -314,6 +316,65 @@ fn notable_windows_are_those_with_drops_or_a_full_queue() {
         &asked
     ));
     assert!(notable(&window(vec![listener(1, 5, 128)]), &asked));
+}
+
+/// s61 story BX-2: a namespace where the model is offered nothing (a pod the policy gives it no
+/// parameter in) brought every consultation forward while one of its listeners dropped, each
+/// prompt offering only the agent's own parameters. Only an offered namespace's drops do now,
+/// and the policy says which: a parameter named without `@netns` acts in the agent's own.
+#[test]
+fn only_drops_where_the_model_is_offered_a_parameter_bring_advice_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = r#"
+[defaults]
+mode = "observe"
+sources = ["operator"]
+
+[params."net.core.somaxconn"]
+mode = "auto"
+sources = ["llm"]
+namespaces = ["host"]
+"#;
+    let (_stage, deciding, _k) = stage_and_deciding(dir.path(), policy, &[]);
+    let offered_in = OfferedIn::new(&deciding.change_path().policy, HOST);
+    let none = BTreeSet::new();
+    let pod = HOST + 1;
+    let notable = |w: &Window| notable(w, &none, HOST, |ns| offered_in.any(ns));
+    assert!(notable(&window(vec![listener(HOST, 3, 64)])));
+    assert!(!notable(&window(vec![listener(pod, 3, 64)])));
+    assert!(!notable(&window(vec![listener(pod, 0, 128)])), "full");
+    let mut w = window(vec![]);
+    w.system.listen_overflows = Some(2);
+    assert!(notable(&w));
+    // Offered in the pod too: its drops count.
+    let policy = policy.replace("[\"host\"]", &format!("[\"host\", {pod}]"));
+    let dir = tempfile::tempdir().unwrap();
+    let (_stage, deciding, _k) = stage_and_deciding(dir.path(), &policy, &[]);
+    let offered_in = OfferedIn::new(&deciding.change_path().policy, HOST);
+    assert!(offered_in.any(pod));
+    // And the prompt names the namespace each parameter acts in.
+    let host = "net.core.somaxconn".parse().unwrap();
+    assert_eq!(acts_in(&host, HOST), Some(HOST));
+    let copy = format!("net.core.somaxconn@netns:{pod}").parse().unwrap();
+    assert_eq!(acts_in(&copy, HOST), Some(pod));
+    assert_eq!(acts_in(&"vm.swappiness".parse().unwrap(), HOST), None);
+    let offered = offer_among(
+        &deciding.change_path().policy,
+        HOST,
+        vec![host, copy],
+        |_| false,
+        |_| Some((Value::Int(4096), None)),
+    );
+    let user = crate::advise::llm::prompt::build_prompt(&offered, &[], &[]).user;
+    for (address, netns) in [
+        ("net.core.somaxconn".to_string(), HOST),
+        (format!("net.core.somaxconn@netns:{pod}"), pod),
+    ] {
+        assert!(
+            user.contains(&format!("{{\"address\":\"{address}\",\"netns\":{netns},")),
+            "{user}"
+        );
+    }
 }
 
 #[test]
