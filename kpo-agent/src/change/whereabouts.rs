@@ -398,6 +398,28 @@ impl ChangePath {
         Ok(true)
     }
 
+    /// [`ChangePath::settle_if_namespace_gone`] for a namespace no namespace has the inode of now:
+    /// settled when it is gone for certain ([`ChangePath::namespace_gone_for_certain`]), not
+    /// only once the kernel hands its inode to a new one, which on a node whose pods only
+    /// shrink is never (s61 story BY-1: dead pods' parameters piled up in `kpo status`, their
+    /// quarantines in `kpo_quarantines`, a skipped line each at `kpo revert --all` and `on_exit`).
+    pub fn settle_if_namespace_gone_for_certain(
+        &mut self,
+        address: &ParamAddress,
+        key: &str,
+    ) -> Result<bool, ChangeError> {
+        if !self.namespace_gone_for_certain(address, key) {
+            return Ok(false);
+        }
+        let why = format!(
+            "the network namespace KPO changed {address} in is gone: no namespace has its inode \
+             now, and nothing holds it"
+        );
+        tracing::info!("{why}; what KPO knew of it there is forgotten");
+        self.journal.forget_gone_namespace(address, &why)?;
+        Ok(true)
+    }
+
     /// Whether the network namespace of `address` (journaled under `key`) is gone for certain:
     /// it cannot be opened, and its inode (the one in `key`, which a path named when KPO changed
     /// it) is in use nowhere, no /run/netns/* entry and no process being in it, which only an

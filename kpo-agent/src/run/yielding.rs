@@ -254,26 +254,36 @@ fn forget_gone_namespaces(
             netns: NetnsRef::Inode(inode),
         } = &address.target
         {
-            // A namespace that does not exist now cannot be entered; it is looked at again
-            // when its inode is in use.
+            // A namespace that does not exist now cannot be entered: settled if nothing holds
+            // it either, else looked at again when its inode is in use.
             if !live
                 .get_or_insert_with(crate::actuate::sysctl::live_netns_inodes)
                 .contains(inode)
             {
+                let key = crate::journal::target_key(&address);
+                match path.settle_if_namespace_gone_for_certain(&address, &key) {
+                    Ok(true) => forget_watches(guard, &address),
+                    Ok(false) => {}
+                    Err(e) => {
+                        warn!("journal: forgetting {address} in a namespace that is gone: {e}")
+                    }
+                }
                 continue;
             }
         }
         // Opened by inode, checked to be that inode after the open (a PID reused in between is
         // caught): a cookie read from another namespace would make KPO forget a live one.
         match path.settle_if_namespace_gone(&address) {
-            Ok(true) => {
-                for id in guard.forget(&address) {
-                    info!("guard: no longer watching #{id} ({address}): its network namespace is gone");
-                }
-            }
+            Ok(true) => forget_watches(guard, &address),
             Ok(false) => {}
             Err(e) => warn!("journal: forgetting {address} in a namespace that is gone: {e}"),
         }
+    }
+}
+
+fn forget_watches(guard: &mut Guard, address: &ParamAddress) {
+    for id in guard.forget(address) {
+        info!("guard: no longer watching #{id} ({address}): its network namespace is gone");
     }
 }
 
@@ -367,9 +377,9 @@ mod tests {
     }
 
     /// A change watched in a namespace that is gone with no successor (its inode in use nowhere
-    /// KPO looks) is no longer watched: it would be judged on nothing and `kept` (s49 storyU U3).
-    /// Where KPO cannot see every process (a PID namespace of its own), nothing is taken for
-    /// gone, and the watch stays.
+    /// KPO looks) is no longer watched: it would be judged on nothing and `kept` (s49 storyU U3),
+    /// and the journal settles it as gone (s61 story BY-1). Where KPO cannot see every process
+    /// (a PID namespace of its own), nothing is taken for gone, and the watch stays.
     #[test]
     fn a_change_in_a_namespace_gone_for_good_is_no_longer_watched() {
         // An inode no namespace of this machine has.
@@ -397,10 +407,29 @@ mod tests {
                 usize::from(!sees_all),
                 "cookie {cookie:?}, sees every process: {sees_all}"
             );
-            // The journal still has the change (a revert of it is skipped as gone).
+            // With the namespace's cookie, the journal settles it as gone where every process
+            // is seen (s61 story BY-1); without one (or not seeing them all) it keeps the change,
+            // whose revert is skipped as gone.
+            let settled = cookie.is_some() && sees_all;
+            let state = p.journal.param_state(&address).unwrap();
             assert_eq!(
-                p.journal.param_state(&address).unwrap().last_applied,
-                Some(Value::Int(8192))
+                state.last_applied,
+                (!settled).then_some(Value::Int(8192)),
+                "cookie {cookie:?}, sees every process: {sees_all}"
+            );
+            assert_eq!(
+                (p.journal.records().iter())
+                    .filter(|r| matches!(r, crate::journal::Record::Gone { .. }))
+                    .count(),
+                usize::from(settled)
+            );
+            // Once: settled, it is looked at no more.
+            super::check_values(&mut p, &mut guard);
+            assert_eq!(
+                (p.journal.records().iter())
+                    .filter(|r| matches!(r, crate::journal::Record::Gone { .. }))
+                    .count(),
+                usize::from(settled)
             );
         }
     }
