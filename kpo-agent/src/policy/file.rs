@@ -1055,6 +1055,21 @@ fn rule(
                         }
                         NsEntry::Inode(i) => NamespaceSel::Inode(*i),
                         NsEntry::Text(t) if t == "host" => NamespaceSel::Host,
+                        // Taken as a path, it named no file, and the warning asked "a typo?"
+                        // (s61 story BY-2: a glob over pods, as entry names take them).
+                        NsEntry::Text(t) if t.starts_with('/') && t.contains(['*', '?', '[']) => {
+                            return Err(ctx.err(
+                                ns.span(),
+                                k,
+                                PolicyErrorClass::BadValue,
+                                format!(
+                                    "{t:?}: `namespaces` takes exact paths, inodes and \"host\", \
+                                     not a pattern (none is expanded here, unlike an entry's \
+                                     name): list each namespace, or leave `namespaces` out to \
+                                     cover every one"
+                                ),
+                            ))
+                        }
                         NsEntry::Text(t) if t.starts_with('/') => {
                             NamespaceSel::Path(PathBuf::from(t))
                         }

@@ -1006,7 +1006,8 @@ fn durations_longer_than_a_year_are_refused() {
 }
 
 /// Defect: `namespaces = []` (in an entry or `[defaults]`), `namespaces = [0]` and
-/// `quarantine = "0s"` loaded, the first two covering nothing and the last quarantining nothing.
+/// `quarantine = "0s"` loaded, the first two covering nothing and the last quarantining nothing;
+/// and a glob among `namespaces` was a path that named nothing (s61 story BY-2).
 #[test]
 fn namespaces_covering_nothing_and_no_quarantine_are_refused() {
     for (text, line, key, said) in [
@@ -1027,6 +1028,13 @@ fn namespaces_covering_nothing_and_no_quarantine_are_refused() {
             2,
             "params.\"net.core.somaxconn\".namespaces",
             "no network namespace has inode 0",
+        ),
+        (
+            "[params.\"net.core.somaxconn\"]\nnamespaces = [\"/run/netns/pod-*\"]\n",
+            2,
+            "params.\"net.core.somaxconn\".namespaces",
+            "\"/run/netns/pod-*\": `namespaces` takes exact paths, inodes and \"host\", not a \
+             pattern",
         ),
         (
             "[guard]\nquarantine = \"0s\"\n",
