@@ -1708,8 +1708,11 @@ mod tests {
         let read_only = format!(
             "{}: the state directory is read-only (Read-only file system (os error 30)): KPO \
              journals every change before it makes one, so it changes and records nothing here; \
-             remount it read-write, or give --state-dir a writable one (kpo status, kpo journal, \
-             kpo pending and kpo explain still read it as it is)",
+             remount it read-write (a file system an error made read-only, as ext4 does, is not \
+             remounted while the agent holds its journal open: stop the agent, whose on_exit \
+             reverts are then not made, unmount it, fsck and mount it, then start the agent), or \
+             give --state-dir a writable one (kpo status, kpo journal, kpo pending and kpo \
+             explain still read it as it is)",
             dir.display()
         );
         assert_eq!(refused, format!("journal: {read_only}"));

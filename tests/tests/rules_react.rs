@@ -366,7 +366,7 @@ pub fn a_rule_change_the_agent_was_killed_making_is_explained_after_the_restart(
     assert_eq!(raise["recommendation"]["source"], "rules");
     let detail = raise["detail"].as_str().unwrap();
     assert!(
-        detail.starts_with("the agent stopped while making this change"),
+        detail.starts_with("the agent stopped before recording how this change ended"),
         "{detail}"
     );
     assert!(

@@ -228,8 +228,8 @@ impl Desk {
     fn mark_announced(&mut self, id: &str) {
         if let Err(e) = self.store.mark_announced(id) {
             warn!(
-                "approvals: {id}'s end was announced, but that could not be recorded ({e}); the \
-                 next start announces it again"
+                "approvals: {id} was announced, but that could not be recorded ({e}); the next \
+                 start announces it again"
             );
         }
     }
@@ -335,7 +335,7 @@ impl Desk {
                         .map(|d| format!(" ({d})"))
                         .unwrap_or_default();
                     h.detail = Some(format!(
-                        "the agent stopped while making this change; the journal has it {}{what}",
+                        "the agent stopped before recording how this change ended; the journal has it {}{what}",
                         e.status
                     ));
                 }

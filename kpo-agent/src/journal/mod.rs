@@ -86,9 +86,11 @@ pub enum JournalError {
     /// is changed; the reading commands read it as it is ([`Journal::open_read_only`]).
     #[error(
         "{dir}: the state directory is read-only ({source}): KPO journals every change before it \
-         makes one, so it changes and records nothing here; remount it read-write, or give \
-         --state-dir a writable one (kpo status, kpo journal, kpo pending and kpo explain still \
-         read it as it is)"
+         makes one, so it changes and records nothing here; remount it read-write (a file system \
+         an error made read-only, as ext4 does, is not remounted while the agent holds its \
+         journal open: stop the agent, whose on_exit reverts are then not made, unmount it, fsck \
+         and mount it, then start the agent), or give --state-dir a writable one (kpo status, kpo \
+         journal, kpo pending and kpo explain still read it as it is)"
     )]
     ReadOnly {
         dir: PathBuf,

@@ -2658,7 +2658,9 @@ fn a_recommendation_a_stop_left_under_way_is_settled_from_the_journal() {
     );
     assert_eq!(
         settled[1].entry.detail.as_deref(),
-        Some("the agent stopped while making this change; the journal has it applied")
+        Some(
+            "the agent stopped before recording how this change ended; the journal has it applied"
+        )
     );
     // A recommendation the desk sees through is replaced by what was done, not added to.
     let out = s.consider(vec![rec(Source::Rules, 48, true)]);
