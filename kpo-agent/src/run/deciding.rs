@@ -112,8 +112,12 @@ pub struct Deciding {
     /// The rules' proposals the policy refused for a reason that passes (`Refusal::passes`), by
     /// target: until it has passed, the rules keep the advice as given and do not repeat it (a
     /// refusal per tick); then they are told, and may give it again at once. With the window
-    /// it was held in: after `REPEAT_WINDOWS` the rule repeats its advice anyway.
-    held_back: BTreeMap<String, (Proposal, u64)>,
+    /// it was held in: after `REPEAT_WINDOWS` the rule repeats its advice anyway. With the
+    /// refusal's code: a proposal held for another reason now (the hourly limit once its
+    /// cooldown ran out) is released to be refused again, so that the refusal on record, which
+    /// `kpo explain` shows, is the one in force (s61 story BY-3: "19s to wait" shown while the
+    /// hourly limit held it for an hour).
+    held_back: BTreeMap<String, (Proposal, u64, &'static str)>,
     /// The rules' proposals the journal could not record (nothing was written), by target: their
     /// advice is released at the next window, so that it is given again then, not
     /// `REPEAT_WINDOWS` later, and is applied as soon as the journal can be written again.
@@ -1402,9 +1406,10 @@ impl Deciding {
         }
         for (proposal, refusal) in considered.refused {
             if proposal.source == Source::Rules && refusal.passes() {
+                let code = refusal.code();
                 self.held_back.insert(
                     crate::journal::target_key(&proposal.address),
-                    (proposal, self.windows),
+                    (proposal, self.windows, code),
                 );
             }
         }
@@ -1416,23 +1421,28 @@ impl Deciding {
     fn release_held_back(&mut self) {
         let windows = self.windows;
         // By then the rule repeats its advice by itself: nothing left to release.
-        self.held_back.retain(|_, (_, at)| {
+        self.held_back.retain(|_, (_, at, _)| {
             windows.saturating_sub(*at) < crate::advise::rules::REPEAT_WINDOWS
         });
         let path = &self.path;
-        let still_held = |p: &Proposal| {
+        // Held still, and for the same reason.
+        let still_held = |p: &Proposal, code: &str| {
             // The journal alone answers for a pause, a yield, a cooldown or the hourly limit;
             // the kernel is read (for a namespace, a scan of /proc) only once those have passed.
             let ctx = path
                 .journal
                 .context(&p.address, &p.value, std::time::SystemTime::now());
-            matches!(path.policy.decide(p, &ctx), Decision::Refused(r) if r.passes())
-                || matches!(path.preview(p), Decision::Refused(r) if r.passes())
+            let held =
+                |d: Decision| matches!(d, Decision::Refused(r) if r.passes() && r.code() == code);
+            match path.policy.decide(p, &ctx) {
+                Decision::Refused(r) if r.passes() => r.code() == code,
+                _ => held(path.preview(p)),
+            }
         };
         let passed: Vec<String> = self
             .held_back
             .iter()
-            .filter(|(_, (p, _))| !still_held(p))
+            .filter(|(_, (p, _, code))| !still_held(p, code))
             .map(|(key, _)| key.clone())
             .collect();
         if passed.is_empty() {
@@ -1440,7 +1450,7 @@ impl Deciding {
         }
         let mut kernel = PathView::new(&self.path, self.host_netns, self.hz);
         for key in passed {
-            if let Some((p, _)) = self.held_back.remove(&key) {
+            if let Some((p, ..)) = self.held_back.remove(&key) {
                 self.rules.release(&p.address, &mut kernel);
             }
         }

@@ -4213,6 +4213,66 @@ guard_signals = ["request_p99"]
     assert_eq!(backlog(), Value::Int(4000));
 }
 
+/// s61 story BY-3: a rule's advice held for a cooldown, and then, once the cooldown was over, for
+/// the hourly limit, left the cooldown's refusal on record ("19s to wait", what `kpo explain`
+/// showed) while the limit held it for up to an hour, with no word. The refusal in force is
+/// recorded when it changes: once, and not again while it holds.
+#[test]
+fn a_rules_advice_held_for_another_reason_is_refused_again_with_it() {
+    let (_tmp, _k, mut deciding, drops) = backlog_rig(
+        r#"
+[guard]
+max_changes_per_hour = 1
+
+[params."net.core.netdev_max_backlog"]
+mode = "auto"
+cooldown = "2s"
+sources = ["rules"]
+guard_signals = ["request_p99"]
+"#,
+    );
+    let mut fewer = drops.clone();
+    fewer.system.softnet_dropped = Some(20);
+    let mut drops = Some(drops);
+    let mut outcome = |deciding: &mut Deciding| -> Vec<(i64, ChangePhase, Option<String>)> {
+        deciding
+            .on_window(&drops.take().unwrap_or_else(|| fewer.clone()))
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Change(c)
+                    if matches!(c.phase, ChangePhase::Verified | ChangePhase::Refused) =>
+                {
+                    Some((c.after.as_int().unwrap(), c.phase, c.refusal))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        outcome(&mut deciding),
+        [(2000, ChangePhase::Verified, None)]
+    );
+    let started = Instant::now();
+    let refused = outcome(&mut deciding);
+    if started.elapsed() > Duration::from_millis(1500) {
+        kpo_test_skip::skip(
+            "this host took over 1.5 s for a window: the 2 s cooldown cannot be seen holding",
+        );
+        return;
+    }
+    assert_eq!(
+        refused,
+        [(4000, ChangePhase::Refused, Some("cooldown".into()))]
+    );
+    std::thread::sleep(Duration::from_millis(2100).saturating_sub(started.elapsed()));
+    assert_eq!(
+        outcome(&mut deciding),
+        [(4000, ChangePhase::Refused, Some("rate_limited".into()))],
+        "the cooldown is over, the hourly limit holds it: said so"
+    );
+    assert_eq!(outcome(&mut deciding), [], "not again while it holds");
+}
+
 /// The journal names whoever the kernel says is on the other end of the socket, not who the
 /// request says it is from: an apply's and a revert's reason, and the pause.
 #[test]
