@@ -379,21 +379,23 @@ impl ChangePath {
     /// The revert of a change since superseded takes out the later one's value.
     fn advisors_value_held(&self, key: &str) -> Option<(Value, String)> {
         let holder = self.journal.intent(self.holder_now(key)?)?;
-        matches!(
+        // One an operator approved is theirs: taken out, it is asked again as any advice, and
+        // their own `kpo apply` of it is not refused for the quarantine (s61 story CA).
+        (matches!(
             holder.source,
             Source::Rules | Source::Llm | Source::Optimizer
-        )
-        .then(|| {
-            (
-                holder.after.clone(),
-                format!(
-                    "{OPERATORS_QUARANTINE} ({} by {}, #{})",
-                    holder.after,
-                    holder.source.as_str(),
-                    holder.id
-                ),
-            )
-        })
+        ) && !holder.approved)
+            .then(|| {
+                (
+                    holder.after.clone(),
+                    format!(
+                        "{OPERATORS_QUARANTINE} ({} by {}, #{})",
+                        holder.after,
+                        holder.source.as_str(),
+                        holder.id
+                    ),
+                )
+            })
     }
 
     /// Quarantines `value`, which an operator's revert is about to take out of the kernel, as

@@ -345,6 +345,9 @@ pub enum ChangeReason {
     Explore,
     /// The search converged; hold the best.
     Converge,
+    /// An SLO breach under values none of which was the loop's to take back (an operator's
+    /// `kpo apply` on every knob): the best feasible configuration measured, applied over them.
+    Back,
 }
 
 impl ChangeReason {
@@ -352,6 +355,7 @@ impl ChangeReason {
         match self {
             ChangeReason::Explore => "explore",
             ChangeReason::Converge => "converge",
+            ChangeReason::Back => "back",
         }
     }
 }
@@ -893,7 +897,11 @@ impl LiveOptimizer {
                 latency_us: m.latency_us,
                 throughput_rps: m.throughput_rps(),
             });
+            let (from, said) = (self.current.clone(), ev.len());
             self.go_back(knobs, ev);
+            if self.phase == Phase::Exploring && self.current == from && ev.len() == said {
+                self.apply_best_over_others(knobs, ev);
+            }
             return Ok(());
         }
 
@@ -996,6 +1004,35 @@ impl LiveOptimizer {
                 } else {
                     self.hold_current();
                 }
+            }
+        }
+    }
+
+    /// After a breach that going back could not answer: nothing of the loop's was in place to
+    /// take back, every knob holding someone else's value, an operator's `kpo apply` most often,
+    /// which the loop does not yield to (docs/optimizer.md, *Someone else's values*). Left there,
+    /// every window broke the SLO and the search never moved again, with no word (s61 story
+    /// CB-1): the best feasible configuration measured (or the start) is applied over them, as
+    /// the loop's next trial would be, and the search goes on from it.
+    fn apply_best_over_others(&mut self, knobs: &mut dyn Knobs, ev: &mut Vec<LiveEvent>) {
+        let target = self.best_target(knobs, GoBack::SloBreach);
+        if target == self.current {
+            return;
+        }
+        let from = self.current.clone();
+        match knobs.try_config(&from, &target, ChangeReason::Back) {
+            Tried::Applied => {
+                self.current = target.clone();
+                self.just_went_back = true;
+                self.returned_to = Some(target.clone());
+                ev.push(LiveEvent::Reverted { from, to: target });
+            }
+            Tried::Refused { reason: error, .. } | Tried::Failed { error, .. } => {
+                ev.push(LiveEvent::RevertFailed {
+                    from,
+                    to: target,
+                    error,
+                });
             }
         }
     }
@@ -2243,6 +2280,86 @@ mod tests {
             assert_ne!(machine.now, back, "a trial applied");
             assert_ne!(machine.now, trial, "not the one that broke the SLO");
         }
+    }
+
+    /// Values a revert of the loop's leaves where they are (someone else's change holds every
+    /// knob, as after an operator's `kpo apply` of each): `revert_to` moves nothing.
+    struct TheirsEverywhere {
+        now: Vec<f64>,
+        tried: Vec<(Vec<f64>, ChangeReason)>,
+    }
+
+    impl Knobs for TheirsEverywhere {
+        fn try_config(&mut self, _from: &[f64], to: &[f64], why: ChangeReason) -> Tried {
+            self.now = to.to_vec();
+            self.tried.push((to.to_vec(), why));
+            Tried::Applied
+        }
+
+        fn revert_to(
+            &mut self,
+            from: &[f64],
+            _to: &[f64],
+            _why: GoBack,
+        ) -> Result<Vec<f64>, RevertFailure> {
+            Ok(from.to_vec())
+        }
+    }
+
+    /// s61 story CB-1: an operator's `kpo apply` of every knob, during the search, to values that
+    /// break the SLO: going back moved nothing (no change of the loop's to revert), and at every
+    /// window after, the loop measured, breached, went back to nowhere, and never moved again,
+    /// with no word. The best feasible configuration measured is applied over those values now
+    /// (journaled as going back), and the search goes on from it.
+    #[test]
+    fn a_breach_under_someone_elses_values_on_every_knob_goes_to_the_best_over_them() {
+        let mut machine = TheirsEverywhere {
+            now: vec![0.0, 0.0],
+            tried: Vec::new(),
+        };
+        let mut live = two_knobs(slo_300us(10));
+        live.step(&within_slo(), &mut machine).unwrap();
+        let trial = machine.now.clone();
+        assert_ne!(trial, [0.0, 0.0], "a trial applied");
+        let theirs: Vec<f64> = (0..2).map(|k| someone_elses(&trial, k)[k]).collect();
+        machine.now = theirs.clone();
+        live.resync_after_breach(theirs.clone(), 500.0, 1000.0, &mut machine);
+        assert_eq!(live.current(), &theirs[..]);
+        let breach = Measurement {
+            latency_us: 500.0,
+            ..within_slo()
+        };
+        let events = live.step(&breach, &mut machine).unwrap();
+        assert!(
+            matches!(&events[..], [
+                LiveEvent::Measured { .. },
+                LiveEvent::SloBreach { config, .. },
+                LiveEvent::Reverted { from, to },
+            ] if *config == theirs && *from == theirs && *to == [0.0, 0.0]),
+            "{events:?}"
+        );
+        assert_eq!(
+            machine.now,
+            [0.0, 0.0],
+            "the start, measured within the SLO"
+        );
+        assert_eq!(
+            machine.tried.last(),
+            Some(&(vec![0.0, 0.0], ChangeReason::Back))
+        );
+        let evaluations = live.evaluations;
+        // The window of the move is not learned; the next is, as a revisit.
+        assert_eq!(
+            learned(&live.step(&within_slo(), &mut machine).unwrap()),
+            Some(false)
+        );
+        assert_eq!(
+            learned(&live.step(&within_slo(), &mut machine).unwrap()),
+            Some(true)
+        );
+        assert_eq!(live.evaluations, evaluations, "a revisit");
+        assert_ne!(machine.now, [0.0, 0.0], "the search goes on");
+        assert_ne!(machine.now, theirs);
     }
 
     /// The search converged while its best waited on the hourly limit, and someone else moved

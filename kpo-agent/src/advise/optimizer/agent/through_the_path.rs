@@ -180,7 +180,11 @@ impl Knobs for PathKnobs<'_> {
     }
 
     fn try_config(&mut self, from: &[f64], to: &[f64], why: ChangeReason) -> Tried {
-        let reason = format!("optimizer {}: trial {to:?}", why.as_str());
+        let reason = match why {
+            // As a revert back to the best is journaled.
+            ChangeReason::Back => format!("optimizer: SLO breach; back to {to:?}"),
+            _ => format!("optimizer {}: trial {to:?}", why.as_str()),
+        };
         let moving = write_order(self.knobs, from, to);
         // This member's other cpufreq limit (its own policy's) moves in this configuration too:
         // checked against the other limit as it is now, a value could be refused that the write
