@@ -552,6 +552,10 @@ pub struct LiveOptimizer {
     before_trials: Option<Vec<f64>>,
     /// The start was measured beyond the SLO: no settle goes back to it.
     start_broke_slo: bool,
+    /// Said once: the configuration in place breaks the SLO and nothing measured met it, so the
+    /// loop changes nothing until a window meets it (s61 story CB-2: only a `slo_breach` event
+    /// per window said so, and the log nothing past "live loop on").
+    said_nothing_safer: bool,
     /// Where the loop last went back to after a breach, until it is learned: a return is no
     /// trial of the budget's, even to a configuration this search has not measured (what the
     /// knobs held before a killed agent's trial: s58 story BG-2).
@@ -625,6 +629,7 @@ impl LiveOptimizer {
             pending_best: None,
             before_trials: None,
             start_broke_slo: false,
+            said_nothing_safer: false,
             untested: None,
             measured_by: None,
         })
@@ -902,6 +907,9 @@ impl LiveOptimizer {
             if self.phase == Phase::Exploring && self.current == from && ev.len() == said {
                 self.apply_best_over_others(knobs, ev);
             }
+            if self.current == from && self.opt.feasible_points().is_empty() {
+                self.say_nothing_safer(m);
+            }
             return Ok(());
         }
 
@@ -1006,6 +1014,25 @@ impl LiveOptimizer {
                 }
             }
         }
+    }
+
+    /// Warns, once, that the configuration in place breaks the SLO and that no configuration
+    /// measured has met it: the loop then changes nothing, documented but seen only in the
+    /// event stream before.
+    fn say_nothing_safer(&mut self, m: &Measurement) {
+        if std::mem::replace(&mut self.said_nothing_safer, true) {
+            return;
+        }
+        let limit = (self.config.slo.latency_us_max).map_or(String::new(), |max| {
+            format!(" (latency {:.0} µs, the limit {max:.0} µs)", m.latency_us)
+        });
+        tracing::warn!(
+            "optimizer: {:?} breaks the SLO{limit} and no configuration measured has met it, so \
+             the loop changes nothing until a window meets the SLO (docs/optimizer.md, SLO \
+             guard); if the knobs' values in place are too low for the load, raise them (kpo \
+             apply) or loosen the SLO",
+            self.current
+        );
     }
 
     /// After a breach that going back could not answer: nothing of the loop's was in place to
@@ -2280,6 +2307,30 @@ mod tests {
             assert_ne!(machine.now, back, "a trial applied");
             assert_ne!(machine.now, trial, "not the one that broke the SLO");
         }
+    }
+
+    /// s61 story CB-2: a start that breaks the SLO, nothing measured having met it, keeps the loop
+    /// where it is (documented), and only a `slo_breach` event per window said so. The log says
+    /// it once, with the figures.
+    #[test]
+    fn a_start_beyond_the_slo_with_nothing_safer_is_said_once() {
+        let (log, _guard) = crate::logging::Captured::install();
+        let mut machine = Machine {
+            now: vec![0.0, 0.0],
+        };
+        let mut live = two_knobs(slo_300us(10));
+        let breach = Measurement {
+            latency_us: 500.0,
+            ..within_slo()
+        };
+        for _ in 0..3 {
+            live.step(&breach, &mut machine).unwrap();
+        }
+        assert_eq!(machine.now, [0.0, 0.0], "nothing known to be safer");
+        let said = "optimizer: [0.0, 0.0] breaks the SLO (latency 500 µs, the limit 300 µs) and \
+                    no configuration measured has met it, so the loop changes nothing until a \
+                    window meets the SLO";
+        assert_eq!(log.text().matches(said).count(), 1, "{}", log.text());
     }
 
     /// Values a revert of the loop's leaves where they are (someone else's change holds every
