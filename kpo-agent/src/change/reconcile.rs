@@ -267,7 +267,7 @@ impl ChangePath {
                         .to_string()
                 }
             })
-        } else if let Some(why) = self.journal.gone_after(i) {
+        } else if let Some((why, _)) = self.journal.gone_after(i) {
             // A device's `gone`, journaled by an earlier reconciliation just before a stop, says
             // it already.
             Some(match why.starts_with(&format!("{what}, then ")) {

@@ -160,9 +160,14 @@ impl ChangePath {
         // KPO's last value settled with it, so nothing was left to compare with). A NIC's
         // device gone is said below, by its device.
         if !matches!(address.target, Target::Nic { .. }) {
-            if let Some(why) = self.journal.gone_after(&intent) {
+            if let Some((why, at)) = self.journal.gone_after(&intent) {
                 let mut report = ChangeReport::new(&address, &intent.before, ChangeStatus::Skipped);
-                report.detail = Some(format!("{why}; nothing to put back"));
+                // Found then: the inode may have named others since (s61 story BY-4: "now
+                // names" a namespace that had died in turn).
+                report.detail = Some(format!(
+                    "{why} (found at {}); nothing to put back",
+                    crate::journal::format_ms(at)
+                ));
                 return Ok(report);
             }
         }
@@ -379,23 +384,21 @@ impl ChangePath {
     /// The revert of a change since superseded takes out the later one's value.
     fn advisors_value_held(&self, key: &str) -> Option<(Value, String)> {
         let holder = self.journal.intent(self.holder_now(key)?)?;
-        // One an operator approved is theirs: taken out, it is asked again as any advice, and
-        // their own `kpo apply` of it is not refused for the quarantine (s61 story CA).
-        (matches!(
+        matches!(
             holder.source,
             Source::Rules | Source::Llm | Source::Optimizer
-        ) && !holder.approved)
-            .then(|| {
-                (
-                    holder.after.clone(),
-                    format!(
-                        "{OPERATORS_QUARANTINE} ({} by {}, #{})",
-                        holder.after,
-                        holder.source.as_str(),
-                        holder.id
-                    ),
-                )
-            })
+        )
+        .then(|| {
+            (
+                holder.after.clone(),
+                format!(
+                    "{OPERATORS_QUARANTINE} ({} by {}, #{})",
+                    holder.after,
+                    holder.source.as_str(),
+                    holder.id
+                ),
+            )
+        })
     }
 
     /// Quarantines `value`, which an operator's revert is about to take out of the kernel, as

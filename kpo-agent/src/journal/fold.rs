@@ -31,14 +31,14 @@ impl Folded {
     /// target went away after the change began (the agent's own namespace, settled at start by
     /// [`super::Journal::forget_dead_agent_namespace`]), so the kernel's value now says nothing
     /// of the change. An intent moved to the archive is older than every live record.
-    pub fn gone_after(&self, i: &Intent) -> Option<&str> {
+    pub fn gone_after(&self, i: &Intent) -> Option<(&str, u64)> {
         let from = self
             .records
             .iter()
             .position(|r| matches!(r, Record::Intent(x) if x.id == i.id))
             .map_or(0, |at| at + 1);
         self.records[from..].iter().find_map(|r| match r {
-            Record::Gone { key, why, .. } if key == &i.key => Some(why.as_str()),
+            Record::Gone { key, why, ts_ms } if key == &i.key => Some((why.as_str(), *ts_ms)),
             _ => None,
         })
     }

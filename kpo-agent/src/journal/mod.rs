@@ -1070,7 +1070,7 @@ impl Journal {
     }
 
     /// See [`fold::Folded::gone_after`].
-    pub fn gone_after(&self, i: &Intent) -> Option<&str> {
+    pub fn gone_after(&self, i: &Intent) -> Option<(&str, u64)> {
         self.st.gone_after(i)
     }
 
