@@ -165,8 +165,9 @@ pub struct ChangeReport {
     /// records the namespace the advice was about, not one opened again later.
     #[serde(skip)]
     pub netns_cookie: Option<u64>,
-    /// The write failed for a while, not for its value ([`ActuateError::is_passing`]), and
-    /// changed nothing: the same change may pass later.
+    /// The write failed for a while, not for its value ([`ActuateError::is_passing`], or the
+    /// guard's watch could not be written ahead of it), and changed nothing: the same change may
+    /// pass later.
     #[serde(skip)]
     pub failed_for_a_while: bool,
     /// A revert left a value someone else wrote, or a later operator's change, or skipped a
@@ -1034,12 +1035,15 @@ impl ChangePath {
             None if unwatched.is_some() => {
                 let error = format!(
                     "not written: the guard cannot keep its watch in the state directory ({}), \
-                     and a change a restart would forget unjudged is not made; free the state \
-                     directory's disk, then try again",
+                     and a change a restart would forget unjudged is not made; once the state \
+                     directory can be written again (a full disk, most often), try again",
                     unwatched.unwrap_or_default()
                 );
                 report.detail = Some(error.clone());
                 report.status = ChangeStatus::Failed;
+                // It passes once the file can be written: the optimizer waits for it rather
+                // than setting its configuration aside (s61 review1 R1-3).
+                report.failed_for_a_while = true;
                 Outcome::Failed {
                     error,
                     reconciled: false,

@@ -398,26 +398,24 @@ impl ChangePath {
         Ok(true)
     }
 
-    /// [`ChangePath::settle_if_namespace_gone`] for a namespace no namespace has the inode of now:
-    /// settled when it is gone for certain ([`ChangePath::namespace_gone_for_certain`]), not
+    /// [`ChangePath::settle_if_namespace_gone`] for a namespace no namespace has the inode of now
+    /// and that is gone for certain ([`ChangePath::namespace_gone_for_certain`]): settled then, not
     /// only once the kernel hands its inode to a new one, which on a node whose pods only
     /// shrink is never (s61 story BY-1: dead pods' parameters piled up in `kpo status`, their
     /// quarantines in `kpo_quarantines`, a skipped line each at `kpo revert --all` and `on_exit`).
-    pub fn settle_if_namespace_gone_for_certain(
+    /// The caller asks [`ChangePath::namespace_gone_for_certain`] first, once per inode: it
+    /// scans every process.
+    pub fn settle_namespace_gone_for_certain(
         &mut self,
         address: &ParamAddress,
-        key: &str,
-    ) -> Result<bool, ChangeError> {
-        if !self.namespace_gone_for_certain(address, key) {
-            return Ok(false);
-        }
+    ) -> Result<(), ChangeError> {
         let why = format!(
             "the network namespace KPO changed {address} in is gone: no namespace has its inode \
-             now, and nothing holds it"
+             now, no process is in it, and no mount KPO sees keeps it"
         );
         tracing::info!("{why}; what KPO knew of it there is forgotten");
         self.journal.forget_gone_namespace(address, &why)?;
-        Ok(true)
+        Ok(())
     }
 
     /// Whether the network namespace of `address` (journaled under `key`) is gone for certain:

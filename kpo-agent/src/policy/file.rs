@@ -1057,7 +1057,9 @@ fn rule(
                         NsEntry::Text(t) if t == "host" => NamespaceSel::Host,
                         // Taken as a path, it named no file, and the warning asked "a typo?"
                         // (s61 story BY-2: a glob over pods, as entry names take them).
-                        NsEntry::Text(t) if t.starts_with('/') && t.contains(['*', '?', '[']) => {
+                        NsEntry::Text(t)
+                            if t.starts_with('/') && t.contains(['*', '?', '[', '{']) =>
+                        {
                             return Err(ctx.err(
                                 ns.span(),
                                 k,

@@ -1433,11 +1433,11 @@ impl Deciding {
                 .journal
                 .context(&p.address, &p.value, std::time::SystemTime::now());
             let held =
-                |d: Decision| matches!(d, Decision::Refused(r) if r.passes() && r.code() == code);
-            match path.policy.decide(p, &ctx) {
-                Decision::Refused(r) if r.passes() => r.code() == code,
-                _ => held(path.preview(p)),
-            }
+                |d: &Decision| matches!(d, Decision::Refused(r) if r.passes() && r.code() == code);
+            // Then the change path's own word, which sees a yield the journal has not recorded
+            // yet (someone's write this window): without it, a proposal refused as yielded in a
+            // cooldown was released at every tick to be refused again (s61 review1 R1-6).
+            held(&path.policy.decide(p, &ctx)) || held(&path.preview(p))
         };
         let passed: Vec<String> = self
             .held_back

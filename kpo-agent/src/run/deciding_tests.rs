@@ -1776,8 +1776,8 @@ sources = ["operator"]
                 detail.starts_with(
                     "not written: the guard cannot keep its watch in the state directory ("
                 ) && detail.ends_with(
-                    "and a change a restart would forget unjudged is not made; free the state \
-                     directory's disk, then try again"
+                    "and a change a restart would forget unjudged is not made; once the state \
+                     directory can be written again (a full disk, most often), try again"
                 ),
                 "{report}"
             );

@@ -249,6 +249,7 @@ fn forget_gone_namespaces(
         })
         .filter_map(crate::journal::ParamState::reach)
         .collect();
+    let mut gone_for_certain: BTreeMap<u64, bool> = BTreeMap::new();
     for address in in_namespaces {
         if let Target::Netns {
             netns: NetnsRef::Inode(inode),
@@ -261,11 +262,16 @@ fn forget_gone_namespaces(
                 .contains(inode)
             {
                 let key = crate::journal::target_key(&address);
-                match path.settle_if_namespace_gone_for_certain(&address, &key) {
-                    Ok(true) => forget_watches(guard, &address),
-                    Ok(false) => {}
-                    Err(e) => {
-                        warn!("journal: forgetting {address} in a namespace that is gone: {e}")
+                // Once per inode: each look scans every process.
+                let is_gone = *gone_for_certain
+                    .entry(*inode)
+                    .or_insert_with(|| path.namespace_gone_for_certain(&address, &key));
+                if is_gone {
+                    match path.settle_namespace_gone_for_certain(&address) {
+                        Ok(()) => forget_watches(guard, &address),
+                        Err(e) => {
+                            warn!("journal: forgetting {address} in a namespace that is gone: {e}")
+                        }
                     }
                 }
                 continue;

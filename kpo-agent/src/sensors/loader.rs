@@ -435,8 +435,6 @@ fn detach(ebpf: &mut Ebpf, prog: &str, link: RawTracePointLinkId) {
     }
 }
 
-/// An error and its causes, each once: aya's errors keep the kernel's errno in a source ("failed
-/// to create map `KPO_CONFIG`" alone does not say it was EPERM).
 /// Why the kernel would not load a program, in a line. EPERM is a capability the process lacks,
 /// not the verifier's judgement, and a verifier run without CAP_PERFMON refuses, as `!root`,
 /// what it passes for root: the same cause (s60 story BS-4: every sensor "rejected by the
@@ -471,7 +469,9 @@ impl LoadRefusal {
             Some(last) => format!("{io_error}; the verifier: {last}"),
             None => io_error.to_string(),
         };
-        let unprivileged = last.is_some_and(|l| l.ends_with("for !root"));
+        // "... prohibited for !root" (with a suffix on older kernels: ", var_off=..."), or a
+        // pointer an unprivileged program may not leak.
+        let unprivileged = last.is_some_and(|l| l.contains("!root") || l.contains("leaks addr"));
         if io_error.raw_os_error() == Some(libc::EPERM) || unprivileged {
             LoadRefusal::NotPermitted(error)
         } else {
@@ -480,6 +480,8 @@ impl LoadRefusal {
     }
 }
 
+/// An error and its causes, each once: aya's errors keep the kernel's errno in a source ("failed
+/// to create map `KPO_CONFIG`" alone does not say it was EPERM).
 fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

@@ -294,7 +294,8 @@ pub enum OffReason {
     /// EPERM, or the verifier's refusal of what it passes for root: a capability missing.
     #[error(
         "the kernel did not permit loading {program} ({error}): tracing programs need CAP_BPF \
-         and CAP_PERFMON, or CAP_SYS_ADMIN (the start's log names what the agent lacks)"
+         and CAP_PERFMON, or CAP_SYS_ADMIN (the start's log names what the agent lacks; before \
+         Linux 5.11, a locked-memory limit too low refuses the same way)"
     )]
     NotPermitted {
         program: &'static str,
@@ -484,7 +485,8 @@ mod tests {
                 },
                 "the kernel did not permit loading kpo_sched_switch (Operation not permitted (os \
                  error 1)): tracing programs need CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN (the \
-                 start's log names what the agent lacks)",
+                 start's log names what the agent lacks; before Linux 5.11, a locked-memory limit \
+                 too low refuses the same way)",
             ),
             (
                 OffReason::AttachFailed {

@@ -425,7 +425,9 @@ them; and your own advice waiting for the operator's approval, `pending_approval
 again while the measurements still call for it (advice you no longer make is withdrawn).\n\
 - If nothing needs to change, return an empty list.\n\
 - A parameter's `netns` is the network namespace it acts in: it governs the listeners and the \
-`netns_overflows` of that `netns` only, and none of another namespace.\n\
+`netns_overflows` of that `netns` only, and none of another namespace; the `host` figures \
+(`host.listen_overflows`) are those of the agent's own namespace, the `netns` of a parameter \
+named without `@netns`.\n\
 - A listener's `backlog_limit` is the smaller of the backlog its program passed to listen() and \
 net.core.somaxconn in its namespace: when it is below that somaxconn's `current`, raising \
 net.core.somaxconn does not help that listener (its program must ask for a larger backlog).\n\

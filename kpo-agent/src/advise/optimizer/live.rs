@@ -729,6 +729,7 @@ impl LiveOptimizer {
 
     fn restart(&mut self, load: f64, reason: &str, ev: &mut Vec<LiveEvent>) {
         self.opt.reset();
+        self.said_nothing_safer = false;
         self.phase = Phase::Exploring;
         self.loads = vec![(self.current.clone(), load)];
         self.evaluations = 0;
@@ -1023,27 +1024,43 @@ impl LiveOptimizer {
         if std::mem::replace(&mut self.said_nothing_safer, true) {
             return;
         }
-        let limit = (self.config.slo.latency_us_max).map_or(String::new(), |max| {
-            format!(" (latency {:.0} µs, the limit {max:.0} µs)", m.latency_us)
-        });
+        let slo = &self.config.slo;
+        let mut past = Vec::new();
+        if let Some(max) = slo.latency_us_max.filter(|max| m.latency_us > *max) {
+            past.push(format!(
+                "latency {:.0} µs, the limit {max:.0} µs",
+                m.latency_us
+            ));
+        }
+        if let Some(min) = (slo.min_throughput_rps).filter(|min| m.throughput_rps() < *min) {
+            past.push(format!(
+                "throughput {:.1}/s, the least {min:.1}/s",
+                m.throughput_rps()
+            ));
+        }
         tracing::warn!(
-            "optimizer: {:?} breaks the SLO{limit} and no configuration measured has met it, so \
-             the loop changes nothing until a window meets the SLO (docs/optimizer.md, SLO \
-             guard); if the knobs' values in place are too low for the load, raise them (kpo \
-             apply) or loosen the SLO",
-            self.current
+            "optimizer: {:?} breaks the SLO ({}) and no configuration measured since the search \
+             (re)started has met it, so the loop changes nothing until a window meets the SLO \
+             (docs/optimizer.md, SLO guard); if the knobs' values in place are too low for the \
+             load, raise them (kpo apply) or loosen the SLO",
+            self.current,
+            past.join("; ")
         );
     }
 
     /// After a breach that going back could not answer: nothing of the loop's was in place to
-    /// take back, every knob holding someone else's value, an operator's `kpo apply` most often,
-    /// which the loop does not yield to (docs/optimizer.md, *Someone else's values*). Left there,
-    /// every window broke the SLO and the search never moved again, with no word (s61 story
-    /// CB-1): the best feasible configuration measured (or the start) is applied over them, as
-    /// the loop's next trial would be, and the search goes on from it.
+    /// take back, the knobs it would move holding someone else's values, an operator's `kpo
+    /// apply` most often, which the loop does not yield to (docs/optimizer.md, *Someone else's
+    /// values*). Left there, every window broke the SLO and the search never moved again, with
+    /// no word (s61 story CB-1): the best configuration measured within the SLO is applied over
+    /// them, as the loop's next trial would be, and the search goes on from it.
     fn apply_best_over_others(&mut self, knobs: &mut dyn Knobs, ev: &mut Vec<LiveEvent>) {
         let target = self.best_target(knobs, GoBack::SloBreach);
-        if target == self.current {
+        // Only a configuration measured within the SLO: never the start that fallback gives
+        // when none was (it may itself break the SLO, and would undo every hand-fix), nor
+        // anything right after a restart, which forgot what was measured (s61 review1 R1-1).
+        let measured_within = (self.opt.feasible_points().iter()).any(|o| o.point == target);
+        if target == self.current || !measured_within {
             return;
         }
         let from = self.current.clone();
@@ -2328,8 +2345,8 @@ mod tests {
         }
         assert_eq!(machine.now, [0.0, 0.0], "nothing known to be safer");
         let said = "optimizer: [0.0, 0.0] breaks the SLO (latency 500 µs, the limit 300 µs) and \
-                    no configuration measured has met it, so the loop changes nothing until a \
-                    window meets the SLO";
+                    no configuration measured since the search (re)started has met it, so the \
+                    loop changes nothing until a window meets the SLO";
         assert_eq!(log.text().matches(said).count(), 1, "{}", log.text());
     }
 
@@ -2411,6 +2428,32 @@ mod tests {
         assert_eq!(live.evaluations, evaluations, "a revisit");
         assert_ne!(machine.now, [0.0, 0.0], "the search goes on");
         assert_ne!(machine.now, theirs);
+    }
+
+    /// s61 review1 R1-1: with nothing measured within the SLO (the start broke it), an
+    /// operator's values on every knob that break it too are not replaced by the start: only a
+    /// configuration measured within the SLO is applied over someone else's values.
+    #[test]
+    fn nothing_measured_within_the_slo_is_not_applied_over_someone_elses_values() {
+        let mut machine = TheirsEverywhere {
+            now: vec![0.0, 0.0],
+            tried: Vec::new(),
+        };
+        let mut live = two_knobs(slo_300us(10));
+        let breach = Measurement {
+            latency_us: 500.0,
+            ..within_slo()
+        };
+        live.step(&breach, &mut machine).unwrap();
+        assert_eq!(machine.now, [0.0, 0.0], "nothing known to be safer");
+        let theirs = vec![2.0, 2.0];
+        machine.now = theirs.clone();
+        live.resync_after_breach(theirs.clone(), 500.0, 1000.0, &mut machine);
+        for _ in 0..2 {
+            live.step(&breach, &mut machine).unwrap();
+        }
+        assert_eq!(machine.now, theirs, "their values stay");
+        assert!(machine.tried.is_empty(), "{:?}", machine.tried);
     }
 
     /// The search converged while its best waited on the hourly limit, and someone else moved
