@@ -118,6 +118,9 @@ impl Scope {
     }
 }
 
+/// Timed requests a port needs in a window for its p99 to be more than its slowest request.
+const P99_SAMPLES: u64 = 100;
+
 /// One window's value of each signal; a signal the window could not measure is absent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Health(pub BTreeMap<HealthSignal, f64>);
@@ -141,10 +144,15 @@ impl Health {
     pub fn from_window_in(w: &Window, scope: Scope) -> Health {
         let secs = w.duration_s.max(1e-9);
         let mut h = BTreeMap::new();
-        let worst_request = w
-            .request_latency
-            .iter()
-            .filter(|r| scope.covers(r.netns))
+        let ports = || (w.request_latency.iter()).filter(|r| scope.covers(r.netns));
+        // A port with fewer timed requests than a 99th percentile needs has its slowest one for
+        // its p99: beside a port with that many, one slow request to an idle port (a health
+        // check, a client sending slowly) reverted a change (s61 story BZ-1). Alone, such ports
+        // are all there is to judge.
+        let enough = |r: &&crate::window::RequestLatencyWindow| r.latency.samples >= P99_SAMPLES;
+        let judged = ports().any(|r| enough(&r));
+        let worst_request = ports()
+            .filter(|r| !judged || enough(r))
             .map(|r| r.latency.p99_us)
             .reduce(f64::max);
         if let Some(v) = worst_request {
@@ -2589,6 +2597,43 @@ mod tests {
         assert_eq!(h.0.get(&HealthSignal::TcpRetransmits), Some(&3.0));
         assert_eq!(h.0.get(&HealthSignal::ListenOverflows), Some(&10.0));
         assert_eq!(h.0.get(&HealthSignal::RequestP99), Some(&900.0));
+    }
+
+    /// s61 story BZ-1: one slow request to an idle port, beside a service with enough requests
+    /// for a p99, was the namespace's `request_p99`, and reverted a change; alone, it is judged.
+    /// BZ-2: the agent's own metrics endpoint's requests are left out of the window the deciding
+    /// half judges, not out of the window event.
+    #[test]
+    fn request_p99_leaves_out_a_port_too_idle_for_one_and_the_agents_own_endpoint() {
+        let busy = window(&[(HOST_NETNS, 0, 2000.0)]);
+        let mut w = busy.clone();
+        let mut idle = busy.request_latency[0].clone();
+        idle.port = 9090;
+        idle.latency = crate::window::hist::LatencySummary {
+            samples: 1,
+            p50_us: 100_000.0,
+            p90_us: 100_000.0,
+            p99_us: 100_000.0,
+            max_us: 100_000.0,
+        };
+        w.request_latency.push(idle.clone());
+        let p99 = |w: &Window| {
+            Health::from_window(w)
+                .0
+                .get(&HealthSignal::RequestP99)
+                .copied()
+        };
+        assert_eq!(p99(&w), Some(2000.0));
+        let mut alone = w.clone();
+        alone.request_latency.remove(0);
+        assert_eq!(p99(&alone), Some(100_000.0), "all there is to judge");
+        let own = Some((HOST_NETNS, 9090, "ipv4"));
+        assert_eq!(p99(&alone.without_endpoint(own)), None);
+        assert_eq!(alone.request_latency, [idle], "the event keeps it");
+        assert!(matches!(
+            busy.without_endpoint(own),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

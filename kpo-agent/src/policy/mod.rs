@@ -109,6 +109,17 @@ pub enum HealthSignal {
 }
 
 impl HealthSignal {
+    /// The unit of its values: a latency's microseconds, or a count per second.
+    pub fn unit(self) -> &'static str {
+        match self {
+            HealthSignal::RequestP99 | HealthSignal::RunqP99 => "µs",
+            HealthSignal::ListenOverflows
+            | HealthSignal::SynackRetransmits
+            | HealthSignal::SoftnetDrops
+            | HealthSignal::TcpRetransmits => "/s",
+        }
+    }
+
     pub const ALL: [HealthSignal; 6] = [
         HealthSignal::RequestP99,
         HealthSignal::RunqP99,

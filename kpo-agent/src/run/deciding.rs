@@ -118,6 +118,9 @@ pub struct Deciding {
     /// `kpo explain` shows, is the one in force (s61 story BY-3: "19s to wait" shown while the
     /// hourly limit held it for an hour).
     held_back: BTreeMap<String, (Proposal, u64, &'static str)>,
+    /// The agent's own metrics endpoint (network namespace, port, family): its scrapes are left
+    /// out of what the rules and the guard judge on each tick ([`Window::without_endpoint`]).
+    own_endpoint: Option<(u64, u16, &'static str)>,
     /// The rules' proposals the journal could not record (nothing was written), by target: their
     /// advice is released at the next window, so that it is given again then, not
     /// `REPEAT_WINDOWS` later, and is applied as soon as the journal can be written again.
@@ -500,6 +503,7 @@ impl Deciding {
             optimizer: None,
             optimizer_when_alike: None,
             held_back: BTreeMap::new(),
+            own_endpoint: None,
             unjournaled: BTreeMap::new(),
             journal_unwritable_said: false,
             policy_file_differs: false,
@@ -1354,7 +1358,13 @@ impl Deciding {
     /// A tick ended: the rules read the tick (from `previous` to `sample`) and may advise before
     /// the window closes; advice is for the window in progress.
     pub fn on_tick(&mut self, previous: &Sample, sample: &Sample) -> Vec<Event> {
-        self.on_tick_window(&tick_window(previous, sample))
+        let tick = tick_window(previous, sample);
+        self.on_tick_window(&tick.without_endpoint(self.own_endpoint))
+    }
+
+    /// The agent's own metrics endpoint, whose scrapes are no work of the host's.
+    pub fn set_own_endpoint(&mut self, endpoint: Option<(u64, u16, &'static str)>) {
+        self.own_endpoint = endpoint;
     }
 
     /// [`Deciding::on_tick`] over the tick's window.
@@ -1870,7 +1880,10 @@ pub(super) fn revert_reason(
     after: f64,
 ) -> String {
     let (before, after) = (crate::window::round3(before), crate::window::round3(after));
-    format!("the guard saw {signal} go from {before} ({of}) to {after}")
+    // With the unit: "from 3757.4 to 56203.67" read as seconds or milliseconds as easily (s61
+    // story BZ-3).
+    let unit = signal.unit();
+    format!("the guard saw {signal} go from {before} {unit} ({of}) to {after} {unit}")
 }
 
 /// Why the live loop could never measure its SLO under `config`, if so: the latency is the

@@ -1176,7 +1176,7 @@ fn a_regression_after_a_change_is_reverted_by_the_guard_and_quarantined() {
     assert!(matches!(revert.kind, IntentKind::Revert { of: Some(_) }));
     assert_eq!(
         revert.reason,
-        "the guard saw request_p99 go from 152 (the window before the change) to 260"
+        "the guard saw request_p99 go from 152 µs (the window before the change) to 260 µs"
     );
     assert!(rig
         .json
@@ -1326,7 +1326,7 @@ fn a_change_made_before_the_last_was_judged_is_reverted_with_it() {
     assert_eq!(
         revert.reason,
         format!(
-            "the guard saw request_p99 go from 152 (the window before the change) to 260; \
+            "the guard saw request_p99 go from 152 µs (the window before the change) to 260 µs; \
              #{second} was made on top of #{first}, not yet judged, and was judged with it \
              from the health before #{first}: the value before #{first} goes back"
         )
@@ -7013,7 +7013,7 @@ fn the_guards_revert_reason_gives_three_decimals() {
             "the window before the change",
             382.9667845248446
         ),
-        "the guard saw listen_overflows go from 0 (the window before the change) to 382.967"
+        "the guard saw listen_overflows go from 0 /s (the window before the change) to 382.967 /s"
     );
     assert_eq!(
         super::deciding::revert_reason(
@@ -7022,8 +7022,8 @@ fn the_guards_revert_reason_gives_three_decimals() {
             "the highest of the 5 windows before the change",
             260.0
         ),
-        "the guard saw request_p99 go from 152 (the highest of the 5 windows before the change) \
-         to 260"
+        "the guard saw request_p99 go from 152 µs (the highest of the 5 windows before the change) \
+         to 260 µs"
     );
 }
 

@@ -203,6 +203,7 @@ pub async fn run(
     }
     // The deciding half first: without its journal and socket the agent must not start.
     let (mut deciding, reconciled) = Deciding::open(&args.state, &config, args.recommend_only)?;
+    deciding.set_own_endpoint(own_endpoint);
     if let Some(metrics) = &metrics {
         metrics
             .lock()
@@ -373,7 +374,8 @@ pub async fn run(
                     // changes it watches, the rules advise, the policy decides, actuators act.
                     let set_aside =
                         add_energy(&mut window, &mut energy, window_energy, own_endpoint);
-                    let decided = deciding.on_window(&window);
+                    let judged = window.without_endpoint(own_endpoint);
+                    let decided = deciding.on_window(&judged);
                     if let Some(metrics) = &metrics {
                         let (pending, quarantines) = deciding.held();
                         (metrics.lock())
@@ -381,7 +383,8 @@ pub async fn run(
                             .set_held(pending, quarantines);
                     }
                     // The LLM advisor: consulted off the loop when due.
-                    llm.after_window(windows.count, &window, &deciding);
+                    llm.after_window(windows.count, &judged, &deciding);
+                    drop(judged);
                     sink.send(&Event::Window { partial: false, window: Box::new(window) });
                     if let Some(set_aside) = set_aside {
                         sink.send(&energy_source_set_aside(&energy, set_aside));

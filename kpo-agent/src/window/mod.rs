@@ -202,6 +202,26 @@ pub struct Window {
     pub energy: Option<energy::WindowEnergy>,
 }
 
+impl Window {
+    /// The window as the deciding half judges it: without the requests of `endpoint` (the
+    /// agent's own metrics endpoint: network namespace, port, family), which the
+    /// request-latency sensor times like any service's but are no work of the host's. One slow
+    /// scrape (any local user may take seconds to send one) made the guard revert a change for
+    /// `request_p99` (s61 story BZ-2), as it would have counted in `joules_per_request`.
+    pub fn without_endpoint(
+        &self,
+        endpoint: Option<(u64, u16, &'static str)>,
+    ) -> std::borrow::Cow<'_, Window> {
+        let own = |r: &RequestLatencyWindow| Some((r.netns, r.port, r.family)) == endpoint;
+        if !self.request_latency.iter().any(own) {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut judged = self.clone();
+        judged.request_latency.retain(|r| !own(r));
+        std::borrow::Cow::Owned(judged)
+    }
+}
+
 /// Each namespace's sock_diag dump a window counts its listeners' drops from.
 pub type References = BTreeMap<u64, Arc<ListenerReading>>;
 
