@@ -806,12 +806,37 @@ pub fn an_agent_starts_again_on_a_full_state_directory() {
     let (mut agent, log) = start("full.log");
     answers(&mut agent, &log);
     stop(agent);
-    let left: Vec<_> = std::fs::read_dir(state.join("state"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.ends_with(".tmp"))
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+    let tmp_left = || -> Vec<String> {
+        std::fs::read_dir(state.join("state"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".tmp"))
+            .collect()
+    };
+    assert!(tmp_left().is_empty(), "{:?}", tmp_left());
+    // A policy at another path must be recorded, and cannot be: the start stops, naming it, and
+    // leaves no half-written file behind.
+    let moved = state.join("moved.toml");
+    std::fs::rename(&policy, &moved).unwrap();
+    let refused = Command::new(kpo_binary())
+        .args(["run", "--tick", "100ms", "--window", "500ms", "--policy"])
+        .arg(&moved)
+        .arg("--state-dir")
+        .arg(state.join("state"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--events")
+        .arg(out.path().join("events.ndjson"))
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("cannot record the policy's path")
+            && stderr(&refused).contains("No space left on device"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(tmp_left().is_empty(), "{:?}", tmp_left());
 }
 
 /// Killed after a read-back that differs is journaled and before the value before is put back

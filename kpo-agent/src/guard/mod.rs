@@ -118,9 +118,6 @@ impl Scope {
     }
 }
 
-/// Timed requests a port needs in a window for its p99 to be more than its slowest request.
-const P99_SAMPLES: u64 = 100;
-
 /// One window's value of each signal; a signal the window could not measure is absent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Health(pub BTreeMap<HealthSignal, f64>);
@@ -144,15 +141,10 @@ impl Health {
     pub fn from_window_in(w: &Window, scope: Scope) -> Health {
         let secs = w.duration_s.max(1e-9);
         let mut h = BTreeMap::new();
-        let ports = || (w.request_latency.iter()).filter(|r| scope.covers(r.netns));
-        // A port with fewer timed requests than a 99th percentile needs has its slowest one for
-        // its p99: beside a port with that many, one slow request to an idle port (a health
-        // check, a client sending slowly) reverted a change (s61 story BZ-1). Alone, such ports
-        // are all there is to judge.
-        let enough = |r: &&crate::window::RequestLatencyWindow| r.latency.samples >= P99_SAMPLES;
-        let judged = ports().any(|r| enough(&r));
-        let worst_request = ports()
-            .filter(|r| !judged || enough(r))
+        let worst_request = w
+            .request_latency
+            .iter()
+            .filter(|r| scope.covers(r.netns))
             .map(|r| r.latency.p99_us)
             .reduce(f64::max);
         if let Some(v) = worst_request {
@@ -2599,37 +2591,33 @@ mod tests {
         assert_eq!(h.0.get(&HealthSignal::RequestP99), Some(&900.0));
     }
 
-    /// s61 story BZ-1: one slow request to an idle port, beside a service with enough requests
-    /// for a p99, was the namespace's `request_p99`, and reverted a change; alone, it is judged.
-    /// BZ-2: the agent's own metrics endpoint's requests are left out of the window the deciding
-    /// half judges, not out of the window event.
+    /// s61 story BZ-2: the agent's own metrics endpoint's requests (one scrape sent slowly by
+    /// anyone who can reach it) were the namespace's `request_p99`, and reverted a change. They
+    /// are left out of the window the deciding half judges, not out of the window event.
     #[test]
-    fn request_p99_leaves_out_a_port_too_idle_for_one_and_the_agents_own_endpoint() {
+    fn request_p99_leaves_out_the_agents_own_metrics_endpoint() {
         let busy = window(&[(HOST_NETNS, 0, 2000.0)]);
         let mut w = busy.clone();
-        let mut idle = busy.request_latency[0].clone();
-        idle.port = 9090;
-        idle.latency = crate::window::hist::LatencySummary {
+        let mut scrape = busy.request_latency[0].clone();
+        scrape.port = 9090;
+        scrape.latency = crate::window::hist::LatencySummary {
             samples: 1,
-            p50_us: 100_000.0,
-            p90_us: 100_000.0,
-            p99_us: 100_000.0,
-            max_us: 100_000.0,
+            p50_us: 2_000_000.0,
+            p90_us: 2_000_000.0,
+            p99_us: 2_000_000.0,
+            max_us: 2_000_000.0,
         };
-        w.request_latency.push(idle.clone());
+        w.request_latency.push(scrape);
         let p99 = |w: &Window| {
             Health::from_window(w)
                 .0
                 .get(&HealthSignal::RequestP99)
                 .copied()
         };
-        assert_eq!(p99(&w), Some(2000.0));
-        let mut alone = w.clone();
-        alone.request_latency.remove(0);
-        assert_eq!(p99(&alone), Some(100_000.0), "all there is to judge");
+        assert_eq!(p99(&w), Some(2_000_000.0));
         let own = Some((HOST_NETNS, 9090, "ipv4"));
-        assert_eq!(p99(&alone.without_endpoint(own)), None);
-        assert_eq!(alone.request_latency, [idle], "the event keeps it");
+        assert_eq!(p99(&w.without_endpoint(own)), Some(2000.0));
+        assert_eq!(w.request_latency.len(), 2, "the event keeps it");
         assert!(matches!(
             busy.without_endpoint(own),
             std::borrow::Cow::Borrowed(_)

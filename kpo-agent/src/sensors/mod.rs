@@ -294,8 +294,9 @@ pub enum OffReason {
     /// EPERM, or the verifier's refusal of what it passes for root: a capability missing.
     #[error(
         "the kernel did not permit loading {program} ({error}): tracing programs need CAP_BPF \
-         and CAP_PERFMON, or CAP_SYS_ADMIN (the start's log names what the agent lacks; before \
-         Linux 5.11, a locked-memory limit too low refuses the same way)"
+         and CAP_PERFMON, or CAP_SYS_ADMIN (the start's log names what the agent lacks; a \
+         seccomp filter refusing bpf(), such as systemd's SystemCallFilter=, and before Linux \
+         5.11 a locked-memory limit too low, refuse the same way)"
     )]
     NotPermitted {
         program: &'static str,
@@ -485,8 +486,9 @@ mod tests {
                 },
                 "the kernel did not permit loading kpo_sched_switch (Operation not permitted (os \
                  error 1)): tracing programs need CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN (the \
-                 start's log names what the agent lacks; before Linux 5.11, a locked-memory limit \
-                 too low refuses the same way)",
+                 start's log names what the agent lacks; a seccomp filter refusing bpf(), such \
+                 as systemd's SystemCallFilter=, and before Linux 5.11 a locked-memory limit too \
+                 low, refuse the same way)",
             ),
             (
                 OffReason::AttachFailed {
