@@ -964,7 +964,9 @@ impl Deciding {
             };
             let failure = match reverted {
                 Ok(r) => {
-                    info!("guard: {}", r.describe());
+                    // The revert's own id leads the line: the change it undid is named too,
+                    // the one an operator looks up (s61 story CC-1).
+                    info!("guard: {} (undoing #{change_id})", r.describe());
                     events.extend(super::yielding::after_own_revert(
                         &mut self.path,
                         &mut self.guard,
