@@ -962,17 +962,7 @@ pub fn without_cap_sys_admin_the_agents_own_listeners_are_seen() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.ndjson");
     let (_own, own_args) = crate::common::own_state(&[]);
-    let mut child = Command::new("setpriv")
-        .args(["--bounding-set=-sys_admin", "--inh-caps=-sys_admin", "--"])
-        .arg(kpo_binary())
-        .args(["run", "--tick", "100ms", "--window", "300ms", "--events"])
-        .arg(&events)
-        .args(own_args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = run_without("-sys_admin", &events, own_args, &dir.path().join("log"));
     let seen = |events: &[Value]| {
         events.iter().any(|e| {
             e["kind"] == "window"
@@ -1014,6 +1004,31 @@ pub fn without_cap_sys_admin_the_agents_own_listeners_are_seen() {
     assert!(!log.contains("no CAP_SYS_PTRACE"), "{log}");
 }
 
+/// `kpo run` on a short tick and window without the capabilities `drop` names (setpriv's
+/// `-cap,-cap`), in its bounding and inheritable sets, its log in `log`.
+fn run_without(
+    drop: &str,
+    events: &std::path::Path,
+    own_args: Vec<std::ffi::OsString>,
+    log: &std::path::Path,
+) -> std::process::Child {
+    Command::new("setpriv")
+        .args([
+            &format!("--bounding-set={drop}"),
+            &format!("--inh-caps={drop}"),
+            "--",
+        ])
+        .arg(kpo_binary())
+        .args(["run", "--tick", "100ms", "--window", "300ms", "--events"])
+        .arg(events)
+        .args(own_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 /// s60 story BS-4: without CAP_PERFMON (and CAP_SYS_ADMIN, which stands in for it), every eBPF
 /// sensor was off as "the verifier rejected ...: Operation not permitted", and the sysctl watch's
 /// warning ran to 55 lines of verifier log: both pointed the operator at the programs, not at the
@@ -1035,22 +1050,12 @@ pub fn without_cap_perfmon_the_sensors_say_which_capability_is_missing() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.ndjson");
     let (_own, own_args) = crate::common::own_state(&[]);
-    let drop = "-perfmon,-sys_admin";
-    let mut child = Command::new("setpriv")
-        .args([
-            &format!("--bounding-set={drop}"),
-            &format!("--inh-caps={drop}"),
-            "--",
-        ])
-        .arg(kpo_binary())
-        .args(["run", "--tick", "100ms", "--window", "300ms", "--events"])
-        .arg(&events)
-        .args(own_args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = run_without(
+        "-perfmon,-sys_admin",
+        &events,
+        own_args,
+        &dir.path().join("log"),
+    );
     let first_window = (0..300).find_map(|_| {
         if let Some(status) = child.try_wait().unwrap() {
             return Some(Err(format!("the agent exited ({status})")));

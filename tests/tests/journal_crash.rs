@@ -350,6 +350,14 @@ impl Tmpfs {
         );
         Tmpfs { dir }
     }
+    /// Takes every byte left: a file of zeros, in large writes and then small ones.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut fill = std::fs::File::create(self.dir.join("fill")).unwrap();
+        while fill.write_all(&[0; 65536]).is_ok() {}
+        while fill.write_all(&[0; 512]).is_ok() {}
+    }
+
     fn remount(&self, how: &str) {
         let how = format!("remount,{how}");
         kpo_integration::run_ok("mount", &["-o", &how, self.dir.to_str().unwrap()]);
@@ -542,6 +550,27 @@ pub fn a_read_only_state_directory_still_shows_the_journal() {
 /// A `kpo run` child, killed (and waited for) on drop, even after a panic.
 struct RunningAgent(std::process::Child);
 
+impl RunningAgent {
+    /// `kpo run` on a short tick and window, its log in `log`.
+    fn start(policy: &Path, state: &Path, socket: &Path, events: &Path, log: &Path) -> Self {
+        RunningAgent(
+            Command::new(kpo_binary())
+                .args(["run", "--tick", "100ms", "--window", "500ms", "--events"])
+                .arg(events)
+                .arg("--policy")
+                .arg(policy)
+                .arg("--state-dir")
+                .arg(state)
+                .arg("--socket")
+                .arg(socket)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(log).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
 impl Drop for RunningAgent {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -576,20 +605,12 @@ pub fn a_full_state_directory_stops_changes_not_the_agent() {
         out.path().join("agent.log"),
         out.path().join("kpo.sock"),
     );
-    let mut agent = RunningAgent(
-        Command::new(kpo_binary())
-            .args(["run", "--tick", "100ms", "--window", "500ms", "--events"])
-            .arg(&events)
-            .arg("--policy")
-            .arg(state.dir.join("policy.toml"))
-            .arg("--state-dir")
-            .arg(state.dir.join("state"))
-            .arg("--socket")
-            .arg(&socket)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
+    let mut agent = RunningAgent::start(
+        &state.dir.join("policy.toml"),
+        &state.dir.join("state"),
+        &socket,
+        &events,
+        &log,
     );
     let cli = |args: &[&str]| {
         Command::new(kpo_binary())
@@ -626,12 +647,7 @@ pub fn a_full_state_directory_stops_changes_not_the_agent() {
 
     // The file system full: a file takes what is left, then refusals (each journaled) use up
     // the room the journal's last page still had.
-    {
-        use std::io::Write;
-        let mut fill = std::fs::File::create(tmpfs.dir.join("fill")).unwrap();
-        while fill.write_all(&[0; 65536]).is_ok() {}
-        while fill.write_all(&[0; 512]).is_ok() {}
-    }
+    tmpfs.fill();
     let unwritable = format!(
         "the agent says: journal: {}: the journal cannot be written (journal.log: No space left \
          on device (os error 28)): KPO changes and records nothing until it can",
@@ -743,20 +759,12 @@ pub fn an_agent_starts_again_on_a_full_state_directory() {
     let socket = out.path().join("kpo.sock");
     let start = |log: &str| {
         let log = out.path().join(log);
-        let agent = RunningAgent(
-            Command::new(kpo_binary())
-                .args(["run", "--tick", "100ms", "--window", "500ms", "--events"])
-                .arg(out.path().join("events.ndjson"))
-                .arg("--policy")
-                .arg(&policy)
-                .arg("--state-dir")
-                .arg(state.join("state"))
-                .arg("--socket")
-                .arg(&socket)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap(),
+        let agent = RunningAgent::start(
+            &policy,
+            &state.join("state"),
+            &socket,
+            &out.path().join("events.ndjson"),
+            &log,
         );
         (agent, log)
     };
@@ -797,12 +805,7 @@ pub fn an_agent_starts_again_on_a_full_state_directory() {
     let (mut agent, log) = start("first.log");
     answers(&mut agent, &log);
     stop(agent);
-    {
-        use std::io::Write;
-        let mut fill = std::fs::File::create(tmpfs.dir.join("fill")).unwrap();
-        while fill.write_all(&[0; 65536]).is_ok() {}
-        while fill.write_all(&[0; 512]).is_ok() {}
-    }
+    tmpfs.fill();
     let (mut agent, log) = start("full.log");
     answers(&mut agent, &log);
     stop(agent);

@@ -4141,6 +4141,31 @@ fn backlog_rig(
     (tmp, k, deciding, drops)
 }
 
+/// What each window proposed for the backlog, and what became of it: the drops of `drops` in
+/// the first window, 20 in each after (fewer at 2000: the raise helped by more than a quarter,
+/// so the next may be given; docs/rules.md, *Receive path*).
+fn backlog_outcomes(
+    drops: Window,
+) -> impl FnMut(&mut Deciding) -> Vec<(i64, ChangePhase, Option<String>)> {
+    let mut fewer = drops.clone();
+    fewer.system.softnet_dropped = Some(20);
+    let mut first = Some(drops);
+    move |deciding: &mut Deciding| {
+        deciding
+            .on_window(&first.take().unwrap_or_else(|| fewer.clone()))
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Change(c)
+                    if matches!(c.phase, ChangePhase::Verified | ChangePhase::Refused) =>
+                {
+                    Some((c.after.as_int().unwrap(), c.phase, c.refusal))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// A rule's advice the policy refuses for a cooldown is asked again as soon as the cooldown is
 /// over (at the next window with the same drops), not `repeat_windows` later; while it lasts,
 /// the advice is not repeated (a refusal per tick or window).
@@ -4158,27 +4183,7 @@ sources = ["rules"]
 guard_signals = ["request_p99"]
 "#,
     );
-    // Fewer drops at 2000: the raise helped (by more than a quarter), so the next may be given
-    // (docs/rules.md, *Receive path*).
-    let mut fewer = drops.clone();
-    fewer.system.softnet_dropped = Some(20);
-    let mut drops = Some(drops);
-    // What each window proposed for the backlog, and what became of it: 37 drops in the first,
-    // 20 in the others.
-    let mut outcome = |deciding: &mut Deciding| -> Vec<(i64, ChangePhase, Option<String>)> {
-        deciding
-            .on_window(&drops.take().unwrap_or_else(|| fewer.clone()))
-            .into_iter()
-            .filter_map(|e| match e {
-                Event::Change(c)
-                    if matches!(c.phase, ChangePhase::Verified | ChangePhase::Refused) =>
-                {
-                    Some((c.after.as_int().unwrap(), c.phase, c.refusal))
-                }
-                _ => None,
-            })
-            .collect()
-    };
+    let mut outcome = backlog_outcomes(drops);
     let backlog = || k.0.lock().unwrap().values[BACKLOG].clone();
     assert_eq!(
         outcome(&mut deciding),
@@ -4231,23 +4236,7 @@ sources = ["rules"]
 guard_signals = ["request_p99"]
 "#,
     );
-    let mut fewer = drops.clone();
-    fewer.system.softnet_dropped = Some(20);
-    let mut drops = Some(drops);
-    let mut outcome = |deciding: &mut Deciding| -> Vec<(i64, ChangePhase, Option<String>)> {
-        deciding
-            .on_window(&drops.take().unwrap_or_else(|| fewer.clone()))
-            .into_iter()
-            .filter_map(|e| match e {
-                Event::Change(c)
-                    if matches!(c.phase, ChangePhase::Verified | ChangePhase::Refused) =>
-                {
-                    Some((c.after.as_int().unwrap(), c.phase, c.refusal))
-                }
-                _ => None,
-            })
-            .collect()
-    };
+    let mut outcome = backlog_outcomes(drops);
     assert_eq!(
         outcome(&mut deciding),
         [(2000, ChangePhase::Verified, None)]
