@@ -120,7 +120,7 @@ pub struct Deciding {
     held_back: BTreeMap<String, (Proposal, u64, &'static str)>,
     /// The agent's own metrics endpoint (network namespace, port, family): its scrapes are left
     /// out of what the rules and the guard judge on each tick ([`Window::without_endpoint`]).
-    own_endpoint: Option<(u64, u16, &'static str)>,
+    own_endpoint: Option<crate::window::Endpoint>,
     /// The rules' proposals the journal could not record (nothing was written), by target: their
     /// advice is released at the next window, so that it is given again then, not
     /// `REPEAT_WINDOWS` later, and is applied as soon as the journal can be written again.
@@ -1365,7 +1365,7 @@ impl Deciding {
     }
 
     /// The agent's own metrics endpoint, whose scrapes are no work of the host's.
-    pub fn set_own_endpoint(&mut self, endpoint: Option<(u64, u16, &'static str)>) {
+    pub fn set_own_endpoint(&mut self, endpoint: Option<crate::window::Endpoint>) {
         self.own_endpoint = endpoint;
     }
 

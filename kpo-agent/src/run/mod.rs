@@ -550,7 +550,7 @@ fn add_energy(
     window: &mut Window,
     energy: &mut MeterWatch,
     reading: Option<Result<EnergyReading, EnergyError>>,
-    own_endpoint: Option<(u64, u16, &'static str)>,
+    own_endpoint: Option<crate::window::Endpoint>,
 ) -> Option<SetAside> {
     let (Some(reading), Some(meter)) = (reading, energy.meter()) else {
         window.energy = None;
@@ -570,7 +570,7 @@ fn add_last_energy(
     window: &mut Window,
     energy: &MeterWatch,
     reading: Option<Result<EnergyReading, EnergyError>>,
-    own_endpoint: Option<(u64, u16, &'static str)>,
+    own_endpoint: Option<crate::window::Endpoint>,
 ) {
     window.energy = reading
         .zip(energy.meter())

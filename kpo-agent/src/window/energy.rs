@@ -34,7 +34,7 @@ impl WindowEnergy {
         meter: &dyn EnergyMeter,
         reading: Result<EnergyReading, EnergyError>,
         window: &Window,
-        own_endpoint: Option<(u64, u16, &'static str)>,
+        own_endpoint: Option<super::Endpoint>,
     ) -> Self {
         let (joules, error) = match reading {
             Ok(r) => (Some(r.joules), None),
@@ -43,7 +43,7 @@ impl WindowEnergy {
         let requests: u64 = window
             .request_latency
             .iter()
-            .filter(|r| Some((r.netns, r.port, r.family)) != own_endpoint)
+            .filter(|r| !r.is_at(own_endpoint))
             .map(|r| r.latency.samples)
             .sum();
         let joules_per_request = joules

@@ -161,6 +161,17 @@ pub struct RequestLatencyWindow {
     pub latency: LatencySummary,
 }
 
+/// A listening port by network namespace, port and family (a service of the other family may
+/// listen on the same port number): the agent's own metrics endpoint.
+pub type Endpoint = (u64, u16, &'static str);
+
+impl RequestLatencyWindow {
+    /// Whether these are the requests of `endpoint`.
+    pub fn is_at(&self, endpoint: Option<Endpoint>) -> bool {
+        Some((self.netns, self.port, self.family)) == endpoint
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Window {
     pub start: String,
@@ -208,16 +219,12 @@ impl Window {
     /// request-latency sensor times like any service's but are no work of the host's. One slow
     /// scrape (any local user may take seconds to send one) made the guard revert a change for
     /// `request_p99` (s61 story BZ-2), as it would have counted in `joules_per_request`.
-    pub fn without_endpoint(
-        &self,
-        endpoint: Option<(u64, u16, &'static str)>,
-    ) -> std::borrow::Cow<'_, Window> {
-        let own = |r: &RequestLatencyWindow| Some((r.netns, r.port, r.family)) == endpoint;
-        if !self.request_latency.iter().any(own) {
+    pub fn without_endpoint(&self, endpoint: Option<Endpoint>) -> std::borrow::Cow<'_, Window> {
+        if !self.request_latency.iter().any(|r| r.is_at(endpoint)) {
             return std::borrow::Cow::Borrowed(self);
         }
         let mut judged = self.clone();
-        judged.request_latency.retain(|r| !own(r));
+        judged.request_latency.retain(|r| !r.is_at(endpoint));
         std::borrow::Cow::Owned(judged)
     }
 }

@@ -382,10 +382,12 @@ impl LlmClient {
                 c.error = Some(format!("no reply within {:?}", cfg.timeout));
                 break;
             }
-            c.attempts += 1;
             c.structured_output = ask != JsonAsk::Free;
             let body = request_body(cfg, prompt, ask, schema, completion_tokens);
             let result = tokio::time::timeout(deadline - now, self.send(&body)).await;
+            if !matches!(result, Ok(Err(SendError { sent: false, .. }))) {
+                c.attempts += 1;
+            }
             let Answer {
                 status,
                 retry_after,
@@ -399,13 +401,8 @@ impl LlmClient {
                     break;
                 }
                 Ok(Err(SendError {
-                    timeout,
-                    sent,
-                    message,
+                    timeout, message, ..
                 })) => {
-                    if !sent {
-                        c.attempts -= 1;
-                    }
                     c.outcome = if timeout {
                         Outcome::Timeout
                     } else {
