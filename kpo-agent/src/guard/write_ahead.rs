@@ -15,7 +15,9 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use super::{GuardConfig, Health, HealthSignal, Line, Regressed, Scope, Watch, BASELINE_WINDOWS};
+use super::{
+    GuardConfig, Health, HealthSignal, Line, Regressed, Scope, ServiceP99, Watch, BASELINE_WINDOWS,
+};
 use crate::{
     actuate::param::{ParamAddress, Value},
     window::Window,
@@ -62,6 +64,8 @@ pub(super) struct Baseline {
     pub(super) health: Health,
     pub(super) windows: BTreeMap<HealthSignal, u32>,
     pub(super) left_out: BTreeMap<HealthSignal, u32>,
+    /// Each service's own `request_p99` baseline, over the windows `request_p99`'s is taken over.
+    pub(super) request_services: Vec<ServiceP99>,
 }
 
 impl WatchFile {
@@ -94,14 +98,12 @@ impl WatchFile {
         let upto = found.unwrap_or(self.recent.len());
         let number = |i: usize| self.closed + 1 + i as u64 - self.recent.len() as u64;
         // Newest first, with each window's number (none for a `before` not kept).
-        let windows: Vec<(Option<u64>, Health)> = std::iter::once((found.map(number), before))
-            .chain(
-                self.recent
-                    .range(..upto)
-                    .enumerate()
-                    .rev()
-                    .map(|(i, w)| (Some(number(i)), w)),
-            )
+        let kept: Vec<&Window> = std::iter::once(before)
+            .chain(self.recent.range(..upto).rev())
+            .collect();
+        let windows: Vec<(Option<u64>, Health)> = std::iter::once(found.map(number))
+            .chain((0..upto).rev().map(|i| Some(number(i))))
+            .zip(&kept)
             .map(|(n, w)| (n, Health::from_window_in(w, scope)))
             .collect();
         let (last, older) = windows.split_at(windows.len().min(BASELINE_WINDOWS));
@@ -117,24 +119,31 @@ impl WatchFile {
                     })
                 })
             };
-            let measured: Vec<(bool, f64)> = last
-                .iter()
-                .filter_map(|(n, h)| Some((ours(n), *h.0.get(&signal)?)))
+            // By their place in `windows`.
+            let measured: Vec<(bool, usize)> = (last.iter().enumerate())
+                .filter(|(_, (_, h))| h.0.contains_key(&signal))
+                .map(|(i, (n, _))| (ours(n), i))
                 .collect();
-            let hosts: Vec<f64> = measured.iter().filter(|m| !m.0).map(|m| m.1).collect();
-            let older_host = older
-                .iter()
-                .find_map(|(n, h)| h.0.get(&signal).filter(|_| !ours(n)));
-            let (left_out, values) = match older_host {
+            let hosts: Vec<usize> = measured.iter().filter(|m| !m.0).map(|m| m.1).collect();
+            let older_host = (older.iter())
+                .position(|(n, h)| h.0.contains_key(&signal) && !ours(n))
+                .map(|i| last.len() + i);
+            let (left_out, taken) = match older_host {
                 _ if !hosts.is_empty() => (measured.len() - hosts.len(), hosts),
-                Some(&v) => (measured.len(), vec![v]),
+                Some(i) => (measured.len(), vec![i]),
                 None => (0, measured.iter().map(|m| m.1).collect()),
             };
             baseline.health.0.insert(
                 signal,
-                values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                (taken.iter())
+                    .map(|&i| windows[i].1 .0[&signal])
+                    .fold(f64::NEG_INFINITY, f64::max),
             );
-            baseline.windows.insert(signal, values.len() as u32);
+            if signal == HealthSignal::RequestP99 {
+                let taken = taken.iter().map(|&i| kept[i]);
+                baseline.request_services = super::highest_per_service(taken, scope);
+            }
+            baseline.windows.insert(signal, taken.len() as u32);
             if left_out > 0 {
                 baseline.left_out.insert(signal, left_out as u32);
             }
@@ -145,6 +154,10 @@ impl WatchFile {
                 baseline.windows.entry(*signal).or_insert(0);
             }
             baseline.health = std::mem::take(&mut baseline.health).worse_of(h);
+            let services = std::mem::take(&mut baseline.request_services);
+            let both = services.iter().map(|s| (s.service.clone(), s.p99_us));
+            let both = both.chain(super::services_in(tick, scope));
+            baseline.request_services = super::highest_of(both);
         }
         baseline
     }
@@ -253,7 +266,11 @@ impl WriteAhead {
             baseline.health,
             file.config.windows,
         )
-        .over_windows(baseline.windows, baseline.left_out)
+        .over_windows(
+            baseline.windows,
+            baseline.left_out,
+            baseline.request_services,
+        )
         .made(file.tick.is_some(), file.at_boundary, file.closed + 1);
         let was = file.ahead.clone();
         file.ahead.retain(|w| !super::same_param(w, &watch.key()));

@@ -928,6 +928,7 @@ impl Deciding {
                 before_tick,
                 before_left_out,
                 after,
+                service,
             } = &verdict
             else {
                 events.extend(self.take_events());
@@ -935,7 +936,7 @@ impl Deciding {
                 continue;
             };
             let of = crate::guard::baseline_words(*before_windows, *before_tick, *before_left_out);
-            let mut why = revert_reason(*signal, *before, &of, *after);
+            let mut why = revert_reason(*signal, service.as_ref(), *before, &of, *after);
             // Made on top of changes of the parameter not yet judged: judged with them, from the
             // health before the first, whose value before goes back.
             let judged_with = self.guard.judged_with(*change_id);
@@ -1877,6 +1878,7 @@ fn ids_words(ids: &[u64]) -> String {
 /// `guard` event keeps the exact values).
 pub(super) fn revert_reason(
     signal: crate::policy::HealthSignal,
+    service: Option<&crate::guard::Service>,
     before: f64,
     of: &str,
     after: f64,
@@ -1885,6 +1887,8 @@ pub(super) fn revert_reason(
     // With the unit: "from 3757.4 to 56203.67" read as seconds or milliseconds as easily (s61
     // story BZ-3).
     let unit = signal.unit();
+    // Each service is judged against its own baseline: the one that regressed is named.
+    let signal = crate::guard::signal_at(signal, service);
     format!("the guard saw {signal} go from {before} {unit} ({of}) to {after} {unit}")
 }
 

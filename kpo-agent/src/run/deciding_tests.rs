@@ -1176,7 +1176,8 @@ fn a_regression_after_a_change_is_reverted_by_the_guard_and_quarantined() {
     assert!(matches!(revert.kind, IntentKind::Revert { of: Some(_) }));
     assert_eq!(
         revert.reason,
-        "the guard saw request_p99 go from 152 µs (the window before the change) to 260 µs"
+        "the guard saw request_p99 at port 8080 (ipv4, netns 4026531840) go from 152 µs (the window \
+         before the change) to 260 µs"
     );
     assert!(rig
         .json
@@ -1326,7 +1327,8 @@ fn a_change_made_before_the_last_was_judged_is_reverted_with_it() {
     assert_eq!(
         revert.reason,
         format!(
-            "the guard saw request_p99 go from 152 µs (the window before the change) to 260 µs; \
+            "the guard saw request_p99 at port 8080 (ipv4, netns 4026531840) go from 152 µs (the window \
+         before the change) to 260 µs; \
              #{second} was made on top of #{first}, not yet judged, and was judged with it \
              from the health before #{first}: the value before #{first} goes back"
         )
@@ -6998,6 +7000,7 @@ fn the_guards_revert_reason_gives_three_decimals() {
     assert_eq!(
         super::deciding::revert_reason(
             HealthSignal::ListenOverflows,
+            None,
             0.0,
             "the window before the change",
             382.9667845248446
@@ -7007,12 +7010,17 @@ fn the_guards_revert_reason_gives_three_decimals() {
     assert_eq!(
         super::deciding::revert_reason(
             HealthSignal::RequestP99,
+            Some(&crate::guard::Service {
+                netns: 4026531840,
+                port: 8080,
+                family: "ipv6".into()
+            }),
             152.0,
             "the highest of the 5 windows before the change",
             260.0
         ),
-        "the guard saw request_p99 go from 152 µs (the highest of the 5 windows before the change) \
-         to 260 µs"
+        "the guard saw request_p99 at port 8080 (ipv6, netns 4026531840) go from 152 µs (the \
+         highest of the 5 windows before the change) to 260 µs"
     );
 }
 
