@@ -281,7 +281,7 @@ pub(crate) fn warnings(policy: &Policy, proc_sys: &std::path::Path) -> Vec<Strin
     all.extend(optimizer_entries_without_bounds(policy));
     all.extend(out_of_reach_sysctls(policy, proc_sys));
     all.extend(host_wide_keys_outside_the_host(policy));
-    all.extend(bounds_of_another_length(policy, proc_sys));
+    all.extend(entries_every_change_refuses(policy, proc_sys));
     all.extend(adaptive_off_outside_coalescing(policy));
     all.extend(every_namespace_from_outside_the_first(policy, proc_sys));
     all.extend(every_namespace_by_default(policy, proc_sys));
@@ -479,11 +479,13 @@ fn out_of_reach_sysctls(policy: &Policy, proc_sys: &std::path::Path) -> Vec<Stri
         .collect()
 }
 
-/// Entries naming one sysctl exactly, covering the host's, whose `min` or `max` is a list of
-/// another length than the value in `proc_sys`: every change is refused as out of bounds (s54
-/// story AO-3: `min = [128, 256]` on somaxconn was `valid`, and each change refused at run
-/// time). A list bound is checked element by element, so its length is the value's.
-fn bounds_of_another_length(policy: &Policy, proc_sys: &std::path::Path) -> Vec<String> {
+/// Entries naming one sysctl exactly, covering the host's, that refuse every change: the key is
+/// read-only in `proc_sys` (and the entry not `observe`), its value is a word and the entry
+/// has `min` or `max`, or its `min` or `max` is a list of another length than the value: every
+/// change is refused (s54 story AO-3: `min = [128, 256]` on somaxconn was `valid`, and each
+/// change refused at run time). A list bound is checked element by element, so its length is
+/// the value's.
+fn entries_every_change_refuses(policy: &Policy, proc_sys: &std::path::Path) -> Vec<String> {
     let file = origin(policy);
     let mut found = Vec::new();
     let exact_sysctls = policy.params.iter().filter(|r| {
@@ -494,10 +496,44 @@ fn bounds_of_another_length(policy: &Policy, proc_sys: &std::path::Path) -> Vec<
                 .is_ok_and(|a| a.kind() == ParamKind::Sysctl)
     });
     for r in exact_sysctls {
-        let Ok(text) = std::fs::read_to_string(proc_sys.join(sysctl_rel_path(&r.name))) else {
+        let path = proc_sys.join(sysctl_rel_path(&r.name));
+        let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
+        // A read-only key refuses every change (s62 story CD-3: `tcp_available_congestion_control`
+        // in auto was valid).
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
+        if let (Ok(mode), false) = (mode, r.mode == Mode::Observe) {
+            if mode & 0o222 == 0 {
+                found.push(format!(
+                    "{file}:{}: params.\"{}\": {} is read-only here (mode {mode:o}): every change \
+                     of it is refused; leave it to mode \"observe\", or remove the entry",
+                    r.line, r.name, r.name
+                ));
+                continue;
+            }
+        }
         let here = text.split_whitespace().count();
+        // A word value (a congestion control's name) against integer bounds is out of bounds
+        // whatever it is (s62 story CD-3: `min = 0` on tcp_congestion_control was valid).
+        let word = text.split_whitespace().any(|v| v.parse::<i128>().is_err());
+        if let (true, Some(key)) = (
+            word,
+            [("min", &r.min), ("max", &r.max)]
+                .into_iter()
+                .find_map(|(key, bound)| bound.as_ref().map(|_| key)),
+        ) {
+            found.push(format!(
+                "{file}:{}: params.\"{}\": {key} bounds an integer and {} is a word here ({}): \
+                 every change of it is refused as out of bounds; remove min and max",
+                r.line,
+                r.name,
+                r.name,
+                text.trim()
+            ));
+            continue;
+        }
         for (key, bound) in [("min", &r.min), ("max", &r.max)] {
             let Some(Bound::Each(list)) = bound else {
                 continue;
@@ -1981,6 +2017,42 @@ proc_root = \"/proc\"
     /// s54 story AO-3: a list bound of another length than the value here refuses every change
     /// at run time; `kpo check` says so. One integer, or a list of the right length, is fine.
     #[test]
+    fn a_bound_on_a_word_and_a_read_only_key_are_warned_of() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path();
+        std::fs::create_dir_all(sys.join("net/ipv4")).unwrap();
+        std::fs::write(sys.join("net/ipv4/tcp_congestion_control"), "bbr\n").unwrap();
+        let available = sys.join("net/ipv4/tcp_available_congestion_control");
+        std::fs::write(&available, "reno cubic bbr\n").unwrap();
+        std::fs::set_permissions(&available, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let p = Policy::parse(
+            "[params.\"net.ipv4.tcp_congestion_control\"]\nmin = 0\nmax = 10\n\
+             [params.\"net.ipv4.tcp_available_congestion_control\"]\nmode = \"auto\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            entries_every_change_refuses(&p, sys),
+            [
+                "p.toml:1: params.\"net.ipv4.tcp_congestion_control\": min bounds an integer and \
+                 net.ipv4.tcp_congestion_control is a word here (bbr): every change of it is \
+                 refused as out of bounds; remove min and max",
+                "p.toml:4: params.\"net.ipv4.tcp_available_congestion_control\": \
+                 net.ipv4.tcp_available_congestion_control is read-only here (mode 444): every \
+                 change of it is refused; leave it to mode \"observe\", or remove the entry"
+            ]
+        );
+        // Watched only, it is no trouble.
+        let observed = Policy::parse(
+            "[params.\"net.ipv4.tcp_available_congestion_control\"]\nmode = \"observe\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert!(entries_every_change_refuses(&observed, sys).is_empty());
+    }
+
+    #[test]
     fn a_list_bound_of_another_length_than_the_value_is_warned_of() {
         let dir = tempfile::tempdir().unwrap();
         let sys = dir.path();
@@ -1995,7 +2067,7 @@ proc_root = \"/proc\"
         )
         .unwrap();
         assert_eq!(
-            bounds_of_another_length(&p, sys),
+            entries_every_change_refuses(&p, sys),
             [
                 "p.toml:1: params.\"net.core.somaxconn\": min has 2 elements and \
               net.core.somaxconn has 1 here: every change of it is refused as out of bounds; \

@@ -739,6 +739,68 @@ impl ChangePath {
                 }
             }
         }
+        self.try_failed_again(out, source, reason, only_ours)
+    }
+
+    /// The reverts of [`ChangePath::restore_originals`] that failed, tried again while a pass puts
+    /// something back: the kernel may have refused one for another key's value that a revert after
+    /// it put back (a local port range below `ip_unprivileged_port_start`, which the same pass
+    /// lowered later: s62 story CD-1). Which keys the kernel relates is not known beforehand, as
+    /// it is for cpufreq's two limits. A revert that took replaces its failed report, with the
+    /// first try named in its detail; the journal keeps both.
+    fn try_failed_again(
+        &mut self,
+        mut out: Vec<ChangeReport>,
+        source: Source,
+        reason: &str,
+        only_ours: bool,
+    ) -> Result<Vec<ChangeReport>, Stopped> {
+        let failed = |out: &[ChangeReport]| -> Vec<usize> {
+            (0..out.len())
+                .filter(|&i| out[i].status == ChangeStatus::Failed && out[i].journal_id.is_some())
+                .collect()
+        };
+        let mut took = out.iter().any(|r| r.status == ChangeStatus::Reverted);
+        let mut again = failed(&out);
+        while took && !again.is_empty() {
+            took = false;
+            for i in again {
+                let address = out[i].address.clone();
+                let first = out[i].clone();
+                let report = match self.restore_original(&address, source, reason, only_ours, &out)
+                {
+                    Ok(report) => report,
+                    Err(error) => {
+                        let original =
+                            (self.journal.param_state(&address)).and_then(|s| s.original.clone());
+                        out[i] = self.stopped_at(&address, original, &error);
+                        return Err(Stopped {
+                            reports: out,
+                            not_tried: Vec::new(),
+                            error,
+                        });
+                    }
+                };
+                if report.status != ChangeStatus::Reverted {
+                    continue;
+                }
+                took = true;
+                let first_id = first
+                    .journal_id
+                    .map(|id| format!(" (#{id})"))
+                    .unwrap_or_default();
+                let why = (first.refusal.as_ref().map(ToString::to_string))
+                    .or(first.detail.clone())
+                    .unwrap_or_default();
+                let mut report = report;
+                report.detail = Some(format!(
+                    "tried again after the others had been put back: the first try{first_id} \
+                     failed: {why}"
+                ));
+                out[i] = report;
+            }
+            again = failed(&out);
+        }
         Ok(out)
     }
 

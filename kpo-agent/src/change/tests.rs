@@ -28,6 +28,9 @@ pub(crate) struct FakeKernel {
     pub revert_clamp_once: Option<(String, Value)>,
     /// Reverts (put-backs) of this address fail.
     pub refuse_revert: Vec<String>,
+    /// Reverts of the first address fail while the second holds this value (a kernel that
+    /// relates two keys: a local port range below `ip_unprivileged_port_start`).
+    pub refuse_revert_while: Option<(String, String, Value)>,
     /// Someone else writes this address this value once it has been read this many times more.
     pub written_by_others_after_reads: Option<(String, usize, Value)>,
 }
@@ -107,6 +110,14 @@ impl Actuator for FakeActuator {
                 knob: key,
                 reason: "EBUSY".into(),
             });
+        }
+        if let Some((of, other, value)) = &k.refuse_revert_while {
+            if *of == key && k.values.get(other) == Some(value) {
+                return Err(ActuateError::NotFound {
+                    knob: key,
+                    reason: "EINVAL".into(),
+                });
+            }
         }
         let stored = match k.revert_clamp_once.take() {
             Some((a, v)) if a == key => v,
@@ -1160,6 +1171,52 @@ fn revert_all_leaves_a_parameter_kpo_never_changed() {
     );
     assert_eq!(value(&k, undone), Value::Int(4096));
     assert_eq!(value(&k, resumed), Value::Int(4096));
+}
+
+/// s62 story CD-1: the kernel refused `kpo revert --all`'s put-back of a local port range while
+/// `ip_unprivileged_port_start` was still KPO's, which the same pass put back after it; the range
+/// stayed, and `on_exit = "revert"` left it too. A failed put-back is tried again once others
+/// have taken.
+#[test]
+fn revert_all_tries_a_refused_put_back_again_after_the_others() {
+    let range = "net.core.somaxconn@netns:4026539991";
+    let start = "net.core.somaxconn@netns:4026539992";
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(range, Value::Int(4096)), (start, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    for a in [range, start] {
+        let r = p.propose(&op(a, Value::Int(8192))).unwrap();
+        assert_eq!(r.status, ChangeStatus::Applied, "{r:?}");
+    }
+    k.0.lock().unwrap().refuse_revert_while = Some((range.into(), start.into(), Value::Int(8192)));
+    let all = p.revert_all("all").unwrap();
+    let shown: Vec<(String, ChangeStatus)> = (all.iter())
+        .map(|r| (r.address.to_string(), r.status))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (range.to_string(), ChangeStatus::Reverted),
+            (start.to_string(), ChangeStatus::Reverted)
+        ]
+    );
+    assert_eq!(value(&k, range), Value::Int(4096));
+    assert_eq!(value(&k, start), Value::Int(4096));
+    let detail = all[0].detail.as_deref().unwrap();
+    assert!(
+        detail.starts_with(
+            "tried again after the others had been put back: the first try (#3) failed: "
+        ) && detail.contains("EINVAL"),
+        "{detail}"
+    );
+    // The first try is journaled as what it was.
+    let failed = p.journal.all_entries().0;
+    assert!(
+        failed
+            .iter()
+            .any(|e| e.id == 3 && e.kind == "revert" && e.status == "failed"),
+        "{failed:#?}"
+    );
 }
 
 /// A parameter whose first change never took effect (the kernel refused it, it read back

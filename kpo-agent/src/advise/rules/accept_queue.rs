@@ -682,7 +682,9 @@ impl AcceptQueueRule {
             .max()
             .unwrap_or(current)
             .max(current);
-        let wanted = base.saturating_mul(self.cfg.raise_factor.max(2));
+        // From 0 (the kernel's own minimum of somaxconn) as from 1: a multiple of 0 is no step,
+        // and the drops went unanswered without a word (s62 story CD-2).
+        let wanted = base.max(1).saturating_mul(self.cfg.raise_factor.max(2));
         let no_step = |no: &step::OutOfReach| {
             step::out_of_reach(at, addr.clone(), current, true, limits.as_ref(), no)
         };
@@ -1231,6 +1233,23 @@ mod tests {
             assert!(r.reason.contains(needle), "{needle:?} not in {}", r.reason);
         }
         assert_eq!(r.application.as_ref().unwrap().port, 8080);
+    }
+
+    /// s62 story CD-2: at somaxconn 0 a capped listener dropped hundreds a window, and the rule
+    /// said nothing: twice 0 is 0. It raises from 0 as from 1.
+    #[test]
+    fn capped_at_a_somaxconn_of_0_raises_it() {
+        let mut rule = AcceptQueueRule::default();
+        let w = window(vec![listener(NS, 0, 1, 475)]);
+        let policy = StaticPolicy::new().with(
+            SOMAXCONN,
+            &[Source::Rules],
+            ParamLimits::new(Mode::Auto).bounds(0, 65535),
+        );
+        let recs = rule.evaluate(&at(41), &w, &mut kernel(0), &policy);
+        assert_eq!(recs.len(), 1, "{recs:#?}");
+        assert_eq!(recs[0].current_value, Some(Value::Int(0)));
+        assert_eq!(recs[0].recommended_value, Some(Value::Int(2)));
     }
 
     /// A port bound on several addresses is named by each (up to three), not by the first

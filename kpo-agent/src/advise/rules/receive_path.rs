@@ -330,7 +330,8 @@ impl ReceivePathRule {
         let limits = policy.allowed(&addr, Source::Rules);
         let ceiling = self.cfg.max_backlog_ceiling;
         let mut dead_end = None;
-        let wanted = current.saturating_mul(self.cfg.raise_factor.max(2));
+        // From 0 as from 1: a multiple of 0 is no step (s62 story CD-2).
+        let wanted = current.max(1).saturating_mul(self.cfg.raise_factor.max(2));
         let target = self.drops.fire_with(
             at.index,
             current,
@@ -470,7 +471,7 @@ If the drops per second do not fall by a quarter over a whole window at the new 
             // The kernel ends a round at a whole tick (`usecs_to_jiffies` rounds up): a time
             // budget raised within the tick it ends in would change nothing (2000 and 4000 µs are
             // both one tick at HZ 250), so the raise reaches the next tick or is no step.
-            let mut wanted = current.saturating_mul(self.cfg.raise_factor.max(2));
+            let mut wanted = current.max(1).saturating_mul(self.cfg.raise_factor.max(2));
             let hz = hz.filter(|_| addr.name == BUDGET_USECS);
             if let Some(hz) = hz.filter(|&hz| ticks(wanted, hz) <= ticks(current, hz)) {
                 wanted = last_usec_of(ticks(current, hz) + 1, hz);
@@ -795,6 +796,23 @@ mod tests {
             "{log}"
         );
         assert!(log.contains("first network namespace only"), "{log}");
+    }
+
+    /// s62 story CD-2: twice 0 is 0, no step; it raises from 0 as from 1.
+    #[test]
+    fn a_backlog_of_0_is_raised() {
+        let mut rule = ReceivePathRule::default();
+        let mut k = kernel().with(MAX_BACKLOG, 0);
+        let mut tick = softnet(37, 0, 100.0);
+        tick.duration_s = 1.0;
+        let policy = StaticPolicy::new().with(
+            MAX_BACKLOG,
+            &[Source::Rules],
+            ParamLimits::new(Mode::Auto).bounds(0, 16384),
+        );
+        let r = rule.on_tick(&at(4), &tick, &mut k, &policy);
+        assert_eq!(r.len(), 1, "{r:#?}");
+        assert_eq!(r[0].recommended_value, Some(Value::Int(2)));
     }
 
     #[test]

@@ -231,7 +231,8 @@ impl SynBacklogRule {
             }
             let limits = policy.allowed(&addr, Source::Rules);
             let mut dead_end = None;
-            let wanted = current
+            // From 0 as from 1: a multiple of 0 is no step (s62 story CD-2).
+            let wanted = (current.max(1))
                 .saturating_mul(self.cfg.raise_factor.max(2))
                 .min(ceiling);
             let target = latch.fire_with(
@@ -396,6 +397,17 @@ mod tests {
             .on_window(&at(1), &unknown, &mut k, &p)
             .is_empty());
         assert!(k.reads.is_empty());
+    }
+
+    /// s62 story CD-2: twice 0 is 0, no step; it raises from 0 as from 1.
+    #[test]
+    fn a_backlog_of_0_is_raised() {
+        let mut k = FakeKernel::default().with(COOKIES, 0).with(BACKLOG, 0);
+        let p = policy(ParamLimits::new(Mode::Auto).bounds(0, 8192));
+        let w = with_netns(50, 10, Some(15));
+        let r = SynBacklogRule::default().on_window(&at(3), &w, &mut k, &p);
+        assert_eq!(r.len(), 1, "{r:#?}");
+        assert_eq!(r[0].recommended_value, Some(Value::Int(2)));
     }
 
     #[test]
