@@ -261,6 +261,7 @@ fn window(comm: &str) -> Window {
         start: "2026-12-01T03:00:00Z".into(),
         end: "2026-12-01T03:01:00Z".into(),
         duration_s: 60.0,
+        longest_tick_s: 60.0,
         sampled_fraction: 0.05,
         accept_queue_sampled_fraction: 1.0,
         listeners: vec![ListenerWindow {

@@ -404,6 +404,7 @@ impl Rig {
             start: "2026-12-01T05:00:00Z".into(),
             end: "2026-12-01T05:00:01Z".into(),
             duration_s: 1.0,
+            longest_tick_s: 1.0,
             sampled_fraction: 1.0,
             accept_queue_sampled_fraction: 1.0,
             listeners: vec![],

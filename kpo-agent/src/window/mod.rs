@@ -179,6 +179,11 @@ pub struct Window {
     /// Exact, since it divides energy and counts; rounded to the millisecond when written.
     #[serde(serialize_with = "round3_field")]
     pub duration_s: f64,
+    /// The longest time between two of its samples: a window lasts as long as its ticks take,
+    /// and an agent stopped (SIGSTOP, a frozen VM) or starved of CPU ticks late; a freeze lands
+    /// whole in one tick (s62 story CE-1: a 19 s window of 5 said nothing of it).
+    #[serde(serialize_with = "round3_field")]
+    pub longest_tick_s: f64,
     /// Fraction of the window during which the duty-cycled sensors (softirq, napi, sched,
     /// request_latency) were attached. Their counts cover only that time; their rates are per
     /// second of sampling. Kept exact, since it divides request counts; rounded when written.
@@ -357,6 +362,7 @@ pub struct WindowBuilder {
     sampled: Duration,
     accept_queue_sampled: Duration,
     elapsed: Duration,
+    longest_tick: Duration,
 }
 
 impl WindowBuilder {
@@ -379,6 +385,7 @@ impl WindowBuilder {
             sampled: Duration::ZERO,
             accept_queue_sampled: Duration::ZERO,
             elapsed: Duration::ZERO,
+            longest_tick: Duration::ZERO,
         }
     }
 
@@ -391,6 +398,7 @@ impl WindowBuilder {
         let previous = self.last.as_ref().unwrap_or(&self.baseline);
         let tick = sample.at.saturating_duration_since(previous.at);
         self.elapsed += tick;
+        self.longest_tick = self.longest_tick.max(tick);
         self.sampled += sample.duty_sampled;
         self.accept_queue_sampled += sample.accept_queue_sampled;
         observe_peaks(&mut self.peaks, &sample);
@@ -411,6 +419,7 @@ impl WindowBuilder {
         let last = self.last.as_ref()?;
         let spans = Spans {
             elapsed: self.elapsed,
+            longest_tick: self.longest_tick,
             sampled: self.sampled,
             accept_queue_sampled: self.accept_queue_sampled,
         };
@@ -498,6 +507,7 @@ pub fn tick_window(previous: &Sample, sample: &Sample) -> Window {
     let tick = sample.at.saturating_duration_since(previous.at);
     let spans = Spans {
         elapsed: tick,
+        longest_tick: tick,
         sampled: sample.duty_sampled,
         accept_queue_sampled: sample.accept_queue_sampled,
     };
@@ -563,6 +573,7 @@ fn add_requests(requests: &mut Requests, previous: &Sample, sample: &Sample) {
 /// How long a window lasted, and how much of it each group of sensors was attached.
 struct Spans {
     elapsed: Duration,
+    longest_tick: Duration,
     sampled: Duration,
     accept_queue_sampled: Duration,
 }
@@ -590,6 +601,7 @@ fn assemble(
         start: rfc3339(first.wall),
         end: rfc3339(last.wall),
         duration_s: secs,
+        longest_tick_s: spans.longest_tick.as_secs_f64(),
         sampled_fraction: sampled.0 / secs,
         accept_queue_sampled_fraction: round3(spans.accept_queue_sampled.as_secs_f64() / secs),
         listeners: listeners(first, last, peaks, reference, dropped),
@@ -1209,6 +1221,25 @@ mod tests {
         assert_eq!(w.duration_s, 0.0004);
         let json = serde_json::to_value(&w).unwrap();
         assert_eq!(json["duration_s"], 0.0);
+    }
+
+    /// s62 story CE-1: an agent stopped for 15 s closed a 19 s window of 5 with no word of it.
+    /// The window says its longest tick.
+    #[test]
+    fn a_window_says_its_longest_tick() {
+        let t0 = Instant::now();
+        let mut b = WindowBuilder::new(sample(t0, 0, false, 3, 10, bpf(100, None)));
+        b.push(sample(t0, 1, false, 3, 10, bpf(100, None)));
+        let mut frozen = sample(t0, 0, false, 3, 10, bpf(100, None));
+        frozen.at = t0 + Duration::from_millis(16_250);
+        b.push(frozen);
+        let mut last = sample(t0, 0, false, 3, 10, bpf(100, None));
+        last.at = t0 + Duration::from_millis(17_250);
+        b.push(last);
+        let (w, _) = b.finish().unwrap();
+        assert_eq!((w.duration_s, w.longest_tick_s), (17.25, 15.25));
+        let json = serde_json::to_value(&w).unwrap();
+        assert_eq!(json["longest_tick_s"], 15.25);
     }
 
     #[test]

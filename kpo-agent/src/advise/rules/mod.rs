@@ -326,6 +326,7 @@ pub(crate) mod testing {
             start: "s".into(),
             end: "2026-12-01T03:01:00Z".into(),
             duration_s: 60.0,
+            longest_tick_s: 60.0,
             sampled_fraction: 1.0,
             accept_queue_sampled_fraction: 1.0,
             listeners,
