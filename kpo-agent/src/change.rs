@@ -170,6 +170,11 @@ pub struct ChangeReport {
     /// pass later.
     #[serde(skip)]
     pub failed_for_a_while: bool,
+    /// Not made because the guard could not write its watch ahead of it: the state directory
+    /// could not be written, as for a journal that cannot be, and the same change may be made
+    /// once it can.
+    #[serde(skip)]
+    pub unwatched: bool,
     /// A revert left a value someone else wrote, or a later operator's change, or skipped a
     /// value quarantined there (for `kpo revert ID`, which `--force` writes over: not done as
     /// asked, so the command exits 1; s52 review M1). An older CLI ignores it.
@@ -190,6 +195,7 @@ impl ChangeReport {
             detail: None,
             netns_cookie: None,
             failed_for_a_while: false,
+            unwatched: false,
             theirs_left: false,
         }
     }
@@ -1044,6 +1050,7 @@ impl ChangePath {
                 // It passes once the file can be written: the optimizer waits for it rather
                 // than setting its configuration aside (s61 review1 R1-3).
                 report.failed_for_a_while = true;
+                report.unwatched = true;
                 Outcome::Failed {
                     error,
                     reconciled: false,

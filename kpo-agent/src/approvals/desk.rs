@@ -29,7 +29,8 @@ const UNDER_WAY: &str = "its change was being made: what was done replaces this 
 
 /// What considering a batch produced: the events in order, the changes applied (for the guard to
 /// watch), the proposals the policy refused, with why (for their advisor to know), and those the
-/// journal could not record (nothing was written: their advisor is to give them again).
+/// journal could not record or whose watch the guard could not write (nothing was written: their
+/// advisor is to give them again).
 #[derive(Debug, Default)]
 pub struct Considered {
     pub events: Vec<Event>,
@@ -692,6 +693,11 @@ impl Desk {
                 }
             }
             ChangeStatus::Applied => out.applied.push(report),
+            // Not made while the guard's file cannot be written (a full state directory): given
+            // again as soon as advice the journal could not record, not after the advisor's own
+            // repeat (s61 review2 R2-3: the rules' 10 windows). Each try journals a failed
+            // intent, once a window at most, as a journal failure's try does.
+            ChangeStatus::Failed if report.unwatched => out.unjournaled.push(proposal),
             _ => {
                 if let Some(refusal) = report.refusal {
                     out.refused.push((proposal, refusal));

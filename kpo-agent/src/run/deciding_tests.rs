@@ -6781,6 +6781,43 @@ fn a_rules_advice_the_journal_could_not_record_is_given_again_at_the_next_window
     assert_eq!(deciding.path_for_tests().journal.unwritable(), None);
 }
 
+/// s61 review2 R2-3: a rule's raise not made because the guard's file could not take its watch
+/// (a full state directory) was held for the rules' repeat of 10 windows, while advice the
+/// journal could not record is given again at the next window. Both wait for the same disk.
+#[test]
+fn a_rules_advice_the_guard_could_not_watch_is_given_again_at_the_next_window() {
+    let (tmp, k, mut deciding, drops) = backlog_rig(BACKLOG_IN_AUTO);
+    let phases = |deciding: &mut Deciding| -> Vec<(i64, ChangePhase)> {
+        deciding
+            .on_window(&drops)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Change(c) if c.phase != ChangePhase::Proposed => {
+                    Some((c.after.as_int().unwrap(), c.phase))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let backlog = || k.0.lock().unwrap().values[BACKLOG].clone();
+    // Where the file is written first, then renamed: a directory there fails the write.
+    let blocker = tmp
+        .path()
+        .join(format!("{}.tmp", crate::guard::WATCHES_FILE));
+    std::fs::create_dir(&blocker).unwrap();
+    for _ in 0..2 {
+        assert_eq!(phases(&mut deciding), [(2000, ChangePhase::Failed)]);
+        assert_eq!(backlog(), Value::Int(1000));
+    }
+    std::fs::remove_dir(&blocker).unwrap();
+    assert_eq!(
+        phases(&mut deciding),
+        [(2000, ChangePhase::Applied), (2000, ChangePhase::Verified)],
+        "the guard's file can be written again"
+    );
+    assert_eq!(backlog(), Value::Int(2000));
+}
+
 /// `file` bind-mounted read-only over itself, undone on drop (even after a panic): its writes
 /// fail with EROFS, as on a file system the kernel remounted read-only.
 struct ReadOnlyBind(PathBuf);
