@@ -350,6 +350,22 @@ pub struct StillPast {
     pub signal: HealthSignal,
     pub after: f64,
     pub bar: f64,
+    /// For `request_p99`, the service it was reverted for, and judged at again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<Service>,
+}
+
+impl StillPast {
+    /// In words, with its service and unit, as the logs and the journal quote it.
+    pub fn words(&self) -> String {
+        let unit = self.signal.unit();
+        format!(
+            "{} still at {:.3} {unit} (past {:.3} {unit})",
+            signal_at(self.signal, self.service.as_ref()),
+            self.after,
+            self.bar
+        )
+    }
 }
 
 /// What a revert's `before` is, in words, for the reasons that quote it: the highest of
@@ -894,7 +910,7 @@ fn the_hosts(file: &mut WatchFile, u: &Unconfirmed, now: f64) {
 pub struct Cleared {
     pub change_id: u64,
     /// Each signal, its value in the window, and what counted as its regression.
-    pub signals: Vec<(HealthSignal, f64, f64)>,
+    pub signals: Vec<StillPast>,
 }
 
 /// What [`Guard::resume`] found in the state directory.
@@ -1016,11 +1032,17 @@ impl Guard {
                 }
                 continue;
             };
+            let still = StillPast {
+                signal: u.signal,
+                after: now,
+                bar: u.bar,
+                service: u.service.clone(),
+            };
             match cleared.iter_mut().find(|c| c.change_id == u.change_id) {
-                Some(c) => c.signals.push((u.signal, now, u.bar)),
+                Some(c) => c.signals.push(still),
                 None => cleared.push(Cleared {
                     change_id: u.change_id,
-                    signals: vec![(u.signal, now, u.bar)],
+                    signals: vec![still],
                 }),
             }
             the_hosts(&mut file, u, now);
@@ -3657,7 +3679,12 @@ mod tests {
             guard.window_closed(&still),
             [Cleared {
                 change_id: 1,
-                signals: vec![(HealthSignal::RunqP99, 850.0, 100.0 * 1.2 + 50.0)]
+                signals: vec![StillPast {
+                    signal: HealthSignal::RunqP99,
+                    after: 850.0,
+                    bar: 100.0 * 1.2 + 50.0,
+                    service: None
+                }]
             }]
         );
         // Past the bar still, but fell with the revert (900 to 300, more than the tolerance):

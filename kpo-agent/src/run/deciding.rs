@@ -1176,8 +1176,10 @@ impl Deciding {
                 continue;
             };
             let q = self.guard_quarantines.remove(at);
+            // With units, and the service for request_p99 (s62 story CF-1: a figure no one could
+            // place beside another service's).
             let still = (c.signals.iter())
-                .map(|(signal, now, bar)| format!("{signal} still at {now:.3} (past {bar:.3})"))
+                .map(crate::guard::StillPast::words)
                 .collect::<Vec<_>>()
                 .join(", ");
             let why = format!(
@@ -1233,10 +1235,10 @@ impl Deciding {
                 still_past: (c.signals.into_iter())
                     // To three decimals, as the reasons quote them (s57 story BF-4: a bar of
                     // 6236.599999999999).
-                    .map(|(signal, after, bar)| crate::guard::StillPast {
-                        signal,
-                        after: (after * 1000.0).round() / 1000.0,
-                        bar: (bar * 1000.0).round() / 1000.0,
+                    .map(|still| crate::guard::StillPast {
+                        after: (still.after * 1000.0).round() / 1000.0,
+                        bar: (still.bar * 1000.0).round() / 1000.0,
+                        ..still
                     })
                     .collect(),
             })));

@@ -1250,8 +1250,28 @@ fn a_revert_the_signal_outlasts_has_its_quarantine_lifted() {
                     "change_id": change,
                     "address": MAX_FREQ,
                     "values": [2_400_000],
-                    "still_past": [{"signal": "request_p99", "after": 352.0, "bar": 232.4}],
+                    "still_past": [{
+                        "signal": "request_p99",
+                        "after": 352.0,
+                        "bar": 232.4,
+                        "service": {"netns": 4026531840_u64, "port": PORT, "family": "ipv4"}
+                    }],
                 })]
+            );
+            // Named with its service and units (s62 story CF-1).
+            let lifted = (rig.journal().records().iter())
+                .filter_map(|r| match r {
+                    Record::Quarantine { why, .. } => Some(why.clone()),
+                    _ => None,
+                })
+                .last()
+                .unwrap();
+            assert!(
+                lifted.starts_with(
+                    "the guard saw request_p99 at port 8080 (ipv4, netns 4026531840) still at \
+                     352.000 µs (past 232.400 µs) in the first window wholly after"
+                ),
+                "{lifted}"
             );
             assert_eq!(
                 quarantine.until_ms, quarantine.since_ms,
