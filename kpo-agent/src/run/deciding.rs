@@ -1889,9 +1889,9 @@ pub(super) fn revert_reason(
     // With the unit: "from 3757.4 to 56203.67" read as seconds or milliseconds as easily (s61
     // story BZ-3).
     let unit = signal.unit();
-    // Each service is judged against its own baseline: the one that regressed is named.
-    let signal = crate::guard::signal_at(signal, service);
-    format!("the guard saw {signal} go from {before} {unit} ({of}) to {after} {unit}")
+    // The service whose p99 the figure after is: the one to look at.
+    let at = service.map(|s| format!(" at {s}")).unwrap_or_default();
+    format!("the guard saw {signal} go from {before} {unit} ({of}) to {after} {unit}{at}")
 }
 
 /// Why the live loop could never measure its SLO under `config`, if so: the latency is the

@@ -1177,8 +1177,8 @@ fn a_regression_after_a_change_is_reverted_by_the_guard_and_quarantined() {
     assert!(matches!(revert.kind, IntentKind::Revert { of: Some(_) }));
     assert_eq!(
         revert.reason,
-        "the guard saw request_p99 at port 8080 (ipv4, netns 4026531840) go from 152 µs (the window \
-         before the change) to 260 µs"
+        "the guard saw request_p99 go from 152 µs (the window before the change) to 260 µs at port \
+         8080 (netns 4026531840)"
     );
     assert!(rig
         .json
@@ -1254,22 +1254,22 @@ fn a_revert_the_signal_outlasts_has_its_quarantine_lifted() {
                         "signal": "request_p99",
                         "after": 352.0,
                         "bar": 232.4,
-                        "service": {"netns": 4026531840_u64, "port": PORT, "family": "ipv4"}
+                        "service": {"netns": 4026531840_u64, "port": PORT}
                     }],
                 })]
             );
             // Named with its service and units (s62 story CF-1).
             let lifted = (rig.journal().records().iter())
-                .filter_map(|r| match r {
+                .rev()
+                .find_map(|r| match r {
                     Record::Quarantine { why, .. } => Some(why.clone()),
                     _ => None,
                 })
-                .last()
                 .unwrap();
             assert!(
                 lifted.starts_with(
-                    "the guard saw request_p99 at port 8080 (ipv4, netns 4026531840) still at \
-                     352.000 µs (past 232.400 µs) in the first window wholly after"
+                    "the guard saw request_p99 still at 352.000 µs at port 8080 (netns \
+                     4026531840) (past 232.400 µs) in the first window wholly after"
                 ),
                 "{lifted}"
             );
@@ -1348,8 +1348,8 @@ fn a_change_made_before_the_last_was_judged_is_reverted_with_it() {
     assert_eq!(
         revert.reason,
         format!(
-            "the guard saw request_p99 at port 8080 (ipv4, netns 4026531840) go from 152 µs (the window \
-         before the change) to 260 µs; \
+            "the guard saw request_p99 go from 152 µs (the window before the change) to 260 µs at port \
+         8080 (netns 4026531840); \
              #{second} was made on top of #{first}, not yet judged, and was judged with it \
              from the health before #{first}: the value before #{first} goes back"
         )
@@ -7071,14 +7071,13 @@ fn the_guards_revert_reason_gives_three_decimals() {
             Some(&crate::guard::Service {
                 netns: 4026531840,
                 port: 8080,
-                family: "ipv6".into()
             }),
             152.0,
             "the highest of the 5 windows before the change",
             260.0
         ),
-        "the guard saw request_p99 at port 8080 (ipv6, netns 4026531840) go from 152 µs (the \
-         highest of the 5 windows before the change) to 260 µs"
+        "the guard saw request_p99 go from 152 µs (the highest of the 5 windows before the \
+         change) to 260 µs at port 8080 (netns 4026531840)"
     );
 }
 
