@@ -26,6 +26,7 @@ pub(crate) mod llm;
 mod offline_changes;
 pub mod one_agent;
 mod open_files;
+mod pace;
 mod rules_state;
 mod second_signal;
 mod unix_holder;
@@ -325,7 +326,7 @@ pub async fn run(
     let _ = energy.read();
     let mut windows = Windows::new(collector.sample(), ticks_per_window);
 
-    let mut pace = Pace::new(config.window);
+    let mut pace = pace::Pace::new(config.window);
     let mut interval = tokio::time::interval(config.tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval.tick().await; // the first tick completes at once
@@ -520,46 +521,6 @@ pub async fn run(
 }
 
 /// `on_exit`, whose panic (a defect) is logged rather than unwinding past the `stop` event.
-/// Whether windows last as long as they should: an agent stopped (SIGSTOP, a frozen VM) or
-/// starved of CPU ticks late, and a window lasts as long as its ticks take. Said once when
-/// windows start to run long, and once when they are back (s62 story CE-1: windows of 8 s for a
-/// minute and one of 99 s in place of 5, with no word).
-struct Pace {
-    planned: std::time::Duration,
-    late: bool,
-}
-
-impl Pace {
-    /// Longer than this many times its length, a window is late.
-    const LATE: f64 = 1.5;
-
-    fn new(planned: std::time::Duration) -> Self {
-        Self {
-            planned,
-            late: false,
-        }
-    }
-
-    fn window_closed(&mut self, window: &Window) {
-        let planned = self.planned.as_secs_f64();
-        let late = window.duration_s > Self::LATE * planned;
-        match (late, self.late) {
-            (true, false) => warn!(
-                "the window ending {} lasted {:.3} s, not {planned} s (its longest tick {:.3} \
-                 s): the agent was stopped or starved of CPU; its counts and rates cover the \
-                 {:.3} s it lasted (said again when windows are back to length)",
-                window.end, window.duration_s, window.longest_tick_s, window.duration_s
-            ),
-            (false, true) => info!(
-                "windows are back to {planned} s (the one ending {} lasted {:.3} s)",
-                window.end, window.duration_s
-            ),
-            _ => {}
-        }
-        self.late = late;
-    }
-}
-
 fn carry_out_on_exit(deciding: &mut Deciding, sink: &mut EventSink) {
     match stage("on_exit", || deciding.on_exit()) {
         Ok(events) => {

@@ -49,6 +49,12 @@ pub const SOMAXCONN: &str = "net.core.somaxconn";
 /// The kernel's ceiling for somaxconn before 5.4 kept it in 16 bits; a safe default ceiling.
 const DEFAULT_CEILING: i64 = 65535;
 
+/// The least a raise of somaxconn goes to: its value before Linux 5.4, and about the backlog most
+/// services ask for. Doubled from 0 or 1, it went to 2, which holds 3 connections: the drops fell
+/// by less than the rules' own "did it help" test asks, and the raises ended there (s62 story
+/// CD-2, review1 R1-3).
+const RAISE_AT_LEAST: i64 = 128;
+
 /// What the rule manages and why (for `kpo explain` and the docs).
 pub const DESCS: &[(&str, &str)] = &[(
     SOMAXCONN,
@@ -682,9 +688,9 @@ impl AcceptQueueRule {
             .max()
             .unwrap_or(current)
             .max(current);
-        // From 0 (the kernel's own minimum of somaxconn) as from 1: a multiple of 0 is no step,
-        // and the drops went unanswered without a word (s62 story CD-2).
-        let wanted = base.max(1).saturating_mul(self.cfg.raise_factor.max(2));
+        // Twice 0 (the kernel's own minimum of somaxconn) is no step: the drops went unanswered
+        // without a word (s62 story CD-2).
+        let wanted = (base.saturating_mul(self.cfg.raise_factor.max(2))).max(RAISE_AT_LEAST);
         let no_step = |no: &step::OutOfReach| {
             step::out_of_reach(at, addr.clone(), current, true, limits.as_ref(), no)
         };
@@ -1236,7 +1242,8 @@ mod tests {
     }
 
     /// s62 story CD-2: at somaxconn 0 a capped listener dropped hundreds a window, and the rule
-    /// said nothing: twice 0 is 0. It raises from 0 as from 1.
+    /// said nothing: twice 0 is 0. Review1 R1-3: to 2, the rule's "did it help" test ended the
+    /// raises. A raise goes to 128 at least.
     #[test]
     fn capped_at_a_somaxconn_of_0_raises_it() {
         let mut rule = AcceptQueueRule::default();
@@ -1249,7 +1256,7 @@ mod tests {
         let recs = rule.evaluate(&at(41), &w, &mut kernel(0), &policy);
         assert_eq!(recs.len(), 1, "{recs:#?}");
         assert_eq!(recs[0].current_value, Some(Value::Int(0)));
-        assert_eq!(recs[0].recommended_value, Some(Value::Int(2)));
+        assert_eq!(recs[0].recommended_value, Some(Value::Int(128)));
     }
 
     /// A port bound on several addresses is named by each (up to three), not by the first

@@ -37,6 +37,17 @@ pub const MAX_BACKLOG: &str = "net.core.netdev_max_backlog";
 pub const BUDGET: &str = "net.core.netdev_budget";
 pub const BUDGET_USECS: &str = "net.core.netdev_budget_usecs";
 
+/// The least a raise of each key goes to: the kernel's default. Doubled from 0, a raise went
+/// nowhere, without a word (s62 story CD-2); from 1, to 2, which no queue or budget of a busy
+/// receive path can use (review1 R1-3).
+fn raise_at_least(key: &str) -> i64 {
+    match key {
+        MAX_BACKLOG => 1000,
+        BUDGET => 300,
+        _ => 2000,
+    }
+}
+
 pub const DESCS: &[(&str, &str)] = &[
     (
         MAX_BACKLOG,
@@ -330,8 +341,8 @@ impl ReceivePathRule {
         let limits = policy.allowed(&addr, Source::Rules);
         let ceiling = self.cfg.max_backlog_ceiling;
         let mut dead_end = None;
-        // From 0 as from 1: a multiple of 0 is no step (s62 story CD-2).
-        let wanted = current.max(1).saturating_mul(self.cfg.raise_factor.max(2));
+        let wanted =
+            (current.saturating_mul(self.cfg.raise_factor.max(2))).max(raise_at_least(MAX_BACKLOG));
         let target = self.drops.fire_with(
             at.index,
             current,
@@ -471,7 +482,8 @@ If the drops per second do not fall by a quarter over a whole window at the new 
             // The kernel ends a round at a whole tick (`usecs_to_jiffies` rounds up): a time
             // budget raised within the tick it ends in would change nothing (2000 and 4000 µs are
             // both one tick at HZ 250), so the raise reaches the next tick or is no step.
-            let mut wanted = current.max(1).saturating_mul(self.cfg.raise_factor.max(2));
+            let mut wanted = (current.saturating_mul(self.cfg.raise_factor.max(2)))
+                .max(raise_at_least(&addr.name));
             let hz = hz.filter(|_| addr.name == BUDGET_USECS);
             if let Some(hz) = hz.filter(|&hz| ticks(wanted, hz) <= ticks(current, hz)) {
                 wanted = last_usec_of(ticks(current, hz) + 1, hz);
@@ -798,7 +810,7 @@ mod tests {
         assert!(log.contains("first network namespace only"), "{log}");
     }
 
-    /// s62 story CD-2: twice 0 is 0, no step; it raises from 0 as from 1.
+    /// s62 story CD-2: twice 0 is 0, no step; a raise goes to the kernel's default at least.
     #[test]
     fn a_backlog_of_0_is_raised() {
         let mut rule = ReceivePathRule::default();
@@ -812,7 +824,7 @@ mod tests {
         );
         let r = rule.on_tick(&at(4), &tick, &mut k, &policy);
         assert_eq!(r.len(), 1, "{r:#?}");
-        assert_eq!(r[0].recommended_value, Some(Value::Int(2)));
+        assert_eq!(r[0].recommended_value, Some(Value::Int(1000)));
     }
 
     #[test]

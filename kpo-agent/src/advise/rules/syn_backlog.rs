@@ -44,6 +44,10 @@ pub const MAX_SYN_BACKLOG: &str = "net.ipv4.tcp_max_syn_backlog";
 pub const SYNCOOKIES: &str = "net.ipv4.tcp_syncookies";
 const DEFAULT_CEILING: i64 = 65535;
 
+/// The least a raise goes to: the kernel's own floor for its default (s62 story CD-2, review1
+/// R1-3: doubled from 0, a raise went nowhere; from 1, to a queue of 2).
+const RAISE_AT_LEAST: i64 = 128;
+
 pub const DESCS: &[(&str, &str)] = &[(
     MAX_SYN_BACKLOG,
     "SYN-queue reserve without SYN cookies; raised per network namespace when tcp_syncookies = 0 and SYNs are dropped short of a full queue",
@@ -231,9 +235,8 @@ impl SynBacklogRule {
             }
             let limits = policy.allowed(&addr, Source::Rules);
             let mut dead_end = None;
-            // From 0 as from 1: a multiple of 0 is no step (s62 story CD-2).
-            let wanted = (current.max(1))
-                .saturating_mul(self.cfg.raise_factor.max(2))
+            let wanted = (current.saturating_mul(self.cfg.raise_factor.max(2)))
+                .max(RAISE_AT_LEAST)
                 .min(ceiling);
             let target = latch.fire_with(
                 at.index,
@@ -399,7 +402,7 @@ mod tests {
         assert!(k.reads.is_empty());
     }
 
-    /// s62 story CD-2: twice 0 is 0, no step; it raises from 0 as from 1.
+    /// s62 story CD-2: twice 0 is 0, no step; a raise goes to 128 at least.
     #[test]
     fn a_backlog_of_0_is_raised() {
         let mut k = FakeKernel::default().with(COOKIES, 0).with(BACKLOG, 0);
@@ -407,7 +410,7 @@ mod tests {
         let w = with_netns(50, 10, Some(15));
         let r = SynBacklogRule::default().on_window(&at(3), &w, &mut k, &p);
         assert_eq!(r.len(), 1, "{r:#?}");
-        assert_eq!(r[0].recommended_value, Some(Value::Int(2)));
+        assert_eq!(r[0].recommended_value, Some(Value::Int(128)));
     }
 
     #[test]
