@@ -507,8 +507,9 @@ fn entries_every_change_refuses(policy: &Policy, proc_sys: &std::path::Path) -> 
         if let (Ok(mode), false) = (mode, r.mode == Mode::Observe) {
             if mode & 0o222 == 0 {
                 found.push(format!(
-                    "{file}:{}: params.\"{}\": {} is read-only here (mode {mode:o}): every change \
-                     of it is refused; leave it to mode \"observe\", or remove the entry",
+                    "{file}:{}: params.\"{}\": {} is read-only in the network namespace kpo \
+                     check runs in (mode {mode:o}): every change of it there is refused; leave it \
+                     to mode \"observe\", or remove the entry",
                     r.line, r.name, r.name
                 ));
                 continue;
@@ -518,15 +519,18 @@ fn entries_every_change_refuses(policy: &Policy, proc_sys: &std::path::Path) -> 
         // A word value (a congestion control's name) against integer bounds is out of bounds
         // whatever it is (s62 story CD-3: `min = 0` on tcp_congestion_control was valid).
         let word = text.split_whitespace().any(|v| v.parse::<i128>().is_err());
-        if let (true, Some(key)) = (
+        // Watched only, nothing is refused (s62 review1 R1-6).
+        if let (true, false, Some(key)) = (
             word,
+            r.mode == Mode::Observe,
             [("min", &r.min), ("max", &r.max)]
                 .into_iter()
                 .find_map(|(key, bound)| bound.as_ref().map(|_| key)),
         ) {
             found.push(format!(
-                "{file}:{}: params.\"{}\": {key} bounds an integer and {} is a word here ({}): \
-                 every change of it is refused as out of bounds; remove min and max",
+                "{file}:{}: params.\"{}\": {key} (the entry's own or [defaults]') bounds an \
+                 integer and {} is a word here ({}): every change of it is refused as out of \
+                 bounds; remove min and max (from [defaults] too, when they come from there)",
                 r.line,
                 r.name,
                 r.name,
@@ -2027,7 +2031,7 @@ proc_root = \"/proc\"
         std::fs::write(&available, "reno cubic bbr\n").unwrap();
         std::fs::set_permissions(&available, std::fs::Permissions::from_mode(0o444)).unwrap();
         let p = Policy::parse(
-            "[params.\"net.ipv4.tcp_congestion_control\"]\nmin = 0\nmax = 10\n\
+            "[params.\"net.ipv4.tcp_congestion_control\"]\nmode = \"auto\"\nmin = 0\nmax = 10\n\
              [params.\"net.ipv4.tcp_available_congestion_control\"]\nmode = \"auto\"\n",
             "p.toml",
         )
@@ -2035,17 +2039,20 @@ proc_root = \"/proc\"
         assert_eq!(
             entries_every_change_refuses(&p, sys),
             [
-                "p.toml:1: params.\"net.ipv4.tcp_congestion_control\": min bounds an integer and \
-                 net.ipv4.tcp_congestion_control is a word here (bbr): every change of it is \
-                 refused as out of bounds; remove min and max",
-                "p.toml:4: params.\"net.ipv4.tcp_available_congestion_control\": \
-                 net.ipv4.tcp_available_congestion_control is read-only here (mode 444): every \
-                 change of it is refused; leave it to mode \"observe\", or remove the entry"
+                "p.toml:1: params.\"net.ipv4.tcp_congestion_control\": min (the entry's own or \
+                 [defaults]') bounds an integer and net.ipv4.tcp_congestion_control is a word \
+                 here (bbr): every change of it is refused as out of bounds; remove min and max \
+                 (from [defaults] too, when they come from there)",
+                "p.toml:5: params.\"net.ipv4.tcp_available_congestion_control\": \
+                 net.ipv4.tcp_available_congestion_control is read-only in the network namespace \
+                 kpo check runs in (mode 444): every change of it there is refused; leave it to \
+                 mode \"observe\", or remove the entry"
             ]
         );
-        // Watched only, it is no trouble.
+        // Watched only, they are no trouble (s62 review1 R1-6).
         let observed = Policy::parse(
-            "[params.\"net.ipv4.tcp_available_congestion_control\"]\nmode = \"observe\"\n",
+            "[params.\"net.ipv4.tcp_available_congestion_control\"]\nmode = \"observe\"\n\
+             [params.\"net.ipv4.tcp_congestion_control\"]\nmode = \"observe\"\nmin = 0\n",
             "p.toml",
         )
         .unwrap();

@@ -762,40 +762,44 @@ impl ChangePath {
         };
         let mut took = out.iter().any(|r| r.status == ChangeStatus::Reverted);
         let mut again = failed(&out);
+        // Each one's first try, as its report named it: the retries' reports name it too.
+        let mut first_tries: std::collections::BTreeMap<usize, String> = Default::default();
         while took && !again.is_empty() {
             took = false;
             for i in again {
                 let address = out[i].address.clone();
-                let first = out[i].clone();
-                let report = match self.restore_original(&address, source, reason, only_ours, &out)
-                {
-                    Ok(report) => report,
-                    Err(error) => {
-                        let original =
-                            (self.journal.param_state(&address)).and_then(|s| s.original.clone());
-                        out[i] = self.stopped_at(&address, original, &error);
-                        return Err(Stopped {
-                            reports: out,
-                            not_tried: Vec::new(),
-                            error,
-                        });
-                    }
-                };
-                if report.status != ChangeStatus::Reverted {
-                    continue;
-                }
-                took = true;
-                let first_id = first
-                    .journal_id
-                    .map(|id| format!(" (#{id})"))
+                let first = first_tries.entry(i).or_insert_with(|| {
+                    let id = (out[i].journal_id)
+                        .map(|id| format!(" (#{id})"))
+                        .unwrap_or_default();
+                    let why = (out[i].refusal.as_ref().map(ToString::to_string))
+                        .or(out[i].detail.clone())
+                        .unwrap_or_default();
+                    format!("the first try{id} failed: {why}")
+                });
+                let first = first.clone();
+                let mut report =
+                    match self.restore_original(&address, source, reason, only_ours, &out) {
+                        Ok(report) => report,
+                        Err(error) => {
+                            let original = (self.journal.param_state(&address))
+                                .and_then(|s| s.original.clone());
+                            out[i] = self.stopped_at(&address, original, &error);
+                            return Err(Stopped {
+                                reports: out,
+                                not_tried: Vec::new(),
+                                error,
+                            });
+                        }
+                    };
+                took |= report.status == ChangeStatus::Reverted;
+                // Its own words first (a quarantine, someone else's write), then the first try's.
+                let own = (report.refusal.as_ref().map(ToString::to_string))
+                    .or(report.detail.take())
+                    .map(|d| format!("{d}; "))
                     .unwrap_or_default();
-                let why = (first.refusal.as_ref().map(ToString::to_string))
-                    .or(first.detail.clone())
-                    .unwrap_or_default();
-                let mut report = report;
                 report.detail = Some(format!(
-                    "tried again after the others had been put back: the first try{first_id} \
-                     failed: {why}"
+                    "{own}tried again after the others had been put back: {first}"
                 ));
                 out[i] = report;
             }

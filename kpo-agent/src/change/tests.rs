@@ -1219,6 +1219,37 @@ fn revert_all_tries_a_refused_put_back_again_after_the_others() {
     );
 }
 
+/// s62 review1 R1-5: a put-back that fails again is reported by its last try, naming the first;
+/// the retry is journaled like any.
+#[test]
+fn revert_all_reports_a_put_back_that_fails_again_by_its_last_try() {
+    let stuck = "net.core.somaxconn@netns:4026539991";
+    let other = "net.core.somaxconn@netns:4026539992";
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(&[(stuck, Value::Int(4096)), (other, Value::Int(4096))]);
+    let (mut p, _) = path(dir.path(), POLICY, &k);
+    for a in [stuck, other] {
+        p.propose(&op(a, Value::Int(8192))).unwrap();
+    }
+    k.0.lock().unwrap().refuse_revert.push(stuck.into());
+    let all = p.revert_all("all").unwrap();
+    assert_eq!(
+        (all[0].status, all[0].journal_id),
+        (ChangeStatus::Failed, Some(5)),
+        "{all:#?}"
+    );
+    let detail = all[0].detail.as_deref().unwrap();
+    assert!(
+        detail.contains("EBUSY")
+            && detail.contains(
+                "; tried again after the others had been put back: the first try (#3) failed: "
+            ),
+        "{detail}"
+    );
+    assert_eq!(all[1].status, ChangeStatus::Reverted);
+    assert_eq!(value(&k, stuck), Value::Int(8192));
+}
+
 /// A parameter whose first change never took effect (the kernel refused it, it read back
 /// wrong and was put back, or the agent was killed before the write and the start reconciled it
 /// as failed) still has the value KPO found. A value written there since (a deploy's 6000) is
