@@ -290,7 +290,7 @@ namespaces = [{}]
     let id = item["id"].as_str().unwrap().to_string();
     assert_eq!(item["parameter"], target);
     assert_eq!(item["current_value"], 16);
-    assert_eq!(item["value"], 32);
+    assert_eq!(item["value"], 128);
     assert_eq!(item["state"], "pending");
     assert_eq!(item["source"], "rules");
     assert!(
@@ -326,7 +326,7 @@ namespaces = [{}]
     let text = body["text"].as_str().unwrap();
     assert!(text.contains(&format!("approval {id} required")), "{text}");
     assert!(text.contains(&format!("kpo approve {id}")), "{text}");
-    assert_eq!(body["kpo"]["approval"]["value"], 32);
+    assert_eq!(body["kpo"]["approval"]["value"], 128);
     wait_until("the delivery logged", WAIT, || {
         agent.log().contains("delivered (attempt")
     });
@@ -371,7 +371,7 @@ namespaces = [{}]
     assert_eq!(approved["approval"]["state"], "approved");
     let journal_id = approved["report"]["journal_id"].as_u64().unwrap();
     assert_eq!(approved["approval"]["journal_id"], journal_id);
-    assert_eq!(ns_somaxconn(&ns), 32, "applied in the namespace");
+    assert_eq!(ns_somaxconn(&ns), 128, "applied in the namespace");
     let journal: Vec<Value> = kpo(dir.path(), &["journal", "--json"])
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -379,7 +379,7 @@ namespaces = [{}]
     let entry = journal.iter().find(|e| e["id"] == journal_id).unwrap();
     assert_eq!(entry["source"], "rules");
     assert_eq!(entry["status"], "applied");
-    assert_eq!(entry["after"], 32);
+    assert_eq!(entry["after"], 128);
     wait_until("the approval's end delivered", WAIT, || {
         receiver.find("approval_resolved", &id).is_some()
     });
@@ -579,7 +579,7 @@ pub fn recommend_only_holds_an_auto_change_and_rejected_or_expired_ones_are_not_
 
     let first = wait_for_new_approval(&events, &[], &agent);
     assert_eq!(first["held_by"], "recommend_only");
-    assert_eq!(first["value"], 32);
+    assert_eq!(first["value"], 128);
     let id = first["id"].as_str().unwrap().to_string();
     let all = lines(&events);
     assert!(
@@ -614,7 +614,7 @@ pub fn recommend_only_holds_an_auto_change_and_rejected_or_expired_ones_are_not_
     );
     assert!(
         err.contains(&format!(
-            "kpo: expired now, while the agent is down: {id}  {target} 16 -> 32  (advised by rules, \
+            "kpo: expired now, while the agent is down: {id}  {target} 16 -> 128  (advised by rules, \
              expired "
         )) && err.contains("the agent's next start reports it (approval_resolved)"),
         "{err}"

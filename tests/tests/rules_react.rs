@@ -205,7 +205,10 @@ pub fn somaxconn_is_raised_within_ticks_of_a_long_window() {
     assert_eq!(change["target"], ns_key.as_str(), "{change}");
     assert_eq!(change["before"], 16);
     let raised = change["after"].as_i64().unwrap();
-    assert_eq!(raised, 32, "twice the listener's limit");
+    assert_eq!(
+        raised, 128,
+        "twice the listener's limit (16), raised to the rules' least raise"
+    );
     assert_eq!(change["read_back"], raised);
     assert_eq!(ns_somaxconn(&ns), raised);
     let events = agent.events();
@@ -339,7 +342,7 @@ pub fn a_rule_change_the_agent_was_killed_making_is_explained_after_the_restart(
     let clients = burst(&ns, addr, 40);
     let status = agent.child.wait().unwrap();
     assert_eq!(status.signal(), Some(9), "{status}");
-    assert_eq!(ns_somaxconn(&ns), 32, "the write happened");
+    assert_eq!(ns_somaxconn(&ns), 128, "the write happened");
     drop(clients);
 
     agent.child = agent.spawn(None);
@@ -354,12 +357,12 @@ pub fn a_rule_change_the_agent_was_killed_making_is_explained_after_the_restart(
     let journal = agent.journal();
     let change = journal
         .iter()
-        .find(|j| j["kind"] == "change" && j["after"] == 32)
+        .find(|j| j["kind"] == "change" && j["after"] == 128)
         .unwrap_or_else(|| panic!("{journal:#?}"));
     assert_eq!(change["status"], "applied", "reconciled: {change}");
     let raise = explained
         .iter()
-        .find(|e| e["recommendation"]["recommended_value"] == 32)
+        .find(|e| e["recommendation"]["recommended_value"] == 128)
         .unwrap_or_else(|| panic!("the raise's recommendation: {explained:#?}"));
     assert_eq!(raise["done"], "applied", "{raise:#}");
     assert_eq!(raise["journal_id"], change["id"], "{raise:#}");

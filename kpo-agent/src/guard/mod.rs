@@ -883,10 +883,11 @@ struct Unconfirmed {
 /// `u`'s signal is still past its bar at `now` in the first window wholly after the revert: its
 /// windows are the host's noise, counted in later baselines ([`Unconfirmed`]).
 fn the_hosts(file: &mut WatchFile, u: &Unconfirmed, now: f64) {
+    let unit = u.signal.unit();
     tracing::info!(
-        "guard: {} is still at {:.3} after #{}'s revert, past the {:.3} that counted as its \
-         regression: the windows it was reverted for are counted in later baselines, as the \
-         host's",
+        "guard: {} is still at {:.3} {unit} after #{}'s revert, past the {:.3} {unit} that \
+         counted as its regression: the windows it was reverted for are counted in later \
+         baselines, as the host's",
         signal_at(u.signal, u.service.as_ref()),
         now,
         u.change_id,
@@ -990,6 +991,8 @@ impl Guard {
                     .copied(),
             };
             let signal = signal_at(u.signal, u.service.as_ref());
+            // With units, as the revert's reason (s61 review2 R2-4).
+            let unit = u.signal.unit();
             let latency = matches!(u.signal, HealthSignal::RequestP99 | HealthSignal::RunqP99);
             let still = now.filter(|now| *now > u.bar);
             // Cleared only where the revert changed nothing: the signal no lower than its
@@ -1007,15 +1010,18 @@ impl Guard {
                 let why = match (now, other) {
                     (None, _) => format!("{} was not measured", signal),
                     (Some(now), _) if now <= u.bar => {
-                        format!("{} fell back to {now:.3} (not past {:.3})", signal, u.bar)
+                        format!(
+                            "{signal} fell back to {now:.3} {unit} (not past {:.3} {unit})",
+                            u.bar
+                        )
                     }
                     (Some(_), _) if !latency => format!(
                         "{} is no latency (what a change does to it may outlast its revert)",
                         signal
                     ),
                     (Some(now), _) if now < level => format!(
-                        "{} fell to {now:.3} from {:.3} with the revert",
-                        signal, u.strike
+                        "{signal} fell to {now:.3} {unit} from {:.3} {unit} with the revert",
+                        u.strike
                     ),
                     (Some(_), Some(id)) => {
                         format!("{} may be moved by #{id}, still watched", signal)
@@ -3713,11 +3719,26 @@ mod tests {
         let lower = runq_window(Some(300.0));
         guard.observe(&lower);
         assert_eq!(guard.window_closed(&lower), []);
+        // Said with units, as the revert's reason (s61 review2 R2-4).
+        assert_eq!(
+            guard.take_not_cleared(),
+            [(
+                1,
+                "runq_p99 fell to 300.000 µs from 900.000 µs with the revert".to_string()
+            )]
+        );
         // Fell back under its bar: the change's doing, not cleared.
         let mut guard = made_inside_a_window_and_reverted(&calm, &regressed);
         next_window(&mut guard, &regressed);
         guard.observe(&calm);
         assert_eq!(guard.window_closed(&calm), []);
+        assert_eq!(
+            guard.take_not_cleared(),
+            [(
+                1,
+                "runq_p99 fell back to 100.000 µs (not past 170.000 µs)".to_string()
+            )]
+        );
 
         let calm = window(&[(HOST_NETNS, 0, 200.0)]);
         let dropping = window(&[(HOST_NETNS, 500, 200.0)]);
