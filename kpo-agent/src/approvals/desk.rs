@@ -695,8 +695,8 @@ impl Desk {
             ChangeStatus::Applied => out.applied.push(report),
             // Not made while the guard's file cannot be written (a full state directory): given
             // again as soon as advice the journal could not record, not after the advisor's own
-            // repeat (s61 review2 R2-3: the rules' 10 windows). Each try journals a failed
-            // intent, once a window at most, as a journal failure's try does.
+            // repeat (s61 review2 R2-3: the rules' 10 windows). Each try journals its intent and
+            // its failure, once a window at most (docs/journal.md).
             ChangeStatus::Failed if report.unwatched => out.unjournaled.push(proposal),
             _ => {
                 if let Some(refusal) = report.refusal {

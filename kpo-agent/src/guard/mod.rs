@@ -148,21 +148,29 @@ struct ServiceP99 {
 }
 
 /// Each service in `scope` with at least `floor` timed requests in `w` (both families), and its
-/// p99 (the higher of the two families').
+/// p99: the higher of its families', leaving out a family with 1% of its requests or fewer,
+/// which cannot hold the 99th percentile of the two together (s62 review2 R2-1: one IPv6 probe at
+/// 40 ms beside 100 IPv4 requests at 2 ms was the port's p99). The window has each family's
+/// summary only, not its histogram.
 fn services_at_least(w: &Window, scope: Scope, floor: u64) -> Vec<(Service, f64)> {
-    let mut services: BTreeMap<Service, (u64, f64)> = BTreeMap::new();
+    let mut services: BTreeMap<Service, Vec<(u64, f64)>> = BTreeMap::new();
     for r in (w.request_latency.iter()).filter(|r| scope.covers(r.netns)) {
         let service = Service {
             netns: r.netns,
             port: r.port,
         };
-        let (samples, p99) = services.entry(service).or_insert((0, 0.0));
-        *samples += r.latency.samples;
-        *p99 = p99.max(r.latency.p99_us);
+        let families = services.entry(service).or_default();
+        families.push((r.latency.samples, r.latency.p99_us));
     }
     (services.into_iter())
-        .filter(|(_, (samples, _))| *samples >= floor.max(1))
-        .map(|(service, (_, p99))| (service, p99))
+        .filter_map(|(service, families)| {
+            let samples: u64 = families.iter().map(|f| f.0).sum();
+            let p99 = (families.iter())
+                .filter(|(n, _)| n.saturating_mul(100) > samples)
+                .map(|(_, p99)| *p99)
+                .reduce(f64::max)?;
+            (samples >= floor.max(1)).then_some((service, p99))
+        })
         .collect()
 }
 
@@ -177,24 +185,41 @@ fn service_p99(w: &Window, service: &Service) -> Option<f64> {
         .find_map(|(s, p99)| (s == *service).then_some(p99))
 }
 
-/// Each service's highest p99 over `windows` (those with enough requests in each).
-fn highest_per_service<'a>(
-    windows: impl Iterator<Item = &'a Window>,
-    scope: Scope,
-) -> Vec<ServiceP99> {
-    highest_of(windows.flat_map(|w| services_in(w, scope)))
-}
-
-/// Each service's highest of `p99s`.
-fn highest_of(p99s: impl Iterator<Item = (Service, f64)>) -> Vec<ServiceP99> {
+/// The services a change made after `windows` (and `tick`) is judged by, each with its
+/// baseline: those with [`REQUEST_P99_SAMPLES`] timed requests in one of them, each at its
+/// highest p99 in all of them with however few requests, as it counts after the change (s62
+/// review2 R2-2: a service whose rare quiet windows are slower, counted after the change and not
+/// before, reverted harmless changes).
+fn service_baselines(windows: &[&Window], tick: Option<&Window>, scope: Scope) -> Vec<ServiceP99> {
+    let all = || windows.iter().copied().chain(tick);
+    let busy: std::collections::BTreeSet<Service> = all()
+        .flat_map(|w| services_in(w, scope))
+        .map(|(service, _)| service)
+        .collect();
     let mut highest: BTreeMap<Service, f64> = BTreeMap::new();
-    for (service, p99) in p99s {
-        let v = highest.entry(service).or_insert(p99);
-        *v = v.max(p99);
+    for (service, p99) in all().flat_map(|w| services_at_least(w, scope, 1)) {
+        if busy.contains(&service) {
+            let v = highest.entry(service).or_insert(p99);
+            *v = v.max(p99);
+        }
     }
     (highest.into_iter())
         .map(|(service, p99_us)| ServiceP99 { service, p99_us })
         .collect()
+}
+
+/// `h` with `request_p99` the highest p99 of `w`'s services in `scope` with any timed request:
+/// which windows a baseline is taken over, before the services busy in them are known.
+fn with_any_request(mut h: Health, w: &Window, scope: Scope) -> Health {
+    let signal = HealthSignal::RequestP99;
+    match (services_at_least(w, scope, 1).into_iter())
+        .map(|(_, p99)| p99)
+        .reduce(f64::max)
+    {
+        Some(v) => h.0.insert(signal, v),
+        None => h.0.remove(&signal),
+    };
+    h
 }
 
 /// A signal in words, with the service it was judged at (`request_p99 at port 8080 (...)`).
@@ -229,7 +254,7 @@ impl Health {
         let secs = w.duration_s.max(1e-9);
         let mut h = BTreeMap::new();
         // The services with enough requests for a p99 ([`REQUEST_P99_SAMPLES`]); a watch judges
-        // each against its own baseline ([`Watch::by_service`]).
+        // the services busy before its change ([`Watch::by_service`]).
         let worst_request = (services_in(w, scope).into_iter())
             .map(|(_, p99)| p99)
             .reduce(f64::max);
@@ -2935,13 +2960,59 @@ mod tests {
         assert_eq!(guard.watches[0].strikes, 0);
     }
 
+    /// s62 review2 R2-2: a service whose quiet windows are slower (a pool reconnecting, cold
+    /// caches) counted them after the change and not before it, and reverted a harmless change.
+    /// Its baseline takes every window of the baseline, with however few requests.
+    #[test]
+    fn a_services_baseline_holds_its_quiet_windows_too() {
+        let busy = services(&[(8080, 30, 2000.0)]);
+        let quiet = services(&[(8080, 3, 6000.0)]);
+        let mut guard = Guard::new(GuardConfig {
+            windows: 4,
+            signals: vec![HealthSignal::RequestP99],
+            ..GuardConfig::default()
+        });
+        for w in [&busy, &quiet, &busy, &quiet, &busy] {
+            guard.window_closed(w);
+        }
+        let address = somaxconn_host();
+        guard.watch(
+            1,
+            address,
+            &Value::Int(128),
+            Value::Int(1024),
+            Some(&busy),
+            None,
+        );
+        assert_eq!(
+            guard.watches[0].request_services,
+            [ServiceP99 {
+                service: the_service(8080),
+                p99_us: 6000.0
+            }]
+        );
+        assert_eq!(
+            guard.watches[0].baseline.0[&HealthSignal::RequestP99],
+            6000.0
+        );
+        assert!(guard.observe(&quiet).is_empty());
+        assert!(guard.observe(&quiet).is_empty());
+        assert_eq!(guard.watches[0].strikes, 0);
+        // Only ever quiet (an idle port): no service, nothing to judge by.
+        let mut guard = watching_on(&quiet);
+        assert!(guard.watches[0].request_services.is_empty());
+        assert!(!(guard.watches[0].baseline.0).contains_key(&HealthSignal::RequestP99));
+        assert!(guard.observe(&busy).is_empty());
+    }
+
     /// A service listening in both families is one service: split 15/15, neither family alone
-    /// would reach the floor (s62 review1 R1-2).
+    /// would reach the floor (s62 review1 R1-2). A family with 1% of its requests or fewer is
+    /// not its p99 (review2 R2-1: one IPv6 probe beside 100 IPv4 requests).
     #[test]
     fn a_dual_stack_service_is_one_service() {
         let mut calm = services(&[(8080, 15, 2000.0), (8080, 15, 2500.0)]);
         calm.request_latency[1].family = "ipv6";
-        let guard = watching_on(&calm);
+        let mut guard = watching_on(&calm);
         assert_eq!(
             guard.watches[0].request_services,
             [ServiceP99 {
@@ -2949,6 +3020,11 @@ mod tests {
                 p99_us: 2500.0
             }]
         );
+        let mut probed = services(&[(8080, 100, 2000.0), (8080, 1, 40_000.0)]);
+        probed.request_latency[1].family = "ipv6";
+        assert!(guard.observe(&probed).is_empty());
+        assert!(guard.observe(&probed).is_empty(), "no revert");
+        assert_eq!(guard.watches[0].strikes, 0);
     }
 
     /// A watch keeps its services' baselines across a restart; one an earlier version saved,

@@ -104,11 +104,18 @@ impl WatchFile {
         let windows: Vec<(Option<u64>, Health)> = std::iter::once(found.map(number))
             .chain((0..upto).rev().map(|i| Some(number(i))))
             .zip(&kept)
-            .map(|(n, w)| (n, Health::from_window_in(w, scope)))
+            .map(|(n, w)| {
+                (
+                    n,
+                    super::with_any_request(Health::from_window_in(w, scope), w, scope),
+                )
+            })
             .collect();
         let (last, older) = windows.split_at(windows.len().min(BASELINE_WINDOWS));
         let signals: std::collections::BTreeSet<HealthSignal> =
             last.iter().flat_map(|(_, h)| h.0.keys().copied()).collect();
+        // The windows request_p99's baseline is taken over, for its services (below).
+        let mut request_windows: Vec<&Window> = Vec::new();
         for signal in signals {
             let ours = |n: &Option<u64>| {
                 n.is_some_and(|n| {
@@ -140,8 +147,7 @@ impl WatchFile {
                     .fold(f64::NEG_INFINITY, f64::max),
             );
             if signal == HealthSignal::RequestP99 {
-                let taken = taken.iter().map(|&i| kept[i]);
-                baseline.request_services = super::highest_per_service(taken, scope);
+                request_windows = taken.iter().map(|&i| kept[i]).collect();
             }
             baseline.windows.insert(signal, taken.len() as u32);
             if left_out > 0 {
@@ -149,15 +155,29 @@ impl WatchFile {
             }
         }
         if let Some(tick) = &self.tick {
-            let h = Health::from_window_in(tick, scope);
+            let h = super::with_any_request(Health::from_window_in(tick, scope), tick, scope);
             for signal in h.0.keys() {
                 baseline.windows.entry(*signal).or_insert(0);
             }
             baseline.health = std::mem::take(&mut baseline.health).worse_of(h);
-            let services = std::mem::take(&mut baseline.request_services);
-            let both = services.iter().map(|s| (s.service.clone(), s.p99_us));
-            let both = both.chain(super::services_in(tick, scope));
-            baseline.request_services = super::highest_of(both);
+        }
+        // request_p99's baseline is its services' (those busy in those windows or the tick),
+        // each at its highest there with however few requests, as it counts after the change.
+        let signal = HealthSignal::RequestP99;
+        baseline.request_services =
+            super::service_baselines(&request_windows, self.tick.as_ref(), scope);
+        match (baseline.request_services.iter())
+            .map(|s| s.p99_us)
+            .reduce(f64::max)
+        {
+            Some(highest) => {
+                baseline.health.0.insert(signal, highest);
+            }
+            None => {
+                baseline.health.0.remove(&signal);
+                baseline.windows.remove(&signal);
+                baseline.left_out.remove(&signal);
+            }
         }
         baseline
     }
