@@ -2870,21 +2870,23 @@ mod tests {
 
     /// A guard judging by `request_p99` alone, watching a change made on `calm`'s word.
     fn watching_on(calm: &Window) -> Guard {
+        watching_after(&[calm])
+    }
+
+    /// A guard judging by `request_p99` alone, watching a change made as the last of `windows`
+    /// closed.
+    fn watching_after(windows: &[&Window]) -> Guard {
         let mut guard = Guard::new(GuardConfig {
             windows: 4,
             signals: vec![HealthSignal::RequestP99],
             ..GuardConfig::default()
         });
-        guard.window_closed(calm);
+        for w in windows {
+            guard.window_closed(w);
+        }
         let address = somaxconn_host();
-        guard.watch(
-            1,
-            address,
-            &Value::Int(128),
-            Value::Int(1024),
-            Some(calm),
-            None,
-        );
+        let last = windows.last().copied();
+        guard.watch(1, address, &Value::Int(128), Value::Int(1024), last, None);
         guard
     }
 
@@ -2967,23 +2969,7 @@ mod tests {
     fn a_services_baseline_holds_its_quiet_windows_too() {
         let busy = services(&[(8080, 30, 2000.0)]);
         let quiet = services(&[(8080, 3, 6000.0)]);
-        let mut guard = Guard::new(GuardConfig {
-            windows: 4,
-            signals: vec![HealthSignal::RequestP99],
-            ..GuardConfig::default()
-        });
-        for w in [&busy, &quiet, &busy, &quiet, &busy] {
-            guard.window_closed(w);
-        }
-        let address = somaxconn_host();
-        guard.watch(
-            1,
-            address,
-            &Value::Int(128),
-            Value::Int(1024),
-            Some(&busy),
-            None,
-        );
+        let mut guard = watching_after(&[&busy, &quiet, &busy, &quiet, &busy]);
         assert_eq!(
             guard.watches[0].request_services,
             [ServiceP99 {
