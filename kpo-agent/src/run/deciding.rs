@@ -1889,8 +1889,15 @@ pub(super) fn revert_reason(
     // With the unit: "from 3757.4 to 56203.67" read as seconds or milliseconds as easily (s61
     // story BZ-3).
     let unit = signal.unit();
-    // The service whose p99 the figure after is: the one to look at.
-    let at = service.map(|s| format!(" at {s}")).unwrap_or_default();
+    // The service whose p99 the figure after is: the one to look at. The figure before is the
+    // highest of the services', which may be another's (s62 review2 R2-6).
+    let (of, at) = match service {
+        Some(s) => (
+            format!("{of}, the highest of the services busy then"),
+            format!(" at {s}"),
+        ),
+        None => (of.to_string(), String::new()),
+    };
     format!("the guard saw {signal} go from {before} {unit} ({of}) to {after} {unit}{at}")
 }
 

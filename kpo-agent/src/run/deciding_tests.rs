@@ -1177,8 +1177,8 @@ fn a_regression_after_a_change_is_reverted_by_the_guard_and_quarantined() {
     assert!(matches!(revert.kind, IntentKind::Revert { of: Some(_) }));
     assert_eq!(
         revert.reason,
-        "the guard saw request_p99 go from 152 µs (the window before the change) to 260 µs at port \
-         8080 (netns 4026531840)"
+        "the guard saw request_p99 go from 152 µs (the window before the change, the highest of the \
+         services busy then) to 260 µs at port 8080 (netns 4026531840)"
     );
     assert!(rig
         .json
@@ -1348,8 +1348,8 @@ fn a_change_made_before_the_last_was_judged_is_reverted_with_it() {
     assert_eq!(
         revert.reason,
         format!(
-            "the guard saw request_p99 go from 152 µs (the window before the change) to 260 µs at port \
-         8080 (netns 4026531840); \
+            "the guard saw request_p99 go from 152 µs (the window before the change, the highest of the \
+         services busy then) to 260 µs at port 8080 (netns 4026531840); \
              #{second} was made on top of #{first}, not yet judged, and was judged with it \
              from the health before #{first}: the value before #{first} goes back"
         )
@@ -7077,7 +7077,7 @@ fn the_guards_revert_reason_gives_three_decimals() {
             260.0
         ),
         "the guard saw request_p99 go from 152 µs (the highest of the 5 windows before the \
-         change) to 260 µs at port 8080 (netns 4026531840)"
+         change, the highest of the services busy then) to 260 µs at port 8080 (netns 4026531840)"
     );
 }
 
