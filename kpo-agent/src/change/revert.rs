@@ -746,8 +746,8 @@ impl ChangePath {
     /// something back: the kernel may have refused one for another key's value that a revert after
     /// it put back (a local port range below `ip_unprivileged_port_start`, which the same pass
     /// lowered later: s62 story CD-1). Which keys the kernel relates is not known beforehand, as
-    /// it is for cpufreq's two limits. A revert that took replaces its failed report, with the
-    /// first try named in its detail; the journal keeps both.
+    /// it is for cpufreq's two limits. Each retry's report replaces the one before, naming the
+    /// first try in its detail; the journal keeps every try.
     fn try_failed_again(
         &mut self,
         mut out: Vec<ChangeReport>,
