@@ -37,9 +37,10 @@ pub const MAX_BACKLOG: &str = "net.core.netdev_max_backlog";
 pub const BUDGET: &str = "net.core.netdev_budget";
 pub const BUDGET_USECS: &str = "net.core.netdev_budget_usecs";
 
-/// The least a raise of each key goes to: the kernel's default. Doubled from 0, a raise went
-/// nowhere, without a word (s62 story CD-2); from 1, to 2, which no queue or budget of a busy
-/// receive path can use (review1 R1-3).
+/// The least a raise of each key goes to: the kernel's default (`netdev_budget_usecs`'s at HZ
+/// 1000: two ticks, 8000 at HZ 250). Doubled from 0, a raise went nowhere, without a word (s62
+/// story CD-2); from 1, to 2, which no queue or budget of a busy receive path can use (review1
+/// R1-3).
 fn raise_at_least(key: &str) -> i64 {
     match key {
         MAX_BACKLOG => 1000,
