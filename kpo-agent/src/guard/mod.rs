@@ -1442,9 +1442,13 @@ impl Guard {
         window: &Window,
         without_effect: impl Fn(&ParamAddress) -> bool,
     ) -> Vec<Verdict> {
+        // Every service's p99 once, not once per watch and service.
+        let p99s: BTreeMap<Service, f64> = services_at_least(window, Scope::Host, 1)
+            .into_iter()
+            .collect();
         self.judge_by_service(
             |scope| Health::from_window_in(window, scope),
-            |service| service_p99(window, service),
+            |service| p99s.get(service).copied(),
             without_effect,
         )
     }
