@@ -222,6 +222,45 @@ fn with_any_request(mut h: Health, w: &Window, scope: Scope) -> Health {
     h
 }
 
+/// Each service's request p99 in one window, with any number of timed requests, and which of them
+/// were busy there ([`REQUEST_P99_SAMPLES`]): what it takes to say what `request_p99` did after a
+/// change made after this window, as the guard judges it ([`Watch::by_service`]).
+#[derive(Debug, Clone, Default)]
+pub struct ServiceLoads {
+    p99s: BTreeMap<Service, f64>,
+    busy: std::collections::BTreeSet<Service>,
+}
+
+impl ServiceLoads {
+    pub fn of(w: &Window) -> Self {
+        ServiceLoads {
+            p99s: services_at_least(w, Scope::Host, 1).into_iter().collect(),
+            busy: (services_in(w, Scope::Host).into_iter())
+                .map(|(service, _)| service)
+                .collect(),
+        }
+    }
+
+    /// `request_p99` in this window and in `later`: the highest p99 of the services of `scope`
+    /// busy in this one, counted in `later` with however few requests. `None` when none was busy
+    /// here or none of them timed a request in `later`. Not each window's own busy services: a
+    /// service that merely got busy between the two would show as the change's effect (s62
+    /// review1 R1-10: 20 requests at 50 ms, `request_p99` 2000 -> 50000).
+    pub fn request_p99_here_and_in(
+        &self,
+        later: &ServiceLoads,
+        scope: Scope,
+    ) -> Option<(f64, f64)> {
+        let busy = || self.busy.iter().filter(|s| scope.covers(s.netns));
+        let highest = |loads: &ServiceLoads| {
+            busy()
+                .filter_map(|s| loads.p99s.get(s).copied())
+                .reduce(f64::max)
+        };
+        Some((highest(self)?, highest(later)?))
+    }
+}
+
 /// A signal in words, with the service it was judged at (`request_p99 at port 8080 (...)`).
 pub fn signal_at(signal: HealthSignal, service: Option<&Service>) -> String {
     match service {

@@ -38,7 +38,7 @@ use crate::{
     approvals::{ApprovalState, Desk},
     change::ChangePath,
     config::ConfigError,
-    guard::{Health, Scope},
+    guard::{Health, HealthSignal, Scope, ServiceLoads},
     journal::{format_ms, Entry},
     output::events::Event,
     policy::{deny::DenyList, netns_inode, NamespaceSel, Namespaces, Policy},
@@ -82,6 +82,8 @@ struct WindowHealth {
     /// to the model as the effect of (s50 storyY F2: a pod's change in its own namespace was
     /// followed, the model was told, by 6264.7 listen overflows/s, every one another pod's).
     netns: std::collections::BTreeMap<u64, Health>,
+    /// Each service's request p99, for `request_p99` over the services busy before a change.
+    services: ServiceLoads,
 }
 
 impl WindowHealth {
@@ -97,6 +99,7 @@ impl WindowHealth {
                 .into_iter()
                 .map(|n| (n, Health::from_window_in(window, Scope::Netns(n))))
                 .collect(),
+            services: ServiceLoads::of(window),
         }
     }
 
@@ -733,7 +736,22 @@ fn change_outcomes(
             let reverted = reverts.contains_key(&e.id);
             let scope = scope_of(&e.address);
             let effect = after
-                .and_then(|after| Some((before.seen_by(scope)?, after.seen_by(scope)?)))
+                .and_then(|after| {
+                    let mut here = before.seen_by(scope)?.clone();
+                    let mut later = after.seen_by(scope)?.clone();
+                    // Over the services busy before the change ([`ServiceLoads`]).
+                    let signal = HealthSignal::RequestP99;
+                    here.0.remove(&signal);
+                    later.0.remove(&signal);
+                    let services = &before.services;
+                    if let Some((then, now)) =
+                        services.request_p99_here_and_in(&after.services, scope)
+                    {
+                        here.0.insert(signal, then);
+                        later.0.insert(signal, now);
+                    }
+                    Some((here, later))
+                })
                 .map(|(before, after)| {
                     before
                         .0

@@ -418,18 +418,21 @@ fn changes_are_measured_between_the_window_before_and_the_latest_after() {
             end_ms: 1_000,
             health: health(90.0, Some(2000.0)),
             netns: BTreeMap::new(),
+            services: Default::default(),
         },
         WindowHealth {
             index: 5,
             end_ms: 2_000,
             health: health(80.04, None),
             netns: BTreeMap::new(),
+            services: Default::default(),
         },
         WindowHealth {
             index: 6,
             end_ms: 3_000,
             health: health(0.0, Some(900.0)),
             netns: BTreeMap::new(),
+            services: Default::default(),
         },
     ];
     let entries = vec![
@@ -523,6 +526,60 @@ fn a_change_in_one_namespace_is_measured_by_that_namespace_alone() {
     );
     let got = change_outcomes(&[unseen], &history, Scope::of);
     assert!(got[0].effect.is_empty(), "{got:?}");
+}
+
+/// `request_p99`'s effect is judged over the services busy before the change, as the guard judges
+/// it: a port that merely got busy after it is not the change's effect (s62 review1 R1-10), and
+/// a busy service that went quiet is counted with however few requests it has left.
+#[test]
+fn request_p99s_effect_is_over_the_services_busy_before_the_change() {
+    let with_services = |end: &str, services: &[(u16, u64, f64)]| {
+        let mut w = window(vec![]);
+        w.end = end.into();
+        w.request_latency = (services.iter())
+            .map(
+                |&(port, samples, p99_us)| crate::window::RequestLatencyWindow {
+                    netns: HOST,
+                    port,
+                    family: "ipv4",
+                    latency: crate::window::hist::LatencySummary {
+                        samples,
+                        p50_us: p99_us / 2.0,
+                        p90_us: p99_us,
+                        p99_us,
+                        max_us: p99_us,
+                    },
+                },
+            )
+            .collect();
+        w
+    };
+    let request_p99 = |before: &Window, after: &Window| -> Vec<(f64, f64)> {
+        let history = vec![WindowHealth::of(5, before), WindowHealth::of(6, after)];
+        let change = entry(1, end_ms(before) + 1, "change", "applied", None);
+        change_outcomes(&[change], &history, |_| Scope::Host)[0]
+            .effect
+            .iter()
+            .filter(|m| m.metric == "request_p99")
+            .map(|m| (m.before, m.after))
+            .collect()
+    };
+    let before = with_services(
+        "2026-12-01T03:01:00Z",
+        &[(8080, 50, 2000.0), (9090, 5, 50000.0)],
+    );
+    let busier = with_services(
+        "2026-12-01T03:02:00Z",
+        &[(8080, 50, 2100.0), (9090, 30, 50000.0)],
+    );
+    assert_eq!(request_p99(&before, &busier), [(2000.0, 2100.0)]);
+    let slower_and_fewer = with_services(
+        "2026-12-01T03:02:00Z",
+        &[(8080, 3, 9000.0), (9090, 30, 50000.0)],
+    );
+    assert_eq!(request_p99(&before, &slower_and_fewer), [(2000.0, 9000.0)]);
+    let quiet = with_services("2026-12-01T03:02:00Z", &[(9090, 30, 50000.0)]);
+    assert_eq!(request_p99(&before, &quiet), [], "none of the busy timed");
 }
 
 /// The status `kpo journal` gives a revert that was carried out, from a real one (s50 storyY F1:
