@@ -384,6 +384,10 @@ pub enum Verdict {
         change_id: u64,
         address: String,
         judged: Vec<HealthSignal>,
+        /// Each signal judged in a window that counted: its baseline, its highest value after
+        /// the change, and the bar it stayed under (or passed in too few windows in a row), so
+        /// that a reader can see how close the change came to a revert.
+        figures: Vec<Figure>,
     },
     /// A signal got worse: revert now, and quarantine the value.
     Revert {
@@ -413,6 +417,20 @@ pub enum Verdict {
         values: Vec<Value>,
         still_past: Vec<StillPast>,
     },
+}
+
+/// A signal of a [`Verdict::Kept`]: its baseline, its highest value in the watched windows that
+/// counted, and what would have counted as its regression (the baseline plus the tolerance and the
+/// noise floor).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Figure {
+    pub signal: HealthSignal,
+    pub before: f64,
+    pub highest_after: f64,
+    pub bar: f64,
+    /// For `request_p99`, the service `highest_after` was at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<Service>,
 }
 
 /// A signal of a [`Verdict::Cleared`]: its value in the window, and what counted as its
@@ -533,6 +551,11 @@ struct Watch {
     strikes: u32,
     /// Signals that had a value before the change and in a watched window.
     judged: std::collections::BTreeSet<HealthSignal>,
+    /// Each signal's highest value in the watched windows that counted (neither blind nor
+    /// blamed on a later change), for the `kept` verdict's figures. Empty in a file of an earlier
+    /// version.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    highest_after: BTreeMap<HealthSignal, Highest>,
     /// Windows not counted because a signal measured before the change was not measured in them;
     /// at most `windows` of them: a signal that never comes back does not hold the watch open.
     #[serde(default)]
@@ -585,6 +608,14 @@ struct Watch {
     /// window that regresses asks for the revert again. Not saved, as `not_judged`.
     #[serde(skip)]
     revert_failed: bool,
+}
+
+/// A signal's highest value after a change, and for `request_p99` the service it was at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Highest {
+    value: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    service: Option<Service>,
 }
 
 /// Why a window was not judged for a watch; its counts stay as they were.
@@ -696,6 +727,7 @@ impl Watch {
             windows_left: windows,
             strikes: 0,
             judged: Default::default(),
+            highest_after: BTreeMap::new(),
             blind_windows: 0,
             skip_windows: 0,
             clean_windows: 0,
@@ -1607,6 +1639,21 @@ impl Guard {
                 w.not_judged = Some(NotJudged::Blind);
                 return true;
             }
+            for &(signal, _, after) in &measured {
+                let service = service
+                    .clone()
+                    .filter(|_| signal == HealthSignal::RequestP99);
+                let highest = w.highest_after.entry(signal).or_insert(Highest {
+                    value: after,
+                    service: service.clone(),
+                });
+                if after > highest.value {
+                    *highest = Highest {
+                        value: after,
+                        service,
+                    };
+                }
+            }
             w.strikes = if regressed.is_some() {
                 w.strikes + 1
             } else {
@@ -1688,10 +1735,23 @@ impl Guard {
             w.windows_left = w.windows_left.saturating_sub(1);
             // A regression still unconfirmed keeps the watch open until it is decided.
             if w.windows_left == 0 && w.strikes == 0 {
+                let figures = (w.highest_after.iter())
+                    .filter_map(|(&signal, highest)| {
+                        let before = *w.baseline.0.get(&signal)?;
+                        Some(Figure {
+                            signal,
+                            before,
+                            highest_after: highest.value,
+                            bar: before * (1.0 + config.tolerance) + noise_floor(signal),
+                            service: highest.service.clone(),
+                        })
+                    })
+                    .collect();
                 verdicts.push(Verdict::Kept {
                     change_id: w.change_id,
                     address: w.shown(),
                     judged: w.judged.iter().copied().collect(),
+                    figures,
                 });
                 return false;
             }
@@ -2343,7 +2403,8 @@ mod tests {
         });
         let h = health(&[(HealthSignal::ListenOverflows, 0.0)]);
         watch(&mut guard, 1, Value::Int(1024), h.clone());
-        assert!(observe(&mut guard, &h).is_empty());
+        let under_the_bar = health(&[(HealthSignal::ListenOverflows, 0.75)]);
+        assert!(observe(&mut guard, &under_the_bar).is_empty());
         // A window without a signal measured before the change (a failed read) is not counted,
         // at most `windows` times; then it is, and the watch ends.
         assert!(observe(&mut guard, &Health::default()).is_empty());
@@ -2354,6 +2415,13 @@ mod tests {
                 change_id: 1,
                 address: somaxconn().to_string(),
                 judged: vec![HealthSignal::ListenOverflows],
+                figures: vec![Figure {
+                    signal: HealthSignal::ListenOverflows,
+                    before: 0.0,
+                    highest_after: 0.75,
+                    bar: 1.0,
+                    service: None,
+                }],
             }]
         );
         assert_eq!(guard.watching(), 0);
@@ -2367,6 +2435,7 @@ mod tests {
                 change_id: 2,
                 address: somaxconn().to_string(),
                 judged: vec![],
+                figures: vec![],
             }]
         );
     }
@@ -3008,6 +3077,34 @@ mod tests {
     /// s62 review2 R2-2: a service whose quiet windows are slower (a pool reconnecting, cold
     /// caches) counted them after the change and not before it, and reverted a harmless change.
     /// Its baseline takes every window of the baseline, with however few requests.
+    /// A `kept` verdict says how close the change came: the highest p99 after it, at which
+    /// service, against the baseline and the bar (s62 story CH: a kept change gave no figures).
+    #[test]
+    fn a_kept_request_p99_gives_its_highest_after_and_the_bar() {
+        let mut guard = watching_on(&services(&[(8080, 50, 1000.0), (9090, 50, 400.0)]));
+        let mut verdicts = Vec::new();
+        for (at_8080, at_9090) in [(1100.0, 400.0), (900.0, 1240.0), (1000.0, 400.0)] {
+            let w = services(&[(8080, 50, at_8080), (9090, 50, at_9090)]);
+            assert!(verdicts.is_empty());
+            verdicts = guard.observe(&w);
+        }
+        assert!(verdicts.is_empty(), "{verdicts:?}");
+        let last = services(&[(8080, 50, 1000.0), (9090, 50, 400.0)]);
+        match &guard.observe(&last)[..] {
+            [Verdict::Kept { figures, .. }] => assert_eq!(
+                figures,
+                &[Figure {
+                    signal: HealthSignal::RequestP99,
+                    before: 1000.0,
+                    highest_after: 1240.0,
+                    bar: 1250.0,
+                    service: Some(the_service(9090)),
+                }]
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn a_services_baseline_holds_its_quiet_windows_too() {
         let busy = services(&[(8080, 30, 2000.0)]);

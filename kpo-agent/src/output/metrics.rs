@@ -1155,6 +1155,7 @@ mod tests {
                 change_id: 1,
                 address: "net.core.somaxconn".into(),
                 judged: vec![],
+                figures: vec![],
             },
         )));
         m.observe(&Event::Stop {
