@@ -1207,6 +1207,7 @@ async fn many_overflowing_namespaces_are_capped_in_the_prompt() {
                 listen_drops: n + 1,
                 syn_queue_full_drops: None,
                 syn_queue_full_cookies: None,
+                defer_accept_drops: None,
                 cookie: None,
             })
             .collect();

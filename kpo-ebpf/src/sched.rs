@@ -43,8 +43,17 @@ pub fn kpo_sched_wakeup_new(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn record_runnable(task: u64) {
     if let Some(slot) = WAIT.get_ptr_mut(slot_of(task, WAIT_SLOT_BITS)) {
-        // The time first: a reader on another CPU matches on `task`, then reads the time.
         unsafe {
+            // Another task still waiting keeps its slot, and this wait goes untimed: the longer
+            // a task waits, the likelier another's wake-up lands on its slot, so evicting it
+            // would drop the longest waits first and bias the tail low (the request sensor's
+            // s63 story CJ-1). A wait from before this sampling period is stale: its switch-in
+            // was not seen.
+            let held = (*slot).task;
+            if held != 0 && held != task && (*slot).since_ns >= sample_start_ns() {
+                return;
+            }
+            // The time first: a reader on another CPU matches on `task`, then reads the time.
             (*slot).since_ns = now_ns();
             (*slot).task = task;
         }

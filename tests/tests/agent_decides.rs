@@ -801,6 +801,168 @@ sources = ["operator"]
     drop((idle, busy));
 }
 
+/// Every connection to a `TCP_DEFER_ACCEPT` listener (nginx `deferred`, HAProxy
+/// `defer-accept`) has its handshake ACK held back: the kernel discards it into the listener's
+/// `sk_drops` and counts it in `TcpExtTCPDeferAcceptDrop`, and no connection is lost. The window
+/// reports both as the kernel counts them, and the guard does not take them for drops: a change
+/// judged by `listen_overflows` is kept (s63 story CI-1: reverted and quarantined for them).
+pub fn a_deferred_accept_listeners_held_back_acks_are_no_drops_to_the_guard() {
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let host_before = host_somaxconn();
+    let ns = Netns::new();
+    let original = ns_somaxconn(&ns);
+    let idle = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let deferred = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let seconds: libc::c_int = 30;
+    // SAFETY: setsockopt on a live listener's descriptor, with an int option of its size.
+    let set = unsafe {
+        libc::setsockopt(
+            deferred.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            std::ptr::from_ref(&seconds).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        in_namespace(
+            r#"
+[guard]
+windows = 4
+signals = ["listen_overflows"]
+
+[params."net.core.somaxconn"]
+mode = "auto"
+min = 16
+max = 65535
+max_step = "1000%"
+sources = ["operator"]
+"#,
+            &ns,
+        ),
+    )
+    .unwrap();
+    let events = dir.path().join("events.ndjson");
+    let mut agent = Running::start(dir.path(), &events);
+    let inum = ns.inum();
+    let port = deferred.local_addr().unwrap().port();
+    wait_until(
+        "a window with the listeners",
+        Duration::from_secs(10),
+        || {
+            has(&events, |e| {
+                e["kind"] == "window"
+                    && e["listeners"].as_array().is_some_and(|l| {
+                        l.iter()
+                            .any(|l| l["netns"] == inum && l["port"] == port && l["overflows"] == 0)
+                    })
+            })
+        },
+    );
+    let target = format!("/run/netns/{}", ns.name);
+    let lowered = format!("net.core.somaxconn={}", original / 2);
+    let out = kpo(dir.path(), &["apply", &lowered, "--netns", &target]);
+    assert!(out.starts_with("applied"), "{out}");
+    let id: u64 = out["applied #".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            ns.run(|| {
+                // Bounded: at most 100 connections, none accepted (the listen backlog is 128),
+                // held until the verdict, closed before the agent stops.
+                let mut held = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    if held.len() < 100 {
+                        held.push(kpo_integration::connect_nonblocking(port));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        });
+        wait_until("the guard's verdict", Duration::from_secs(30), || {
+            has(&events, |e| e["kind"] == "guard" && e["change_id"] == id)
+        });
+        stop.store(true, Ordering::Relaxed);
+    });
+    let count = |e: &Value, port: u16| -> u64 {
+        (e["listeners"].as_array().into_iter().flatten())
+            .filter(|l| l["netns"] == inum && l["port"] == port)
+            .map(|l| l["overflows"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let deferred_acks = |e: &Value| -> u64 {
+        (e["netns"].as_array().into_iter().flatten())
+            .filter(|n| n["netns"] == inum)
+            .map(|n| n["defer_accept_drops"].as_u64().unwrap())
+            .sum()
+    };
+    // The clients closed, the counts settle: a window that saw none of either.
+    let settled = lines(&events).len();
+    wait_until(
+        "a window without held-back ACKs",
+        Duration::from_secs(10),
+        || {
+            lines(&events)[settled..].iter().any(|e| {
+                e["kind"] == "window"
+                    && count(e, port) == 0
+                    && e["netns"].as_array().is_some_and(|n| {
+                        n.iter()
+                            .any(|n| n["netns"] == inum && n["defer_accept_drops"] == 0)
+                    })
+            })
+        },
+    );
+    let in_the_kernel = ns.netstat("TcpExtTCPDeferAcceptDrop");
+    agent.sigterm_and_wait();
+    let all = lines(&events);
+    let windows = || all.iter().filter(|e| e["kind"] == "window");
+    let verdict = all
+        .iter()
+        .find(|e| e["kind"] == "guard" && e["change_id"] == id)
+        .unwrap();
+    assert_eq!(verdict["verdict"], "kept", "{verdict}");
+    assert_eq!(
+        verdict["figures"],
+        serde_json::json!([{"signal": "listen_overflows", "before": 0.0, "highest_after": 0.0,
+            "bar": 1.0}]),
+        "{verdict}"
+    );
+    assert!(in_the_kernel > 0, "no ACK was held back");
+    assert_eq!(
+        windows().map(|e| count(e, port)).sum::<u64>(),
+        in_the_kernel
+    );
+    assert_eq!(windows().map(deferred_acks).sum::<u64>(), in_the_kernel);
+    assert_eq!(
+        windows()
+            .map(|e| count(e, idle.local_addr().unwrap().port()))
+            .sum::<u64>(),
+        0
+    );
+    assert_eq!(
+        (
+            ns.netstat("TcpExtListenOverflows"),
+            ns.netstat("TcpExtListenDrops")
+        ),
+        (0, 0)
+    );
+    let validator = schema();
+    for e in &all {
+        assert!(validator.is_valid(e), "{e}");
+    }
+    assert_eq!(host_somaxconn(), host_before);
+    drop((idle, deferred));
+}
+
 /// `kpo run` given relative `--policy`, `--state-dir` and `--socket` keeps them made absolute
 /// against the directory it started in: its status reports them so, and a CLI run from another
 /// directory with the absolute paths is served (a relative path kept as given would name another

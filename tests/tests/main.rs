@@ -131,6 +131,11 @@ fn main() {
             request_latency::requests_in_flight_survive_listener_churn_elsewhere,
         ),
         trial(
+            "request_latency::a_request_waiting_for_its_response_keeps_its_slot_from_other_sockets",
+            req(),
+            request_latency::a_request_waiting_for_its_response_keeps_its_slot_from_other_sockets,
+        ),
+        trial(
             "request_latency::a_new_service_is_timed_from_its_listen",
             req(),
             request_latency::a_new_service_is_timed_from_its_listen,
@@ -484,6 +489,11 @@ fn main() {
             "agent_decides::a_change_made_after_a_revert_is_not_judged_against_that_regression",
             req(),
             agent_decides::a_change_made_after_a_revert_is_not_judged_against_that_regression,
+        ),
+        trial(
+            "agent_decides::a_deferred_accept_listeners_held_back_acks_are_no_drops_to_the_guard",
+            req(),
+            agent_decides::a_deferred_accept_listeners_held_back_acks_are_no_drops_to_the_guard,
         ),
         trial(
             "agent_decides::the_guard_reverts_a_change_whose_listen_overflows_rose_and_quarantines_it",

@@ -284,6 +284,88 @@ pub fn a_new_service_is_timed_from_its_listen() {
     );
 }
 
+/// s63 story CJ-1: a request waiting for its response keeps its socket slot when another socket's
+/// request lands on it. Each round, a new connection's request is read and held; then a request
+/// is read (and answered) on every one of many other connections, whose sockets cover most of the
+/// sensor's 8192 slots; then the held request is answered. The window must hold one sample per
+/// held request: when another socket's read evicted a waiting one, the slow requests of a busy
+/// host were the ones lost (15% of 200 ms requests at 6000 connections).
+///
+/// With `n` other sockets, a held request's slot is another's with probability 1 - e^(-n/8192);
+/// the rounds are as many as make an evicting sensor pass with a probability below 1e-4. `n` is
+/// what the limit of open files allows (raised to its hard limit), up to 16384.
+pub fn a_request_waiting_for_its_response_keeps_its_slot_from_other_sockets() {
+    let files = raise_open_files();
+    let others_n = usize::try_from(files.saturating_sub(256) / 2)
+        .unwrap_or(usize::MAX)
+        .min(16_384);
+    assert!(
+        others_n >= 1024,
+        "the limit of open files ({files}) leaves room for {others_n} connections, of 1024 at least"
+    );
+    let slots = f64::from(kpo_common::SOCK_SLOTS);
+    let rounds = (1e-4f64.ln() / (-(others_n as f64) / slots)).ceil() as usize;
+    let ns = Netns::new();
+    let (mut collector, mut builder) = start(true);
+    let waiting = ns.run(|| TcpListener::bind("127.0.0.1:0").unwrap());
+    let others = ns.run(|| TcpListener::bind("127.0.0.1:0").unwrap());
+    let (waiting_addr, others_addr) = (waiting.local_addr().unwrap(), others.local_addr().unwrap());
+    builder.push(collector.sample());
+    let mut pairs: Vec<(TcpStream, TcpStream)> = Vec::with_capacity(others_n);
+    ns.run(|| {
+        // In batches below the listen backlog (128), each accepted before the next.
+        while pairs.len() < others_n {
+            let clients: Vec<TcpStream> = (0..64.min(others_n - pairs.len()))
+                .map(|_| TcpStream::connect(others_addr).unwrap())
+                .collect();
+            for client in clients {
+                pairs.push((client, others.accept().unwrap().0));
+            }
+        }
+    });
+    let mut byte = [0u8; 1];
+    for _ in 0..rounds {
+        let mut client = ns.run(|| TcpStream::connect(waiting_addr).unwrap());
+        let (mut server, _) = waiting.accept().unwrap();
+        let mut request = [9u8; 64];
+        client.write_all(&request).unwrap();
+        server.read_exact(&mut request).unwrap();
+        for (client, _) in &mut pairs {
+            client.write_all(&[1]).unwrap();
+        }
+        for (_, server) in &mut pairs {
+            server.read_exact(&mut byte).unwrap();
+            server.write_all(&byte).unwrap();
+        }
+        for (client, _) in &mut pairs {
+            client.read_exact(&mut byte).unwrap();
+        }
+        server.write_all(&request).unwrap();
+        client.read_exact(&mut request).unwrap();
+    }
+    let samples = samples_at(collector, builder, ns.inum(), waiting_addr.port());
+    assert_eq!(
+        samples, rounds as u64,
+        "requests timed, of {rounds} held while {others_n} other sockets read"
+    );
+}
+
+/// Raises this process's limit of open files to its hard limit; returns the limit.
+fn raise_open_files() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit on a live rlimit of this process.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        let set = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        assert_eq!(set, 0, "setrlimit: {}", std::io::Error::last_os_error());
+    }
+    limit.rlim_cur
+}
+
 /// Answers `n` requests of 64 bytes, one at a time, on the first connection to `listener`, from a
 /// client in `ns`.
 fn answer(ns: &Netns, listener: TcpListener, n: usize) {

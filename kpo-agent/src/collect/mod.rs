@@ -69,6 +69,8 @@ pub struct NetnsCounters {
     pub listen_drops: u64,
     pub syn_queue_full_drops: Option<u64>,
     pub syn_queue_full_cookies: Option<u64>,
+    /// `TcpExtTCPDeferAcceptDrop`: handshake ACKs a `TCP_DEFER_ACCEPT` listener held back.
+    pub defer_accept_drops: Option<u64>,
     /// The namespace's cookie when these were read (None: not readable, before Linux 5.14): a
     /// namespace that died and whose inode a new one got has another, and the new one's
     /// counters start from 0, not from the dead one's.
@@ -376,6 +378,7 @@ impl Collector {
                             listen_drops,
                             syn_queue_full_drops: get("TcpExtTCPReqQFullDrop"),
                             syn_queue_full_cookies: get("TcpExtTCPReqQFullDoCookies"),
+                            defer_accept_drops: get("TcpExtTCPDeferAcceptDrop"),
                             cookie: handle.cookie,
                         };
                         counters.insert(inum, c);

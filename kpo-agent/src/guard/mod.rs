@@ -310,9 +310,17 @@ impl Health {
         let any_listener = listeners().next().is_some();
         // A count reaching back before the window (its namespace's dumps failed) is no rate of
         // this window: divided by its length it would look like a burst, and could revert a change
-        // for drops from before it. Unmeasured, like an unknown count.
-        let overflows: Option<u64> = listeners()
-            .map(|l| l.overflows.filter(|_| l.overflows_since.is_none()))
+        // for drops from before it. Unmeasured, like an unknown count. Per namespace, less the
+        // handshake ACKs its `TCP_DEFER_ACCEPT` listeners held back, which lose nothing
+        // ([`Window::without_deferred_acks`]).
+        let mut per_netns: BTreeMap<u64, Option<u64>> = BTreeMap::new();
+        for l in listeners() {
+            let sum = per_netns.entry(l.netns).or_insert(Some(0));
+            let own = l.overflows.filter(|_| l.overflows_since.is_none());
+            *sum = sum.zip(own).map(|(a, b)| a + b);
+        }
+        let overflows: Option<u64> = (per_netns.into_iter())
+            .map(|(netns, sum)| Some(sum?.saturating_sub(w.deferred_acks(netns))))
             .sum::<Option<u64>>()
             .filter(|_| any_listener);
         if let Some(o) = overflows {
@@ -2853,6 +2861,41 @@ mod tests {
                 .collect(),
             ..testing::window(listeners)
         }
+    }
+
+    /// The handshake ACKs a `TCP_DEFER_ACCEPT` listener held back count in its `sk_drops` but lose
+    /// nothing: `listen_overflows` is each namespace's listeners' drops less them, and the
+    /// deciding half's copy of the window cuts each listener's count to that (s63 story CI-1: the
+    /// guard reverted a change for 30 such ACKs a second).
+    #[test]
+    fn held_back_acks_of_a_deferred_accept_listener_are_no_listen_overflows() {
+        let (a, b) = (4_026_532_001, 4_026_532_002);
+        let mut w = window(&[(a, 50, 0.0), (a, 30, 0.0), (b, 7, 0.0)]);
+        let netns = |netns, deferred| crate::window::NetnsWindow {
+            netns,
+            listen_overflows: 0,
+            listen_drops: 0,
+            syn_queue_full_drops: Some(0),
+            syn_queue_full_cookies: Some(0),
+            defer_accept_drops: deferred,
+            cookie: None,
+        };
+        w.netns = vec![netns(a, Some(60)), netns(b, None)];
+        let overflows =
+            |w: &Window, scope| Health::from_window_in(w, scope).0[&HealthSignal::ListenOverflows];
+        assert_eq!(overflows(&w, Scope::Netns(a)), 20.0);
+        assert_eq!(overflows(&w, Scope::Netns(b)), 7.0);
+        assert_eq!(overflows(&w, Scope::Host), 27.0);
+        let decided = w.without_deferred_acks();
+        let counts: Vec<_> = decided.listeners.iter().map(|l| l.overflows).collect();
+        assert_eq!(counts, [Some(20), Some(20), Some(7)]);
+        assert_eq!(decided.deferred_acks(a), 0, "taken out once");
+        assert_eq!(overflows(&decided, Scope::Netns(b)), 7.0);
+        w.netns = vec![netns(a, Some(0)), netns(b, None)];
+        assert!(matches!(
+            w.without_deferred_acks(),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -173,11 +173,13 @@ impl LlmStage {
         let Some(advisor) = self.advisor.as_mut() else {
             return;
         };
-        advisor.observe_window(index, window);
         if self.health.len() == HEALTH_WINDOWS {
             self.health.pop_front();
         }
         self.health.push_back(WindowHealth::of(index, window));
+        // Drops as the rules take them: a deferred-accept listener's held-back ACKs lose nothing.
+        let window: &Window = &window.without_deferred_acks();
+        advisor.observe_window(index, window);
         if self.in_flight.is_some() {
             debug!(
                 window = index,

@@ -76,6 +76,10 @@ pub struct NetnsWindow {
     pub syn_queue_full_drops: Option<u64>,
     /// SYN cookies sent because a SYN queue was full (`TcpExtTCPReqQFullDoCookies`).
     pub syn_queue_full_cookies: Option<u64>,
+    /// Handshake ACKs a `TCP_DEFER_ACCEPT` listener held back (`TcpExtTCPDeferAcceptDrop`): no
+    /// connection is lost, but each counts in the listener's `sk_drops`
+    /// ([`Window::without_deferred_acks`]); null when the kernel does not count them.
+    pub defer_accept_drops: Option<u64>,
     /// The namespace's cookie at the window's end (None: unknown, before Linux 5.14): what the
     /// rules remember of an inode is forgotten when another namespace has it. Not in the event.
     #[serde(skip)]
@@ -219,6 +223,51 @@ pub struct Window {
 }
 
 impl Window {
+    /// The handshake ACKs `TCP_DEFER_ACCEPT` listeners of namespace `netns` held back in the
+    /// window (0 when unknown).
+    pub fn deferred_acks(&self, netns: u64) -> u64 {
+        (self.netns.iter())
+            .find(|n| n.netns == netns)
+            .and_then(|n| n.defer_accept_drops)
+            .unwrap_or(0)
+    }
+
+    /// The window with each listener's `overflows` less the handshake ACKs a `TCP_DEFER_ACCEPT`
+    /// listener held back, as far as they can be told apart: what the deciding half takes for
+    /// drops. `tcp_check_req` answers a bare ACK to such a listener by holding the request back
+    /// until data comes, and `tcp_v4_rcv` then discards the packet into the listener's
+    /// `sk_drops`: every connection to nginx `deferred` or HAProxy `defer-accept` counted as a
+    /// drop, and the guard reverted a change for drops the kernel never made (s63 story CI-1).
+    /// The namespace counts them (`TcpExtTCPDeferAcceptDrop`), not each listener: its listeners
+    /// dropped their sum less them, and none more, so each listener's count is cut to that. Exact
+    /// when one listener of the namespace counted drops; with several, a listener may keep some
+    /// of another's deferred ACKs. The copy's `defer_accept_drops` are 0: taken out already.
+    pub fn without_deferred_acks(&self) -> std::borrow::Cow<'_, Window> {
+        if self
+            .netns
+            .iter()
+            .all(|n| n.defer_accept_drops.unwrap_or(0) == 0)
+        {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut w = self.clone();
+        for l in &mut w.listeners {
+            let deferred = self.deferred_acks(l.netns);
+            if deferred == 0 {
+                continue;
+            }
+            let all: u64 = (self.listeners.iter())
+                .filter(|m| m.netns == l.netns)
+                .map(ListenerWindow::known_overflows)
+                .sum();
+            l.overflows = l.overflows.map(|own| own.min(all.saturating_sub(deferred)));
+        }
+        for n in &mut w.netns {
+            n.defer_accept_drops = n.defer_accept_drops.map(|_| 0);
+        }
+        std::borrow::Cow::Owned(w)
+    }
+
     /// The window as the deciding half judges it: without the requests of `endpoint` (the
     /// agent's own metrics endpoint: network namespace, port, family), which the
     /// request-latency sensor times like any service's but are no work of the host's. One slow
@@ -729,6 +778,7 @@ fn netns(first: &Sample, last: &Sample) -> Vec<NetnsWindow> {
                 listen_drops: counter::monotonic(before.listen_drops, c.listen_drops),
                 syn_queue_full_drops: syn(|c| c.syn_queue_full_drops),
                 syn_queue_full_cookies: syn(|c| c.syn_queue_full_cookies),
+                defer_accept_drops: syn(|c| c.defer_accept_drops),
                 cookie: c.cookie,
             })
         })
@@ -1368,6 +1418,7 @@ mod tests {
             listen_drops: listen_overflows,
             syn_queue_full_drops: Some(0),
             syn_queue_full_cookies: Some(0),
+            defer_accept_drops: None,
             cookie: None,
         }
     }
@@ -1882,6 +1933,7 @@ mod tests {
             listen_drops: n + 1,
             syn_queue_full_drops: Some(n / 2),
             syn_queue_full_cookies: None,
+            defer_accept_drops: None,
             cookie: Some(70),
         };
         let mut carry = CounterCarry::default();

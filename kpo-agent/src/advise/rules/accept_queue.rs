@@ -350,6 +350,7 @@ impl AcceptQueueRule {
         kernel: &mut dyn KernelView,
         policy: &dyn AdvicePolicy,
     ) -> Vec<Recommendation> {
+        let tick: &Window = &tick.without_deferred_acks();
         self.syn_full = syn_full_in(tick);
         let dropping: Vec<&ListenerWindow> = (tick.listeners.iter())
             .filter(|l| dropping_at_its_limit(tick, l))
@@ -386,6 +387,7 @@ impl AcceptQueueRule {
         kernel: &mut dyn KernelView,
         policy: &dyn AdvicePolicy,
     ) -> Vec<Recommendation> {
+        let window: &Window = &window.without_deferred_acks();
         let mut pressed = Vec::new();
         self.syn_full = syn_full_in(window);
         for l in &window.listeners {
@@ -1342,6 +1344,7 @@ mod tests {
             listen_drops: 40,
             syn_queue_full_drops: qfull,
             syn_queue_full_cookies: Some(0),
+            defer_accept_drops: None,
             cookie: None,
         };
         // The queue peaked at 10 of 128: nothing near the limit either.
@@ -1449,6 +1452,7 @@ mod tests {
             listen_drops: 0,
             syn_queue_full_drops: Some(0),
             syn_queue_full_cookies: Some(0),
+            defer_accept_drops: None,
             cookie: None,
         }];
         rule.evaluate(&at(2), &gone, &mut kernel(128), &auto_policy());
@@ -2125,6 +2129,7 @@ mod tests {
             listen_drops: 0,
             syn_queue_full_drops: Some(0),
             syn_queue_full_cookies: Some(0),
+            defer_accept_drops: None,
             cookie: None,
         }];
         assert!(rule.evaluate(&at(2), &gap, &mut k, &p).is_empty());
@@ -2315,6 +2320,7 @@ mod tests {
             listen_drops: 0,
             syn_queue_full_drops: Some(0),
             syn_queue_full_cookies: Some(0),
+            defer_accept_drops: None,
             cookie: None,
         }];
         rule.evaluate(&at(6), &gone, &mut k, &p);

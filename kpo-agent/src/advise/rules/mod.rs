@@ -373,6 +373,7 @@ mod tests {
                 listen_drops: drops,
                 syn_queue_full_drops: Some(0),
                 syn_queue_full_cookies: Some(0),
+                defer_accept_drops: None,
                 cookie: Some(cookie),
             }];
             w
@@ -415,6 +416,7 @@ mod tests {
                 listen_drops: 0,
                 syn_queue_full_drops: Some(0),
                 syn_queue_full_cookies: Some(0),
+                defer_accept_drops: None,
                 cookie: Some(cookie),
             }];
             w
@@ -631,6 +633,7 @@ mod tests {
             listen_drops: 40,
             syn_queue_full_drops: Some(0),
             syn_queue_full_cookies: Some(0),
+            defer_accept_drops: None,
             cookie: None,
         }];
         let p = at_bound("net.ipv4.tcp_max_syn_backlog", 0, 128);
@@ -755,6 +758,7 @@ mod tests {
             listen_drops: 40,
             syn_queue_full_drops: Some(0),
             syn_queue_full_cookies: Some(0),
+            defer_accept_drops: None,
             cookie: None,
         }];
         syn.system.softnet_dropped = Some(5);

@@ -309,6 +309,7 @@ mod tests {
             listen_drops: drops,
             syn_queue_full_drops: qfull,
             syn_queue_full_cookies: Some(0),
+            defer_accept_drops: None,
             cookie: None,
         }];
         w
