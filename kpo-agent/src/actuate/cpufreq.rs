@@ -553,6 +553,48 @@ impl CpufreqActuator {
         Ok(back)
     }
 
+    /// Writes `value` as [`Actuator::apply`] does, `read_min` reading the policy's
+    /// `scaling_min_freq` as shown (a test's own view of it). Since Linux 5.4 the kernel keeps a
+    /// min request above the max and shows the min clamped to the max, so a raise of
+    /// `scaling_max_freq` can bring back a request the old max held down: the min moves with no
+    /// write of its own, nothing reports it, and the raise can never be put back, every revert
+    /// being refused as below the min it brought back (s63 story CK-1). Such a raise is put back
+    /// at once (the min shows as before) and refused, naming the request to lower first.
+    fn apply_watching_the_min(
+        &self,
+        value: &Value,
+        mut read_min: impl FnMut() -> Result<i128, ActuateError>,
+    ) -> Result<Value, ActuateError> {
+        if self.attr != "scaling_max_freq" {
+            return self.write_verify(value);
+        }
+        let param = self.param();
+        let min_before = read_min().ok();
+        let max_before = read_attr(&param, &self.path()).ok();
+        let back = self.write_verify(value)?;
+        // The update that showed the new max showed the min it resolved with it.
+        let (Some(was), Ok(now), Some(max_before)) = (min_before, read_min(), max_before) else {
+            return Ok(back);
+        };
+        if now == was {
+            return Ok(back);
+        }
+        let put_back = match self.write_verify(&max_before) {
+            Ok(_) => format!("put back {max_before}, which shows it at {was} again"),
+            Err(e) => format!("putting back {max_before} failed: {e}"),
+        };
+        Err(ActuateError::RefusedWhile {
+            param,
+            value: value.to_string(),
+            why: format!(
+                "scaling_min_freq holds a request above the max: the raise brought the min \
+                 shown from {was} to {now} kHz with no write of its own (Linux 5.4 on keeps a \
+                 min request above the max and shows the min clamped to it), and the max could \
+                 not be put back under it; {put_back}. Lower scaling_min_freq first"
+            ),
+        })
+    }
+
     /// What a limit that reads back another value than the one written (and than the one
     /// before) means: with a frequency table, the driver resolved it to one of the table's
     /// frequencies, which the message lists, so that the operator (or a policy's bounds) can
@@ -721,7 +763,9 @@ impl Actuator for CpufreqActuator {
 
     fn apply(&mut self, value: &Value) -> Result<Value, ActuateError> {
         self.check(value)?;
-        self.write_verify(value)
+        let param = self.param();
+        let min_path = self.dir.join("scaling_min_freq");
+        self.apply_watching_the_min(value, || read_int(&param, &min_path))
     }
 
     /// Puts `original` back without the hardware range check (it was the kernel's own value),
@@ -917,6 +961,45 @@ mod tests {
 
     fn act(text: &str, root: &Path) -> Result<CpufreqActuator, ActuateError> {
         CpufreqActuator::open(&text.parse().unwrap(), &roots(root))
+    }
+
+    /// s63 story CK-1: a raise of the max that brings back a min request the old max held down
+    /// (the kernel shows the min clamped to the max) is put back and refused: kept, it could
+    /// never be reverted. A raise that leaves the min as it was is applied.
+    #[test]
+    fn a_max_raise_that_brings_back_a_held_down_min_is_put_back_and_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = policy(tmp.path(), 2, 800_000, 3_000_000, 2_200_000);
+        std::fs::write(p.join("scaling_min_freq"), "2200000\n").unwrap();
+        let a = act("cpufreq:policy2:scaling_max_freq", tmp.path()).unwrap();
+        let reads = std::cell::Cell::new(0);
+        let surfacing = || {
+            reads.set(reads.get() + 1);
+            Ok(if reads.get() == 1 {
+                2_200_000
+            } else {
+                3_000_000
+            })
+        };
+        let err = a
+            .apply_watching_the_min(&Value::Int(3_000_000), surfacing)
+            .unwrap_err();
+        assert!(matches!(err, ActuateError::RefusedWhile { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("brought the min shown from 2200000 to 3000000 kHz")
+                && text.contains("put back 2200000, which shows it at 2200000 again")
+                && text.ends_with("Lower scaling_min_freq first"),
+            "{text}"
+        );
+        let max = std::fs::read_to_string(p.join("scaling_max_freq")).unwrap();
+        assert_eq!(max.trim(), "2200000");
+        let steady = || Ok(2_200_000);
+        assert_eq!(
+            a.apply_watching_the_min(&Value::Int(3_000_000), steady)
+                .unwrap(),
+            Value::Int(3_000_000)
+        );
     }
 
     /// s58 review2 R2-6: a limit file that is a link (placed in a temporary tree) is not written
