@@ -290,6 +290,7 @@ fn window(comm: &str) -> Window {
         sampled_context_switches_per_cpu_per_s: None,
         sampled_context_switches_per_cpu_rest: None,
         request_latency: vec![],
+        request_latency_untimed_ports: Some(0),
         system,
         energy: None,
     }

@@ -136,6 +136,11 @@ fn main() {
             request_latency::a_request_waiting_for_its_response_keeps_its_slot_from_other_sockets,
         ),
         trial(
+            "request_latency::the_ports_the_sensor_has_no_place_for_are_counted",
+            req(),
+            request_latency::the_ports_the_sensor_has_no_place_for_are_counted,
+        ),
+        trial(
             "request_latency::a_new_service_is_timed_from_its_listen",
             req(),
             request_latency::a_new_service_is_timed_from_its_listen,

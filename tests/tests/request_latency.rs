@@ -350,6 +350,38 @@ pub fn a_request_waiting_for_its_response_keeps_its_slot_from_other_sockets() {
     );
 }
 
+/// s63 story CJ-2: the listening ports the sensor has no place for (it times `MAX_SERVICES`,
+/// first come) are counted in the window: such a port is absent from `request_latency` however
+/// busy, as an idle one is, and only a log line said so. The count is the listening ports the
+/// sample found, every namespace's, less the places.
+pub fn the_ports_the_sensor_has_no_place_for_are_counted() {
+    const PORTS: usize = 140;
+    let ns = Netns::new();
+    let (mut collector, mut builder) = start(true);
+    let held: Vec<TcpListener> = ns.run(|| {
+        (0..PORTS)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect()
+    });
+    let sample = collector.sample();
+    let inum = ns.inum();
+    let here = (sample.listeners.keys())
+        .filter(|k| u64::from(k.netns) == inum)
+        .count();
+    assert_eq!(
+        here, PORTS,
+        "the namespace's listeners, as ss -ltn lists them"
+    );
+    let places = kpo_common::MAX_SERVICES as usize;
+    let beyond = u32::try_from(sample.listeners.len().saturating_sub(places)).unwrap();
+    assert!(beyond as usize >= PORTS - places);
+    assert_eq!(sample.untimed_ports, Some(beyond));
+    builder.push(sample);
+    let (window, _) = builder.finish().unwrap();
+    assert_eq!(window.request_latency_untimed_ports, Some(beyond));
+    drop(held);
+}
+
 /// Raises this process's limit of open files to its hard limit; returns the limit.
 fn raise_open_files() -> u64 {
     let mut limit = libc::rlimit {

@@ -124,6 +124,9 @@ pub struct Sample {
     pub synack_retrans_sensor: bool,
     /// Whether the sched sensor is on (else its context switches are unknown, not zero).
     pub sched_sensor: bool,
+    /// Listening ports the request-latency sensor has no place for (beyond `MAX_SERVICES`);
+    /// `None` when that sensor is off.
+    pub untimed_ports: Option<u32>,
 }
 
 pub struct Collector {
@@ -321,6 +324,8 @@ impl Collector {
             accept_queue_sampled,
             synack_retrans_sensor: self.sensors.is_enabled(SensorKind::SynackRetrans),
             sched_sensor: self.sensors.is_enabled(SensorKind::Sched),
+            untimed_ports: (self.sensors.is_enabled(SensorKind::RequestLatency))
+                .then(|| u32::try_from(self.services.untimed.len()).unwrap_or(u32::MAX)),
         }
     }
 

@@ -87,6 +87,7 @@ pub(crate) mod tests {
             accept_queue_sampled: std::time::Duration::ZERO,
             synack_retrans_sensor: true,
             sched_sensor: true,
+            untimed_ports: None,
         }
     }
 

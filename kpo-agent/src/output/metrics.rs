@@ -97,6 +97,7 @@ pub struct Metrics {
     request_latency_samples: Family<ListenerLabels, Gauge>,
     runq_latency: Family<QuantileLabels, FloatGauge>,
     runq_latency_samples: Gauge,
+    request_latency_untimed_ports: Gauge,
     energy: Family<SourceLabels, FloatCounter>,
     power: Family<SourceLabels, FloatGauge>,
     changes: Family<ChangeLabels, Counter>,
@@ -136,6 +137,7 @@ impl Metrics {
             request_latency_samples: Family::default(),
             runq_latency: Family::default(),
             runq_latency_samples: Gauge::default(),
+            request_latency_untimed_ports: Gauge::default(),
             energy: Family::default(),
             power: Family::default(),
             changes: Family::default(),
@@ -194,6 +196,11 @@ impl Metrics {
             "request_latency_samples",
             "Requests a service's latency quantiles in the last window were measured over",
             m.request_latency_samples.clone(),
+        );
+        registry.register(
+            "request_latency_untimed_ports",
+            "Listening ports the request-latency sensor had no place for at the last window's end (it times 128; 0 when the sensor is off)",
+            m.request_latency_untimed_ports.clone(),
         );
         registry.register(
             "runq_latency_samples",
@@ -446,6 +453,8 @@ impl Metrics {
                 .get_or_create(&service)
                 .set(i64::try_from(r.latency.samples).unwrap_or(i64::MAX));
         }
+        self.request_latency_untimed_ports
+            .set(i64::from(w.request_latency_untimed_ports.unwrap_or(0)));
         self.runq_latency_samples.set(
             w.runq_latency
                 .as_ref()
@@ -948,7 +957,7 @@ mod tests {
             })
             .filter(|name| !name.starts_with("kpo_host_"))
             .collect();
-        assert_eq!(families.len(), 20, "{text}");
+        assert_eq!(families.len(), 21, "{text}");
         for name in &families {
             assert!(
                 DOC.contains(&format!("| `{name}` |")),
@@ -1025,7 +1034,9 @@ mod tests {
         let mut second = window(vec![listener(7, 128, 64, 4)]);
         second.energy = w.energy.clone();
         second.listener_full_lost = Some(2);
+        second.request_latency_untimed_ports = Some(3);
         m.observe(&event(&second));
+        has(&m, "kpo_request_latency_untimed_ports 3");
         let l = r#"{netns="7",port="8080",family="ipv4"}"#;
         has(&m, "kpo_windows_total 2");
         has(&m, "kpo_listener_full_lost_total 7");

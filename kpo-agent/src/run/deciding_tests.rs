@@ -433,6 +433,7 @@ impl Rig {
             .into_iter()
             .filter(|_| self.timed_requests > 0)
             .collect(),
+            request_latency_untimed_ports: Some(0),
             system: HostMetrics::between(&HostSnapshot::empty(t), &HostSnapshot::empty(t)),
             energy: Some(WindowEnergy {
                 source: if self.estimated {

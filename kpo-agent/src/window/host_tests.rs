@@ -37,6 +37,7 @@ fn sample(t0: Instant, secs: u64, host: impl FnOnce(&mut HostSnapshot)) -> Sampl
         accept_queue_sampled: Duration::ZERO,
         synack_retrans_sensor: false,
         sched_sensor: false,
+        untimed_ports: None,
     }
 }
 

@@ -217,6 +217,10 @@ pub struct Window {
     /// The CPUs that switched that the list leaves out, together; null when none is.
     pub sampled_context_switches_per_cpu_rest: Option<RateRest>,
     pub request_latency: Vec<RequestLatencyWindow>,
+    /// Listening ports the request-latency sensor had no place for at the window's end (it
+    /// times 128): absent from `request_latency` however busy (s63 story CJ-2: only a log line
+    /// said so). Null when that sensor is off.
+    pub request_latency_untimed_ports: Option<u32>,
     pub system: HostMetrics,
     /// Energy over the window; `None` when the agent has no energy source at all.
     pub energy: Option<energy::WindowEnergy>,
@@ -677,6 +681,7 @@ fn assemble(
         sampled_context_switches_per_cpu_per_s: per_cpu_switches.0,
         sampled_context_switches_per_cpu_rest: per_cpu_switches.1,
         request_latency: request_latency(requests),
+        request_latency_untimed_ports: last.untimed_ports,
         system,
         // The run loop reads the meter when the window closes.
         energy: None,
@@ -1216,6 +1221,7 @@ mod tests {
             accept_queue_sampled: Duration::from_secs(1),
             synack_retrans_sensor: true,
             sched_sensor: true,
+            untimed_ports: None,
         };
         reread(&mut s, &mut Carry::default());
         s

@@ -61,6 +61,7 @@ fn sample(t0: Instant, secs: u64, attached: u64, maps: &Maps) -> Sample {
         accept_queue_sampled: Duration::ZERO,
         synack_retrans_sensor: false,
         sched_sensor: true,
+        untimed_ports: None,
     }
 }
 

@@ -53,6 +53,7 @@ fn window(listeners: Vec<ListenerWindow>) -> Window {
         sampled_context_switches_per_cpu_per_s: None,
         sampled_context_switches_per_cpu_rest: None,
         request_latency: vec![],
+        request_latency_untimed_ports: Some(0),
         system: HostMetrics::between(&HostSnapshot::empty(t), &HostSnapshot::empty(t)),
         energy: None,
     }
