@@ -377,6 +377,18 @@ impl CpufreqActuator {
                 self.check_listed(w, "scaling_available_governors")
             }
             "energy_performance_preference" => match value {
+                // Listed by intel_pstate and amd-pstate, but it selects the firmware's own
+                // preference, which reads back by its name or number, never as `default`: the
+                // change could only be put back after a read-back said the driver did not take
+                // it, which it did (s63 story CK-3).
+                Value::Word(w) if w == "default" => Err(ActuateError::NeverReadsBack {
+                    param: param.clone(),
+                    value: w.clone(),
+                    why: "the driver shows the firmware's default preference by its name (most \
+                          often balance_performance) or number, never as `default`; write that \
+                          name"
+                        .into(),
+                }),
                 Value::Word(w) => {
                     self.check_listed(w, "energy_performance_available_preferences")?;
                     self.check_governor_allows(value)
@@ -961,6 +973,26 @@ mod tests {
 
     fn act(text: &str, root: &Path) -> Result<CpufreqActuator, ActuateError> {
         CpufreqActuator::open(&text.parse().unwrap(), &roots(root))
+    }
+
+    /// s63 story CK-3: `default`, which intel_pstate and amd-pstate list, is refused before any
+    /// write: the driver shows the firmware's preference by its name, never as `default`, and the
+    /// change could only be put back after a read-back that blamed the driver.
+    #[test]
+    fn the_listed_default_preference_is_refused_before_a_write() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = full_policy(tmp.path(), 0);
+        let mut epp = act("cpufreq:policy0:energy_performance_preference", tmp.path()).unwrap();
+        let default = Value::Word("default".into());
+        let err = epp.apply(&default).unwrap_err();
+        assert!(matches!(err, ActuateError::NeverReadsBack { .. }), "{err}");
+        assert!(err.to_string().contains("write that name"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(p.join("energy_performance_preference")).unwrap(),
+            "balance_performance\n",
+            "nothing written"
+        );
+        epp.validate(&Value::Word("balance_power".into())).unwrap();
     }
 
     /// s63 story CK-1: a raise of the max that brings back a min request the old max held down

@@ -140,6 +140,13 @@ pub enum ActuateError {
         want: String,
     },
     /// A typed read-back that differs from what was written; `why` says what that means.
+    /// A value the kernel takes but shows as another: its read-back could never match.
+    #[error("{param}: {value:?} never reads back as written: {why}")]
+    NeverReadsBack {
+        param: String,
+        value: String,
+        why: String,
+    },
     #[error("{param}: wrote {wrote:?} but read back {read:?}; {why}")]
     Mismatch {
         param: String,
