@@ -368,6 +368,7 @@ impl CpufreqActuator {
                     return Err(shape("a frequency in kHz (one integer)"));
                 };
                 self.check_hardware_range(*khz)?;
+                self.check_in_the_table(*khz)?;
                 self.check_against_the_other_limit(*khz)
             }
             "scaling_governor" => {
@@ -462,6 +463,26 @@ impl CpufreqActuator {
             });
         }
         Ok(())
+    }
+
+    /// Refuses a frequency the driver's table does not list, before any write: the driver
+    /// resolves a limit to one of its frequencies, so such a write reads back as another and is
+    /// put back (two writes for nothing), and an approval of it could never be carried out (s63
+    /// story CK-2). Without a table, or with one that cannot be read, the write's read-back
+    /// decides.
+    fn check_in_the_table(&self, khz: i128) -> Result<(), ActuateError> {
+        match frequency_table(&self.dir) {
+            Ok(Some(table)) if !table.iter().any(|&f| i128::from(f) == khz) => {
+                let listed: Vec<String> = table.iter().map(i64::to_string).collect();
+                Err(ActuateError::NotAvailable {
+                    param: self.param(),
+                    value: khz.to_string(),
+                    source_file: self.dir.join(AVAILABLE_FREQUENCIES),
+                    available: listed.join(" "),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn check_against_the_other_limit(&self, khz: i128) -> Result<(), ActuateError> {
@@ -973,6 +994,33 @@ mod tests {
 
     fn act(text: &str, root: &Path) -> Result<CpufreqActuator, ActuateError> {
         CpufreqActuator::open(&text.parse().unwrap(), &roots(root))
+    }
+
+    /// s63 story CK-2: a limit the driver's table does not list is refused before any write (it
+    /// would read back as another frequency and be put back); one it lists passes.
+    #[test]
+    fn a_limit_off_the_drivers_table_is_refused_before_a_write() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = full_policy(tmp.path(), 0);
+        std::fs::write(p.join("scaling_driver"), "acpi-cpufreq\n").unwrap();
+        std::fs::write(
+            p.join(AVAILABLE_FREQUENCIES),
+            "3000000 2400000 1800000 1200000 800000 \n",
+        )
+        .unwrap();
+        let mut max = act("cpufreq:policy0:scaling_max_freq", tmp.path()).unwrap();
+        let err = max.apply(&Value::Int(2_000_000)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cpufreq:policy0:scaling_max_freq: \"2000000\" is not available; {} lists: \
+                 800000 1200000 1800000 2400000 3000000",
+                p.join(AVAILABLE_FREQUENCIES).display()
+            )
+        );
+        let shown = std::fs::read_to_string(p.join("scaling_max_freq")).unwrap();
+        assert_eq!(shown.trim(), "3000000", "nothing written");
+        max.validate(&Value::Int(2_400_000)).unwrap();
     }
 
     /// s63 story CK-3: `default`, which intel_pstate and amd-pstate list, is refused before any
