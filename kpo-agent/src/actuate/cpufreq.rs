@@ -613,7 +613,10 @@ impl CpufreqActuator {
             return Ok(back);
         }
         let put_back = match self.write_verify(&max_before) {
-            Ok(_) => format!("put back {max_before}, which shows it at {was} again"),
+            Ok(_) => match read_min() {
+                Ok(min) => format!("put back {max_before}: the min shows {min} kHz"),
+                Err(e) => format!("put back {max_before}; the min could not be read: {e}"),
+            },
             Err(e) => format!("putting back {max_before} failed: {e}"),
         };
         Err(ActuateError::RefusedWhile {
@@ -622,8 +625,10 @@ impl CpufreqActuator {
             why: format!(
                 "scaling_min_freq holds a request above the max: the raise brought the min \
                  shown from {was} to {now} kHz with no write of its own (Linux 5.4 on keeps a \
-                 min request above the max and shows the min clamped to it), and the max could \
-                 not be put back under it; {put_back}. Lower scaling_min_freq first"
+                 min request above the max and shows the min clamped to it), and kept, the \
+                 raise could never be reverted (the max put back would be below that min); \
+                 {put_back}. Write scaling_min_freq below {was} first (writing the value it \
+                 shows, {was}, changes nothing KPO can see)"
             ),
         })
     }
@@ -1068,8 +1073,8 @@ mod tests {
         let text = err.to_string();
         assert!(
             text.contains("brought the min shown from 2200000 to 3000000 kHz")
-                && text.contains("put back 2200000, which shows it at 2200000 again")
-                && text.ends_with("Lower scaling_min_freq first"),
+                && text.contains("put back 2200000: the min shows 2200000 kHz")
+                && text.contains("Write scaling_min_freq below 2200000 first"),
             "{text}"
         );
         let max = std::fs::read_to_string(p.join("scaling_max_freq")).unwrap();

@@ -243,9 +243,12 @@ impl Window {
     /// `sk_drops`: every connection to nginx `deferred` or HAProxy `defer-accept` counted as a
     /// drop, and the guard reverted a change for drops the kernel never made (s63 story CI-1).
     /// The namespace counts them (`TcpExtTCPDeferAcceptDrop`), not each listener: its listeners
-    /// dropped their sum less them, and none more, so each listener's count is cut to that. Exact
-    /// when one listener of the namespace counted drops; with several, a listener may keep some
-    /// of another's deferred ACKs. The copy's `defer_accept_drops` are 0: taken out already.
+    /// dropped their sum less them, and none more. Those drops go first to the listeners whose
+    /// queue was seen at its limit, each up to its own count, and what is left to the others:
+    /// cut only to the sum, a deferred listener kept its held-back ACKs as drops up to another's
+    /// real overflows, and the rules raised somaxconn for it (s63 story CL-1). Exact when one
+    /// listener of the namespace counted drops. The copy's `defer_accept_drops` are 0: taken out
+    /// already.
     pub fn without_deferred_acks(&self) -> std::borrow::Cow<'_, Window> {
         if self
             .netns
@@ -255,16 +258,29 @@ impl Window {
             return std::borrow::Cow::Borrowed(self);
         }
         let mut w = self.clone();
-        for l in &mut w.listeners {
-            let deferred = self.deferred_acks(l.netns);
+        let seen_full = |l: &ListenerWindow| l.backlog_max >= l.backlog_limit.max(1);
+        for netns in self.netns.iter().map(|n| n.netns) {
+            let deferred = self.deferred_acks(netns);
             if deferred == 0 {
                 continue;
             }
             let all: u64 = (self.listeners.iter())
-                .filter(|m| m.netns == l.netns)
+                .filter(|l| l.netns == netns)
                 .map(ListenerWindow::known_overflows)
                 .sum();
-            l.overflows = l.overflows.map(|own| own.min(all.saturating_sub(deferred)));
+            let real = all.saturating_sub(deferred);
+            let mut left = real;
+            for full in [true, false] {
+                let mut taken = 0;
+                for l in (w.listeners.iter_mut()).filter(|l| l.netns == netns) {
+                    if seen_full(l) == full {
+                        let counted = l.known_overflows().min(left);
+                        l.overflows = l.overflows.map(|_| counted);
+                        taken += counted;
+                    }
+                }
+                left = left.saturating_sub(taken);
+            }
         }
         for n in &mut w.netns {
             n.defer_accept_drops = n.defer_accept_drops.map(|_| 0);
