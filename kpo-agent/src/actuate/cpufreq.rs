@@ -1060,10 +1060,11 @@ mod tests {
         let reads = std::cell::Cell::new(0);
         let surfacing = || {
             reads.set(reads.get() + 1);
-            Ok(if reads.get() == 1 {
-                2_200_000
-            } else {
+            // Before the raise, after it, after the put-back.
+            Ok(if reads.get() == 2 {
                 3_000_000
+            } else {
+                2_200_000
             })
         };
         let err = a
