@@ -276,6 +276,7 @@ fn window(comm: &str) -> Window {
             synack_retrans: Some(12),
             overflows: Some(1200),
             overflows_since: None,
+            dropping_limit: None,
             pid: Some(4242),
             comm: Some(comm.to_string()),
         }],

@@ -177,3 +177,107 @@ pub fn link_local_listeners_are_listed_with_their_device() {
     assert_eq!(l.family, "ipv6");
     assert_eq!(l.backlog_limit, 16, "the group's largest limit");
 }
+
+/// s63 story CM-1: an SO_REUSEPORT group whose workers listened with different backlogs (8 and
+/// 200), of which only the small one's queue overflows under a burst nobody accepts (the kernel
+/// spreads connections over the group by their addresses). The window's entry merges both: its
+/// limit is the largest, its overflows the sum of their d<N>, and `dropping_limit` the limit of the
+/// socket that dropped, as `ss -ltnm` shows each.
+pub fn a_reuseport_group_names_the_limit_of_its_socket_that_dropped() {
+    const GROUP_PORT: u16 = 4102;
+    let ns = Netns::new();
+    let (mut collector, builder) = start(false);
+    let group: Vec<OwnedFd> = ns.run(|| {
+        [8, 200]
+            .into_iter()
+            .map(|backlog| reuseport_listener(GROUP_PORT, backlog))
+            .collect()
+    });
+    let clients: Vec<OwnedFd> = ns.run(|| {
+        (0..CONNECTIONS)
+            .map(|_| kpo_integration::connect_nonblocking(GROUP_PORT))
+            .collect()
+    });
+    let sockets = || -> Vec<(u32, u32, u64)> {
+        let out = ns.exec(&["ss", "-ltnm"]);
+        let lines: Vec<&str> = out.lines().collect();
+        let ours = |line: &str| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.first() == Some(&"LISTEN")
+                && fields
+                    .get(3)
+                    .is_some_and(|a| a.ends_with(&format!(":{GROUP_PORT}")))
+        };
+        // Each socket's line (and its skmem line after it).
+        (0..lines.len())
+            .filter(|&i| ours(lines[i]))
+            .filter_map(|i| ss_listener(&lines[i..].join("\n"), GROUP_PORT))
+            .collect()
+    };
+    wait_until("the small queue full", Duration::from_secs(5), || {
+        sockets()
+            .iter()
+            .any(|&(depth, limit, _)| limit == 8 && depth == 9)
+    });
+    drop(clients);
+    wait_until("handshakes settled", Duration::from_secs(10), || {
+        ns.exec(&["ss", "-tnH", "state", "syn-recv"])
+            .trim()
+            .is_empty()
+            && ns
+                .exec(&["ss", "-tnH", "state", "syn-sent"])
+                .trim()
+                .is_empty()
+    });
+    let each = sockets();
+    let (small, large): (Vec<(u32, u32, u64)>, Vec<_>) = each.iter().partition(|s| s.1 == 8);
+    assert_eq!((small.len(), large.len()), (1, 1), "{each:?}");
+    assert!(
+        small[0].2 > 0 && large[0].2 == 0,
+        "only the small one drops: {each:?}"
+    );
+    let (window, _) = close_window(&mut collector, builder);
+    let l = (window.listeners.iter())
+        .find(|l| (l.netns, l.port) == (ns.inum(), GROUP_PORT))
+        .expect("the group's entry");
+    assert_eq!(l.backlog_limit, 200);
+    assert_eq!(
+        l.overflows,
+        Some(small[0].2),
+        "vs ss -ltnm d<N> of each socket"
+    );
+    assert_eq!(l.dropping_limit, Some(8));
+    drop(group);
+}
+
+/// A listener on 127.0.0.1:`port` in an SO_REUSEPORT group, with `backlog`.
+fn reuseport_listener(port: u16, backlog: i32) -> OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor this function owns from its creation; the
+    // option is an int of its size, the address a live sockaddr_in of its size.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let owned = OwnedFd::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let on = std::ptr::from_ref(&one).cast();
+        assert_eq!(
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, on, size),
+            0
+        );
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let bound = libc::bind(fd, std::ptr::from_ref(&addr).cast(), len);
+        assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
+        assert_eq!(libc::listen(fd, backlog), 0);
+        owned
+    }
+}

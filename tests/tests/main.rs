@@ -44,6 +44,11 @@ fn main() {
             accept_queue::burst_matches_ss_and_drains,
         ),
         trial(
+            "accept_queue::a_reuseport_group_names_the_limit_of_its_socket_that_dropped",
+            req(),
+            accept_queue::a_reuseport_group_names_the_limit_of_its_socket_that_dropped,
+        ),
+        trial(
             "accept_queue::link_local_listeners_are_listed_with_their_device",
             req(),
             accept_queue::link_local_listeners_are_listed_with_their_device,

@@ -203,6 +203,7 @@ mod tests {
             limit: 8,
             drops,
             socket_drops: [(11, drops)].into(),
+            sockets: BTreeMap::new(),
             pid: None,
             comm: None,
             full: None,

@@ -51,12 +51,24 @@ pub struct ListenerView {
     /// since its own earlier reading, so a socket re-created under the same address counts from
     /// 0, not as a fall of the merged sum.
     pub socket_drops: BTreeMap<u32, u64>,
+    /// Each socket's accept-queue limit and owner, by socket inode: a group's sockets may each
+    /// have their own (one `listen()` per worker), and the one that drops is what matters
+    /// (s63 story CM-1).
+    pub sockets: BTreeMap<u32, SocketFacts>,
     pub pid: Option<u32>,
     pub comm: Option<String>,
     /// The queue depth and limit of the fullest socket of the group at its limit, if one is: a
     /// port bound on two addresses with different backlogs has one full while the merged depth
     /// is below the merged limit (s55 story AR-2: no `listener_full` for it).
     pub full: Option<(u32, u32)>,
+}
+
+/// One socket of a listener group: its accept-queue limit, and a process holding it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SocketFacts {
+    pub limit: u32,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
 }
 
 /// Namespace-wide listen counters (`TcpExtListenOverflows`, `TcpExtListenDrops`), and the SYN
@@ -424,11 +436,16 @@ impl Collector {
                 limit: 0,
                 drops: 0,
                 socket_drops: BTreeMap::new(),
+                sockets: BTreeMap::new(),
                 pid: owner.as_ref().map(|o| o.pid),
                 comm: owner.as_ref().map(|o| o.comm.clone()),
                 full: None,
             });
             view.add_socket(&l);
+            if let (Some(socket), Some(o)) = (view.sockets.get_mut(&l.inode), owner) {
+                socket.pid = Some(o.pid);
+                socket.comm = Some(o.comm);
+            }
         }
         (listeners, counters, namespaces)
     }
@@ -466,6 +483,7 @@ impl ListenerView {
         }
         self.drops += u64::from(l.drops);
         *self.socket_drops.entry(l.inode).or_default() += u64::from(l.drops);
+        self.sockets.entry(l.inode).or_default().limit = l.limit;
     }
 }
 
@@ -481,6 +499,7 @@ mod tests {
             limit: 0,
             drops: 0,
             socket_drops: BTreeMap::new(),
+            sockets: BTreeMap::new(),
             pid: None,
             comm: None,
             full: None,

@@ -66,6 +66,7 @@ pub(crate) mod tests {
             limit,
             drops,
             socket_drops: [(1, drops)].into(),
+            sockets: BTreeMap::new(),
             pid: None,
             comm: None,
             full: (depth >= limit.max(1)).then_some((depth, limit)),

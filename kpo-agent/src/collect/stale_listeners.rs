@@ -110,6 +110,7 @@ mod tests {
             limit: 128,
             drops: 0,
             socket_drops: BTreeMap::new(),
+            sockets: BTreeMap::new(),
             pid: None,
             comm: None,
             full: None,

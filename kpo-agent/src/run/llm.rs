@@ -178,7 +178,8 @@ impl LlmStage {
         }
         self.health.push_back(WindowHealth::of(index, window));
         // Drops as the rules take them: a deferred-accept listener's held-back ACKs lose nothing.
-        let window: &Window = &window.without_deferred_acks();
+        let by_socket = window.by_dropping_socket();
+        let window: &Window = &by_socket.without_deferred_acks();
         advisor.observe_window(index, window);
         if self.in_flight.is_some() {
             debug!(

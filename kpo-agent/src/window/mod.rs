@@ -55,6 +55,12 @@ pub struct ListenerWindow {
     /// When that dump was, if before the window's `start` (the dump at the start failed); `None`
     /// when `overflows` counts from the window's start.
     pub overflows_since: Option<String>,
+    /// The accept-queue limit of the socket of the group that dropped most in the window: the
+    /// sockets of an SO_REUSEPORT group, or of a port bound on several addresses, each have their
+    /// own, and `backlog_limit` is the largest. `None` when none of them dropped (or the end's
+    /// dump was not read).
+    pub dropping_limit: Option<u32>,
+    /// A process holding the socket that dropped most in the window, else one of the group's.
     pub pid: Option<u32>,
     pub comm: Option<String>,
 }
@@ -234,6 +240,29 @@ impl Window {
             .find(|n| n.netns == netns)
             .and_then(|n| n.defer_accept_drops)
             .unwrap_or(0)
+    }
+
+    /// The window with each listener group that dropped seen as its socket that dropped most:
+    /// its limit (`dropping_limit`), and a depth no deeper than that socket's queue can be. The
+    /// rules judge a listener by it: one worker's `listen(8)` socket dropping beside another's
+    /// `listen(4096)` read as a queue of 9 under a limit of 4096 capped by somaxconn, and
+    /// somaxconn was raised, then raised again as each worker listened again, to the policy's
+    /// maximum, for drops no raise could touch (s63 story CM-1, CM-2).
+    pub fn by_dropping_socket(&self) -> std::borrow::Cow<'_, Window> {
+        let smaller = |l: &ListenerWindow| l.dropping_limit.is_some_and(|d| d < l.backlog_limit);
+        if !self.listeners.iter().any(smaller) {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut w = self.clone();
+        for l in w.listeners.iter_mut() {
+            if let Some(limit) = l.dropping_limit.filter(|&d| d < l.backlog_limit) {
+                l.backlog_limit = limit;
+                // A queue holds one more than its limit before it drops.
+                l.backlog_max = l.backlog_max.min(limit.saturating_add(1));
+                l.backlog_now = l.backlog_now.min(limit.saturating_add(1));
+            }
+        }
+        std::borrow::Cow::Owned(w)
     }
 
     /// The window with each listener's `overflows` less the handshake ACKs a `TCP_DEFER_ACCEPT`
@@ -970,6 +999,20 @@ fn listeners(
             let (overflows, since) = overflows(first, last, reference, dropped, key);
             let now_bpf = bpf_of(last, &key);
             let before_bpf = bpf_before(&key).unwrap_or_default();
+            // Each socket's count at the end against the start's (from 0 for one opened since).
+            let dropping = view.and_then(|v| {
+                let before = |inode: &u32| {
+                    (first.listeners.get(&key))
+                        .and_then(|b| b.socket_drops.get(inode))
+                        .copied()
+                        .unwrap_or(0)
+                };
+                (v.socket_drops.iter())
+                    .map(|(inode, &now)| (inode, now.saturating_sub(before(inode))))
+                    .filter(|&(_, dropped)| dropped > 0)
+                    .max_by_key(|&(inode, dropped)| (dropped, std::cmp::Reverse(*inode)))
+                    .and_then(|(inode, _)| v.sockets.get(inode))
+            });
             ListenerWindow {
                 netns: u64::from(key.netns),
                 port: key.port,
@@ -1001,8 +1044,10 @@ fn listeners(
                 }),
                 overflows,
                 overflows_since: since.map(rfc3339),
-                pid: view.and_then(|v| v.pid),
-                comm: view.and_then(|v| v.comm.clone()),
+                dropping_limit: dropping.map(|s| s.limit),
+                pid: dropping.and_then(|s| s.pid).or(view.and_then(|v| v.pid)),
+                comm: (dropping.and_then(|s| s.comm.clone()))
+                    .or_else(|| view.and_then(|v| v.comm.clone())),
             }
         })
         .collect()
@@ -1214,6 +1259,7 @@ mod tests {
                     limit: 128,
                     drops,
                     socket_drops: [(4242, drops)].into(),
+                    sockets: BTreeMap::new(),
                     pid: Some(42),
                     comm: Some("nginx".into()),
                     full: (depth >= 128).then_some((depth, 128)),
@@ -2638,6 +2684,7 @@ mod tests {
             limit: 128,
             drops,
             socket_drops: [(inode, drops)].into(),
+            sockets: BTreeMap::new(),
             pid: None,
             comm: None,
             full: None,
@@ -2661,6 +2708,53 @@ mod tests {
         s.namespaces = ns;
         s.listeners = l;
         s
+    }
+
+    /// s63 story CM-1: a group of two sockets (an SO_REUSEPORT group: one `listen(8)`
+    /// worker, one `listen(4096)`) of which the small one drops: the window names its limit and
+    /// its owner, and the rules' view of the group is that socket.
+    #[test]
+    fn a_groups_dropping_socket_gives_its_limit_and_owner() {
+        let t0 = Instant::now();
+        let (key, read) = port_80_in_netns_7();
+        let group = |small_drops: u64| {
+            let mut v = one_socket(1, small_drops);
+            v.socket_drops.insert(2, 0);
+            v.drops = small_drops;
+            v.limit = 4096;
+            v.pid = Some(200);
+            v.comm = Some("fast".into());
+            let socket = |limit, pid: u32, comm: &str| crate::collect::SocketFacts {
+                limit,
+                pid: Some(pid),
+                comm: Some(comm.into()),
+            };
+            v.sockets = [(1, socket(8, 100, "slow")), (2, socket(4096, 200, "fast"))].into();
+            v
+        };
+        let mut carry = Carry::default();
+        let mut sample = |secs, drops| {
+            in_netns_7(&mut carry, t0, secs, [(7, read)].into(), Some(70), {
+                [(key, group(drops))].into()
+            })
+        };
+        let mut b = WindowBuilder::new(sample(0, 5));
+        b.push(sample(10, 5));
+        let (calm, mut b) = b.finish_and_continue().unwrap();
+        assert_eq!(calm.listeners[0].dropping_limit, None);
+        assert_eq!(calm.listeners[0].comm.as_deref(), Some("fast"));
+        b.push(sample(20, 45));
+        let (w, _) = b.finish_and_continue().unwrap();
+        let l = &w.listeners[0];
+        assert_eq!((l.overflows, l.backlog_limit), (Some(40), 4096));
+        assert_eq!(l.dropping_limit, Some(8));
+        assert_eq!((l.pid, l.comm.as_deref()), (Some(100), Some("slow")));
+        let seen = w.by_dropping_socket();
+        assert_eq!(seen.listeners[0].backlog_limit, 8);
+        assert!(matches!(
+            calm.by_dropping_socket(),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     /// A namespace that died, and minutes later a new one given its inode (the kernel hands

@@ -350,7 +350,8 @@ impl AcceptQueueRule {
         kernel: &mut dyn KernelView,
         policy: &dyn AdvicePolicy,
     ) -> Vec<Recommendation> {
-        let tick: &Window = &tick.without_deferred_acks();
+        let by_socket = tick.by_dropping_socket();
+        let tick: &Window = &by_socket.without_deferred_acks();
         self.syn_full = syn_full_in(tick);
         let dropping: Vec<&ListenerWindow> = (tick.listeners.iter())
             .filter(|l| dropping_at_its_limit(tick, l))
@@ -387,7 +388,8 @@ impl AcceptQueueRule {
         kernel: &mut dyn KernelView,
         policy: &dyn AdvicePolicy,
     ) -> Vec<Recommendation> {
-        let window: &Window = &window.without_deferred_acks();
+        let by_socket = window.by_dropping_socket();
+        let window: &Window = &by_socket.without_deferred_acks();
         let mut pressed = Vec::new();
         self.syn_full = syn_full_in(window);
         for l in &window.listeners {

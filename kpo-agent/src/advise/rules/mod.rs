@@ -314,6 +314,7 @@ pub(crate) mod testing {
             synack_retrans: Some(0),
             overflows: Some(drops),
             overflows_since: None,
+            dropping_limit: None,
             pid: Some(4242),
             comm: Some("nginx".into()),
         }
@@ -400,6 +401,40 @@ mod tests {
         assert_eq!(
             raised(rules.on_tick(&at(3), &with_cookie(8, 9), &mut k, &policy())),
             [Some(256)]
+        );
+    }
+
+    /// s63 story CM-1: a group whose `listen(8)` socket drops beside a `listen(4096)` one is
+    /// advised as that socket: its application's backlog, not a raise of somaxconn (which caps
+    /// neither), and without the worker's drops pushing somaxconn up.
+    #[test]
+    fn a_group_is_advised_by_the_socket_that_dropped() {
+        let ns_key = "net.core.somaxconn@netns:4026532281";
+        let mut l = listener(NS, 4096, 9, 40);
+        l.dropping_limit = Some(8);
+        let mut w = window(vec![l]);
+        w.netns = vec![crate::window::NetnsWindow {
+            netns: NS,
+            listen_overflows: 20,
+            listen_drops: 20,
+            syn_queue_full_drops: Some(0),
+            syn_queue_full_cookies: Some(0),
+            defer_accept_drops: Some(0),
+            cookie: None,
+        }];
+        let mut k = FakeKernel::default().with(ns_key, 4096);
+        let mut rules = RuleSet::default();
+        let advice = rules.on_tick(&at(1), &w, &mut k, &policy());
+        let about: Vec<_> = (advice.iter())
+            .filter(|r| r.parameter.to_string() == ns_key)
+            .collect();
+        assert_eq!(about.len(), 1, "{advice:#?}");
+        assert_eq!(about[0].recommended_value, None, "{:?}", about[0]);
+        assert!(
+            about[0].reason.contains("accept queue at 9/8")
+                && about[0].reason.contains("a backlog of 8"),
+            "{}",
+            about[0].reason
         );
     }
 

@@ -27,6 +27,7 @@ fn listener(netns: u64, overflows: u64, backlog_max: u32) -> ListenerWindow {
         synack_retrans: None,
         overflows: Some(overflows),
         overflows_since: None,
+        dropping_limit: None,
         pid: None,
         comm: None,
     }
