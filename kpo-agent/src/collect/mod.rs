@@ -464,6 +464,15 @@ fn shown_address(l: &sockdiag::DiagListener) -> String {
 }
 
 impl ListenerView {
+    /// A process holding a socket of the group with accept-queue limit `limit` (the one found
+    /// full), else one holding any of its sockets: the group's first socket named another
+    /// worker than the one whose queue was full (s63 story CM-4).
+    pub fn owner_at(&self, limit: u32) -> (Option<u32>, Option<String>) {
+        (self.sockets.values())
+            .find(|s| s.limit == limit && s.pid.is_some())
+            .map_or((self.pid, self.comm.clone()), |s| (s.pid, s.comm.clone()))
+    }
+
     /// Merges one socket of the group in.
     fn add_socket(&mut self, l: &sockdiag::DiagListener) {
         // An SO_REUSEPORT group's sockets share an address: it is listed once.
@@ -533,6 +542,36 @@ mod tests {
         assert_eq!(view.drops, 96);
         assert_eq!(view.socket_drops.len(), 4);
         assert_eq!((view.depth, view.limit), (2, 1));
+    }
+
+    /// s63 story CM-4: a group's owner for a full queue is a process holding the socket at that
+    /// limit, not whichever socket the dump listed first.
+    #[test]
+    fn a_full_groups_owner_is_the_full_sockets() {
+        let mut view = no_sockets();
+        view.pid = Some(200);
+        view.comm = Some("fast".into());
+        view.sockets = [
+            (
+                1,
+                SocketFacts {
+                    limit: 4096,
+                    pid: Some(200),
+                    comm: Some("fast".into()),
+                },
+            ),
+            (
+                2,
+                SocketFacts {
+                    limit: 8,
+                    pid: Some(100),
+                    comm: Some("slow".into()),
+                },
+            ),
+        ]
+        .into();
+        assert_eq!(view.owner_at(8), (Some(100), Some("slow".into())));
+        assert_eq!(view.owner_at(64), (Some(200), Some("fast".into())));
     }
 
     /// Defect (s59 story BN-2): one port's link-local sockets on two links were listed as one

@@ -31,12 +31,13 @@ fn full_listeners(sample: &Sample) -> Vec<ListenerFull> {
         .iter()
         .filter_map(|(key, l)| {
             let (backlog, backlog_limit) = l.full?;
+            let (pid, comm) = l.owner_at(backlog_limit);
             Some(ListenerFull {
                 key: *key,
                 backlog,
                 backlog_limit,
-                pid: l.pid,
-                comm: l.comm.clone(),
+                pid,
+                comm,
             })
         })
         .collect()
@@ -132,13 +133,15 @@ fn decode(bytes: &[u8]) -> Option<NotableEvent> {
 impl ListenerFull {
     /// A ring-buffer event, with the owner as of `last` (the most recent sample).
     pub fn from_notable(e: &NotableEvent, last: &Sample) -> ListenerFull {
-        let owner = last.listeners.get(&e.key);
+        let (pid, comm) = (last.listeners.get(&e.key))
+            .map(|l| l.owner_at(e.backlog_limit))
+            .unwrap_or_default();
         ListenerFull {
             key: e.key,
             backlog: e.backlog,
             backlog_limit: e.backlog_limit,
-            pid: owner.and_then(|o| o.pid),
-            comm: owner.and_then(|o| o.comm.clone()),
+            pid,
+            comm,
         }
     }
 }
