@@ -320,8 +320,9 @@ pub fn events_match_schema_and_sigterm_flushes() {
                     .any(|e| e["kind"] == "listener_full" && e["port"] == port)
             });
             // Nobody accepts: the queue stays full, the SYNs that follow are dropped before any
-            // connection is queued, so eBPF sees nothing new; each tick's reading still reports
-            // it (before, one event and then silence while the sensor was attached).
+            // connection is queued, so eBPF sees nothing new; each tick's reading that finds it
+            // dropped since still reports it (before, one event and then silence while the sensor
+            // was attached).
             wait_until(
                 "listener_full events at later ticks",
                 Duration::from_secs(10),
