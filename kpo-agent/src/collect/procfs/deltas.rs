@@ -22,6 +22,7 @@ pub(super) struct SoftnetDeltas {
     pub(super) processed: u64,
     pub(super) dropped: u64,
     pub(super) time_squeeze: u64,
+    pub(super) flow_limited: u64,
 }
 
 /// `None` when the CPUs cannot be matched: before Linux 5.10 a line's CPU is only its position
@@ -37,6 +38,7 @@ pub(super) fn softnet_deltas(first: &Softnet, last: &Softnet, secs: f64) -> Opti
         processed: 0,
         dropped: 0,
         time_squeeze: 0,
+        flow_limited: 0,
     };
     for now in &last.cpus {
         let Some(before) = first.cpus.iter().find(|c| c.cpu == now.cpu) else {
@@ -48,6 +50,7 @@ pub(super) fn softnet_deltas(first: &Softnet, last: &Softnet, secs: f64) -> Opti
         sum.processed = sum.processed.saturating_add(d(|c| c.processed));
         sum.dropped = sum.dropped.saturating_add(d(|c| c.dropped));
         sum.time_squeeze = sum.time_squeeze.saturating_add(d(|c| c.time_squeeze));
+        sum.flow_limited = sum.flow_limited.saturating_add(d(|c| c.flow_limit_count));
     }
     Some(sum)
 }

@@ -107,6 +107,9 @@ pub struct HostMetrics {
     /// Packets dropped over the window because a CPU's backlog was full.
     pub softnet_dropped: Option<u64>,
     pub softnet_dropped_per_s: Option<f64>,
+    /// Of those, packets flow limiting shed (`net.core.flow_limit_cpu_bitmap`; column 11): a
+    /// longer backlog does not cure them, and loosens the limit.
+    pub softnet_flow_limited: Option<u64>,
     /// Times over the window the receive softirq stopped with work left.
     pub softnet_time_squeeze: Option<u64>,
     pub softnet_time_squeeze_per_s: Option<f64>,
@@ -244,6 +247,7 @@ impl HostMetrics {
             softnet_processed_per_s: span.rate_of(softnet.map(|s| s.processed)),
             softnet_dropped: softnet.map(|s| s.dropped),
             softnet_dropped_per_s: span.rate_of(softnet.map(|s| s.dropped)),
+            softnet_flow_limited: softnet.map(|s| s.flow_limited),
             softnet_time_squeeze: softnet.map(|s| s.time_squeeze),
             softnet_time_squeeze_per_s: span.rate_of(softnet.map(|s| s.time_squeeze)),
 
@@ -453,6 +457,25 @@ mod tests {
             format!("{p:08x} {d:08x} {s:08x} 0 0 0 0 0 0 0 0 0 {id:08x}\n")
         };
         parse_softnet(&(line(cpu0, 0) + &line(cpu1, 1))).unwrap()
+    }
+
+    /// s63 story CI-4: `softnet_flow_limited` is column 11's difference summed over CPUs, beside
+    /// column 2's, which counts the same packets too.
+    #[test]
+    fn softnet_flow_limited_is_column_11s_difference() {
+        let t0 = Instant::now();
+        let mut a = HostSnapshot::empty(t0);
+        let mut b = HostSnapshot::empty(t0 + Duration::from_secs(2));
+        let line = |dropped: u32, flow: u32, id: u32| {
+            format!("00000010 {dropped:08x} 00000000 0 0 0 0 0 0 0 {flow:08x} 0 {id:08x}\n")
+        };
+        a.softnet = Some(parse_softnet(&(line(1, 1, 0) + &line(0, 0, 1))).unwrap());
+        b.softnet = Some(parse_softnet(&(line(9, 4, 0) + &line(5, 5, 1))).unwrap());
+        let m = HostMetrics::between(&a, &b);
+        assert_eq!(
+            (m.softnet_dropped, m.softnet_flow_limited),
+            (Some(13), Some(8))
+        );
     }
 
     /// Two snapshots 2 s apart with every source, chosen so each metric has an exact value.

@@ -145,6 +145,7 @@ impl Tally for SoftnetDeltas {
         self.processed.add(tick.processed);
         self.dropped.add(tick.dropped);
         self.time_squeeze.add(tick.time_squeeze);
+        self.flow_limited.add(tick.flow_limited);
     }
 }
 
