@@ -471,8 +471,19 @@ impl CpufreqActuator {
     /// story CK-2). Without a table, or with one that cannot be read, the write's read-back
     /// decides.
     fn check_in_the_table(&self, khz: i128) -> Result<(), ActuateError> {
+        // Boost frequencies (cpufreq-dt's turbo OPPs) are listed apart, and are as much the
+        // driver's (s63 review1 R1-6).
+        let boost = || {
+            let text = super::read_attr(&self.dir.join("scaling_boost_frequencies")).ok()?;
+            Some(
+                text.split_whitespace()
+                    .any(|w| w.parse::<i128>() == Ok(khz)),
+            )
+        };
         match frequency_table(&self.dir) {
-            Ok(Some(table)) if !table.iter().any(|&f| i128::from(f) == khz) => {
+            Ok(Some(table))
+                if !table.iter().any(|&f| i128::from(f) == khz) && boost() != Some(true) =>
+            {
                 let listed: Vec<String> = table.iter().map(i64::to_string).collect();
                 Err(ActuateError::NotAvailable {
                     param: self.param(),
@@ -1026,6 +1037,9 @@ mod tests {
         let shown = std::fs::read_to_string(p.join("scaling_max_freq")).unwrap();
         assert_eq!(shown.trim(), "3000000", "nothing written");
         max.validate(&Value::Int(2_400_000)).unwrap();
+        // A boost frequency, listed apart (cpufreq-dt), is the driver's too.
+        std::fs::write(p.join("scaling_boost_frequencies"), "2000000 \n").unwrap();
+        max.validate(&Value::Int(2_000_000)).unwrap();
     }
 
     /// s63 story CK-3: `default`, which intel_pstate and amd-pstate list, is refused before any

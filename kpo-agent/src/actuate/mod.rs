@@ -139,7 +139,6 @@ pub enum ActuateError {
         current: String,
         want: String,
     },
-    /// A typed read-back that differs from what was written; `why` says what that means.
     /// A value the kernel takes but shows as another: its read-back could never match.
     #[error("{param}: {value:?} never reads back as written: {why}")]
     NeverReadsBack {
@@ -147,6 +146,7 @@ pub enum ActuateError {
         value: String,
         why: String,
     },
+    /// A typed read-back that differs from what was written; `why` says what that means.
     #[error("{param}: wrote {wrote:?} but read back {read:?}; {why}")]
     Mismatch {
         param: String,

@@ -2888,14 +2888,14 @@ mod tests {
         assert_eq!(overflows(&w, Scope::Host), 27.0);
         let decided = w.without_deferred_acks();
         let counts: Vec<_> = decided.listeners.iter().map(|l| l.overflows).collect();
-        assert_eq!(counts, [Some(20), Some(20), Some(7)]);
+        assert_eq!(counts, [Some(20), Some(0), Some(7)], "handed out once");
         assert_eq!(decided.deferred_acks(a), 0, "taken out once");
         // The namespace's real drops go to a listener seen at its limit first (s63 story CL-1).
         let mut one_full = w.clone();
-        one_full.listeners[1].backlog_max = 10;
+        one_full.listeners[0].backlog_max = 10;
         let decided = one_full.without_deferred_acks();
         let counts: Vec<_> = decided.listeners.iter().map(|l| l.overflows).collect();
-        assert_eq!(counts, [Some(20), Some(0), Some(7)]);
+        assert_eq!(counts, [Some(0), Some(20), Some(7)]);
         assert_eq!(overflows(&decided, Scope::Netns(b)), 7.0);
         w.netns = vec![netns(a, Some(0)), netns(b, None)];
         assert!(matches!(

@@ -272,8 +272,9 @@ impl Window {
     /// `sk_drops`: every connection to nginx `deferred` or HAProxy `defer-accept` counted as a
     /// drop, and the guard reverted a change for drops the kernel never made (s63 story CI-1).
     /// The namespace counts them (`TcpExtTCPDeferAcceptDrop`), not each listener: its listeners
-    /// dropped their sum less them, and none more. Those drops go first to the listeners whose
-    /// queue was seen at its limit, each up to its own count, and what is left to the others:
+    /// dropped their sum less them, and none more. Those drops are handed out once, to the
+    /// listeners whose queue was seen at its limit first (the most dropping first), each up to
+    /// its own count, and what is left to the others:
     /// cut only to the sum, a deferred listener kept its held-back ACKs as drops up to another's
     /// real overflows, and the rules raised somaxconn for it (s63 story CL-1). Exact when one
     /// listener of the namespace counted drops. The copy's `defer_accept_drops` are 0: taken out
@@ -297,18 +298,22 @@ impl Window {
                 .filter(|l| l.netns == netns)
                 .map(ListenerWindow::known_overflows)
                 .sum();
-            let real = all.saturating_sub(deferred);
-            let mut left = real;
-            for full in [true, false] {
-                let mut taken = 0;
-                for l in (w.listeners.iter_mut()).filter(|l| l.netns == netns) {
-                    if seen_full(l) == full {
-                        let counted = l.known_overflows().min(left);
-                        l.overflows = l.overflows.map(|_| counted);
-                        taken += counted;
-                    }
-                }
-                left = left.saturating_sub(taken);
+            // Handed out once, so that the listeners' counts sum to the real drops (s63 review1
+            // R1-1: each took up to all of them): those seen at their limit first, the most
+            // dropping first.
+            let mut left = all.saturating_sub(deferred);
+            let mut order: Vec<usize> = (0..w.listeners.len())
+                .filter(|&i| w.listeners[i].netns == netns)
+                .collect();
+            order.sort_by_key(|&i| {
+                let l = &w.listeners[i];
+                (!seen_full(l), std::cmp::Reverse(l.known_overflows()))
+            });
+            for i in order {
+                let l = &mut w.listeners[i];
+                let counted = l.known_overflows().min(left);
+                l.overflows = l.overflows.map(|_| counted);
+                left -= counted;
             }
         }
         for n in &mut w.netns {
