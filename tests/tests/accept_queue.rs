@@ -40,15 +40,7 @@ pub fn burst_matches_ss_and_drains() {
     // Closing the clients ends their SYN retries; wait until no handshake is left in flight so
     // the drop counter is final.
     drop(clients);
-    wait_until("handshakes settled", Duration::from_secs(10), || {
-        ns.exec(&["ss", "-tnH", "state", "syn-recv"])
-            .trim()
-            .is_empty()
-            && ns
-                .exec(&["ss", "-tnH", "state", "syn-sent"])
-                .trim()
-                .is_empty()
-    });
+    handshakes_settled(&ns);
     let (recv_q, send_q, drops) = ss();
     assert_eq!(recv_q, peak, "queue unchanged while nobody accepts");
     assert_eq!(send_q, BACKLOG as u32);
@@ -220,15 +212,7 @@ pub fn a_reuseport_group_names_the_limit_of_its_socket_that_dropped() {
             .any(|&(depth, limit, _)| limit == 8 && depth == 9)
     });
     drop(clients);
-    wait_until("handshakes settled", Duration::from_secs(10), || {
-        ns.exec(&["ss", "-tnH", "state", "syn-recv"])
-            .trim()
-            .is_empty()
-            && ns
-                .exec(&["ss", "-tnH", "state", "syn-sent"])
-                .trim()
-                .is_empty()
-    });
+    handshakes_settled(&ns);
     let each = sockets();
     let (small, large): (Vec<(u32, u32, u64)>, Vec<_>) = each.iter().partition(|s| s.1 == 8);
     assert_eq!((small.len(), large.len()), (1, 1), "{each:?}");
@@ -248,6 +232,19 @@ pub fn a_reuseport_group_names_the_limit_of_its_socket_that_dropped() {
     );
     assert_eq!(l.dropping_limit, Some(8));
     drop(group);
+}
+
+/// Waits until no handshake is left in flight in `ns`, so that the drop counters are final.
+fn handshakes_settled(ns: &Netns) {
+    wait_until("handshakes settled", Duration::from_secs(10), || {
+        ns.exec(&["ss", "-tnH", "state", "syn-recv"])
+            .trim()
+            .is_empty()
+            && ns
+                .exec(&["ss", "-tnH", "state", "syn-sent"])
+                .trim()
+                .is_empty()
+    });
 }
 
 /// A listener on 127.0.0.1:`port` in an SO_REUSEPORT group, with `backlog`.

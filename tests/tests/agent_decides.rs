@@ -113,6 +113,36 @@ pub(crate) fn has(events: &Path, pred: impl Fn(&Value) -> bool) -> bool {
     lines(events).iter().any(pred)
 }
 
+/// `kpo apply SETTING --netns /run/netns/NS` against the test's agent; the change's journal id.
+fn apply_in(dir: &Path, ns: &Netns, setting: &str) -> u64 {
+    let target = format!("/run/netns/{}", ns.name);
+    let out = kpo(dir, &["apply", setting, "--netns", &target]);
+    assert!(out.starts_with("applied"), "{out}");
+    out["applied #".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Waits for a window in which the listener on `port` of namespace `inum` has dropped nothing.
+fn wait_for_a_window_with(events: &Path, inum: u64, port: u16) {
+    wait_until(
+        "a window with the listener",
+        Duration::from_secs(10),
+        || {
+            has(events, |e| {
+                e["kind"] == "window"
+                    && e["listeners"].as_array().is_some_and(|l| {
+                        l.iter()
+                            .any(|l| l["netns"] == inum && l["port"] == port && l["overflows"] == 0)
+                    })
+            })
+        },
+    );
+}
+
 pub fn applies_through_the_socket_yields_to_people_and_reverts_on_exit() {
     let host_before = host_somaxconn();
     let ns = Netns::new();
@@ -478,16 +508,11 @@ sources = ["operator"]
         Duration::from_secs(10),
         || has(&events, measured),
     );
-    let target = format!("/run/netns/{}", ns.name);
-    let lowered = format!("net.core.somaxconn={}", original / 2);
-    let out = kpo(dir.path(), &["apply", &lowered, "--netns", &target]);
-    assert!(out.starts_with("applied"), "{out}");
-    let id: u64 = out["applied #".len()..]
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let id = apply_in(
+        dir.path(),
+        &ns,
+        &format!("net.core.somaxconn={}", original / 2),
+    );
     wait_until("the guard's verdict", Duration::from_secs(30), || {
         has(&events, |e| e["kind"] == "guard" && e["change_id"] == id)
     });
@@ -684,32 +709,9 @@ sources = ["operator"]
     let mut agent = Running::start(dir.path(), &events);
     let inum = ns.inum();
     let idle_port = idle.local_addr().unwrap().port();
-    wait_until(
-        "a window with the idle listener",
-        Duration::from_secs(10),
-        || {
-            has(&events, |e| {
-                e["kind"] == "window"
-                    && e["listeners"].as_array().is_some_and(|l| {
-                        l.iter().any(|l| {
-                            l["netns"] == inum && l["port"] == idle_port && l["overflows"] == 0
-                        })
-                    })
-            })
-        },
-    );
+    wait_for_a_window_with(&events, inum, idle_port);
     let target = format!("/run/netns/{}", ns.name);
-    let out = kpo(
-        dir.path(),
-        &["apply", "net.core.somaxconn=16", "--netns", &target],
-    );
-    assert!(out.starts_with("applied"), "{out}");
-    let id: u64 = out["applied #".len()..]
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let id = apply_in(dir.path(), &ns, "net.core.somaxconn=16");
     // The service listens again after the change: its queue takes the new limit.
     let busy = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
     assert_eq!(
@@ -850,29 +852,12 @@ sources = ["operator"]
     let mut agent = Running::start(dir.path(), &events);
     let inum = ns.inum();
     let port = deferred.local_addr().unwrap().port();
-    wait_until(
-        "a window with the listeners",
-        Duration::from_secs(10),
-        || {
-            has(&events, |e| {
-                e["kind"] == "window"
-                    && e["listeners"].as_array().is_some_and(|l| {
-                        l.iter()
-                            .any(|l| l["netns"] == inum && l["port"] == port && l["overflows"] == 0)
-                    })
-            })
-        },
+    wait_for_a_window_with(&events, inum, port);
+    let id = apply_in(
+        dir.path(),
+        &ns,
+        &format!("net.core.somaxconn={}", original / 2),
     );
-    let target = format!("/run/netns/{}", ns.name);
-    let lowered = format!("net.core.somaxconn={}", original / 2);
-    let out = kpo(dir.path(), &["apply", &lowered, "--netns", &target]);
-    assert!(out.starts_with("applied"), "{out}");
-    let id: u64 = out["applied #".len()..]
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {

@@ -1008,6 +1008,18 @@ mod tests {
         p
     }
 
+    /// Policy 0 of acpi-cpufreq, with a frequency table.
+    fn acpi_policy(root: &Path) -> PathBuf {
+        let p = full_policy(root, 0);
+        std::fs::write(p.join("scaling_driver"), "acpi-cpufreq\n").unwrap();
+        std::fs::write(
+            p.join(AVAILABLE_FREQUENCIES),
+            "3000000 2400000 1800000 1200000 800000 \n",
+        )
+        .unwrap();
+        p
+    }
+
     fn act(text: &str, root: &Path) -> Result<CpufreqActuator, ActuateError> {
         CpufreqActuator::open(&text.parse().unwrap(), &roots(root))
     }
@@ -1017,13 +1029,7 @@ mod tests {
     #[test]
     fn a_limit_off_the_drivers_table_is_refused_before_a_write() {
         let tmp = tempfile::tempdir().unwrap();
-        let p = full_policy(tmp.path(), 0);
-        std::fs::write(p.join("scaling_driver"), "acpi-cpufreq\n").unwrap();
-        std::fs::write(
-            p.join(AVAILABLE_FREQUENCIES),
-            "3000000 2400000 1800000 1200000 800000 \n",
-        )
-        .unwrap();
+        let p = acpi_policy(tmp.path());
         let mut max = act("cpufreq:policy0:scaling_max_freq", tmp.path()).unwrap();
         let err = max.apply(&Value::Int(2_000_000)).unwrap_err();
         assert_eq!(
@@ -1497,13 +1503,7 @@ mod tests {
     #[test]
     fn a_limit_rounded_to_the_drivers_table_names_the_values_and_the_table() {
         let tmp = tempfile::tempdir().unwrap();
-        let p = full_policy(tmp.path(), 0);
-        std::fs::write(p.join("scaling_driver"), "acpi-cpufreq\n").unwrap();
-        std::fs::write(
-            p.join(AVAILABLE_FREQUENCIES),
-            "3000000 2400000 1800000 1200000 800000 \n",
-        )
-        .unwrap();
+        let p = acpi_policy(tmp.path());
         let shown = p.join("shown_max_freq");
         let max = act("cpufreq:policy0:scaling_max_freq", tmp.path()).unwrap();
         let rounded = |table: &str| {

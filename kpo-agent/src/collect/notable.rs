@@ -89,7 +89,7 @@ impl NotableStream {
     /// report since the last tick, unless the last tick found it full too and it dropped nothing
     /// since. eBPF sees a queue fill (a connection queued at the limit), not one that stays full:
     /// the kernel drops the SYNs that come next before any connection is queued, so while nobody
-    /// accepts, only this reading sees the queue still full, and its drops that it overflows.
+    /// accepts, only this reading sees the queue still full, and its drops say it still overflows.
     pub fn full_from_tick(&mut self, sample: &Sample) -> Vec<ListenerFull> {
         let reported = std::mem::take(&mut self.reported_since_tick);
         let before = std::mem::take(&mut self.full_at_last_tick);

@@ -274,11 +274,10 @@ impl Window {
     /// The namespace counts them (`TcpExtTCPDeferAcceptDrop`), not each listener: its listeners
     /// dropped their sum less them, and none more. Those drops are handed out once, to the
     /// listeners whose queue was seen at its limit first (the most dropping first), each up to
-    /// its own count, and what is left to the others:
-    /// cut only to the sum, a deferred listener kept its held-back ACKs as drops up to another's
-    /// real overflows, and the rules raised somaxconn for it (s63 story CL-1). Exact when one
-    /// listener of the namespace counted drops. The copy's `defer_accept_drops` are 0: taken out
-    /// already.
+    /// its own count, and what is left to the others. Each listener cut only to the sum, a
+    /// deferred listener kept its held-back ACKs as drops up to another's real overflows, and the
+    /// rules raised somaxconn for it (s63 story CL-1). Exact when one listener of the namespace
+    /// counted drops. The copy's `defer_accept_drops` are 0: taken out already.
     pub fn without_deferred_acks(&self) -> std::borrow::Cow<'_, Window> {
         if self
             .netns
