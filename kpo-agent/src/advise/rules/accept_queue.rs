@@ -388,20 +388,30 @@ impl AcceptQueueRule {
         kernel: &mut dyn KernelView,
         policy: &dyn AdvicePolicy,
     ) -> Vec<Recommendation> {
+        // The groups seen as a smaller socket than their largest: the raise a group's state
+        // follows (its judgement, its futile mark, the limit it listened at) is its largest
+        // socket's, and a window of the small one's drops says nothing of it. Taken for another
+        // limit, it ended the mark of a raise that did not help, and the next raise followed
+        // (s63 review1 R1-2).
+        let as_smaller: BTreeMap<ListenerId, u32> = (window.listeners.iter())
+            .filter(|l| l.dropping_limit.is_some_and(|d| d < l.backlog_limit))
+            .map(|l| (ListenerId::of(l), l.backlog_limit))
+            .collect();
         let by_socket = window.by_dropping_socket();
         let window: &Window = &by_socket.without_deferred_acks();
         let mut pressed = Vec::new();
         self.syn_full = syn_full_in(window);
         for l in &window.listeners {
             let id = ListenerId::of(l);
-            let old_sockets = self.old_sockets_drops(l);
+            let largest = as_smaller.get(&id).copied();
+            let old_sockets = largest.is_none() && self.old_sockets_drops(l);
             let near = self.near(l);
             let st = self.listeners.entry(id).or_default();
-            st.limit = l.backlog_limit;
+            st.limit = largest.unwrap_or(l.backlog_limit);
             let dropping = dropping_at_its_limit(window, l);
             // The last raise is judged before the window's advice: one that did not help is
             // not followed by another.
-            if l.overflows.is_some() {
+            if l.overflows.is_some() && largest.is_none() {
                 let drops = if dropping { l.known_overflows() } else { 0 };
                 if let Some((raised, was, now)) =
                     st.judge(at.index, l, drops, dropping || near, &self.cfg)
@@ -425,7 +435,8 @@ impl AcceptQueueRule {
                 }
                 // Drops that stopped for a long calm, or another limit (it listened again with
                 // another backlog, or under someone else's somaxconn), end the mark.
-                if f.calm >= self.cfg.calm_windows || l.backlog_limit != f.mark.to {
+                let limit = largest.unwrap_or(l.backlog_limit);
+                if f.calm >= self.cfg.calm_windows || limit != f.mark.to {
                     self.futile.remove(&id);
                 }
             }
@@ -2251,6 +2262,25 @@ mod tests {
             "{}",
             r[0].reason
         );
+    }
+
+    /// s63 review1 R1-2: a window in which a group's small socket drops (seen as that socket)
+    /// says nothing of the raise its large socket's state follows: it neither ends that raise's
+    /// futile mark nor lets the next raise follow when the large socket drops again.
+    #[test]
+    fn a_groups_small_socket_dropping_does_not_end_the_large_ones_futile_mark() {
+        let (mut rule, mut k, r) = raised_then([(257, 1150), (256, 1200)]);
+        assert_eq!(proposed(&r), [None]);
+        assert_eq!(rule.futile().len(), 1);
+        let p = auto_policy();
+        let mut small = listener(NS, 256, 9, 40);
+        small.dropping_limit = Some(8);
+        let r = rule.evaluate(&at(6), &window(vec![small]), &mut k, &p);
+        assert!(proposed(&r).iter().all(Option::is_none), "{r:?}");
+        assert_eq!(rule.futile().len(), 1, "the large socket's mark stays");
+        let large = window(vec![listener(NS, 256, 257, 1200)]);
+        let r = rule.on_tick(&at(7), &large, &mut k, &p);
+        assert!(proposed(&r).iter().all(Option::is_none), "no raise: {r:?}");
     }
 
     /// The mark is what a restart takes up (through `rules.json`): a rule given it advises the
