@@ -137,7 +137,7 @@ fn main() {
         ),
         trial(
             "request_latency::a_request_waiting_for_its_response_keeps_its_slot_from_other_sockets",
-            req(),
+            request_latency::open_files_requirement(),
             request_latency::a_request_waiting_for_its_response_keeps_its_slot_from_other_sockets,
         ),
         trial(

@@ -400,6 +400,26 @@ pub fn the_ports_the_sensor_has_no_place_for_are_counted() {
     drop(held);
 }
 
+/// What [`a_request_waiting_for_its_response_keeps_its_slot_from_other_sockets`] needs besides
+/// root and BTF: a hard limit of open files that leaves room for 1024 other connections, both
+/// their ends (a host or container that caps it lower cannot run it, which is no failure).
+pub fn open_files_requirement() -> Option<String> {
+    crate::needs_root_and_btf().or_else(|| {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit on a live rlimit of this process.
+        let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+        (read != 0 || limit.rlim_max < 2 * 1024 + 512).then(|| {
+            format!(
+                "the hard limit of open files ({}) leaves no room for 1024 connections, both ends",
+                limit.rlim_max
+            )
+        })
+    })
+}
+
 /// Raises this process's limit of open files to its hard limit; returns the limit.
 fn raise_open_files() -> u64 {
     let mut limit = libc::rlimit {
