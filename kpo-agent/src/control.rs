@@ -222,7 +222,8 @@ pub struct WatchStatus {
     /// Consecutive windows that regressed so far (two in a row revert it).
     pub strikes: u32,
     /// Why the last window was not judged for it, when it was not (`made_within_it`,
-    /// `without_effect`, `blamed_on_later`, `blind`): words, as `signals`.
+    /// `without_effect`, `awaits_listen`, `blamed_on_later`, `blind`, `no_baseline`): words, as
+    /// `signals`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_judged: Option<String>,
     /// The guard's revert of it did not take; the next window that regresses asks again.

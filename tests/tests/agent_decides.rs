@@ -803,6 +803,114 @@ sources = ["operator"]
     drop((idle, busy));
 }
 
+/// A raise of somaxconn acts when a listener capped at the old value listens again (the kernel
+/// reads somaxconn at listen()): the guard judges none of the windows before that, nor the one it
+/// happens in, and the raise's watch waits (`kpo status`: `not_judged` `awaits_listen`); from
+/// the window after, it is judged and, here, kept (s63 story CI-2: kept over windows in which the
+/// queue was still capped).
+pub fn a_somaxconn_raise_is_judged_once_its_capped_listener_listens_again() {
+    let host_before = host_somaxconn();
+    let ns = Netns::new();
+    ns.run(|| std::fs::write("/proc/sys/net/core/somaxconn", "64").unwrap());
+    let listener = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let listen =
+        |backlog| unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), backlog) };
+    // Asks for 1024: capped at 64.
+    assert_eq!(listen(1024), 0);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        in_namespace(
+            r#"
+[guard]
+windows = 1
+# Host-wide and 0 on an idle machine: a raise is judged neither by the drops at its own queue
+# nor by retransmits.
+signals = ["softnet_drops"]
+
+[params."net.core.somaxconn"]
+mode = "auto"
+min = 16
+max = 65535
+max_step = "2000%"
+sources = ["operator"]
+"#,
+            &ns,
+        ),
+    )
+    .unwrap();
+    let events = dir.path().join("events.ndjson");
+    let mut agent = Running::start(dir.path(), &events);
+    let inum = ns.inum();
+    let port = listener.local_addr().unwrap().port();
+    let limit_in = |e: &Value, limit: u32| {
+        e["kind"] == "window"
+            && e["listeners"].as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|l| l["netns"] == inum && l["port"] == port && l["backlog_limit"] == limit)
+            })
+    };
+    wait_until(
+        "a window with the capped listener",
+        Duration::from_secs(10),
+        || has(&events, |e| limit_in(e, 64)),
+    );
+    let id = apply_in(dir.path(), &ns, "net.core.somaxconn=1024");
+    let change = |all: &[Value]| {
+        all.iter()
+            .position(|e| e["kind"] == "change" && e["journal_id"] == id)
+            .unwrap()
+    };
+    let windows_since_change = || {
+        let all = lines(&events);
+        let from = change(&all);
+        all[from..].iter().filter(|e| e["kind"] == "window").count()
+    };
+    // With `windows = 1`, a raise judged from the write has its verdict after the window it was
+    // made in and one more.
+    wait_until(
+        "four windows after the raise",
+        Duration::from_secs(10),
+        || windows_since_change() >= 4,
+    );
+    let verdict = |e: &Value| e["kind"] == "guard" && e["change_id"] == id;
+    assert!(
+        !has(&events, verdict),
+        "judged before the listener listened again"
+    );
+    let status: Value = serde_json::from_str(&kpo(dir.path(), &["status", "--json"])).unwrap();
+    let watch = status["watches"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["change_id"] == id))
+        .unwrap_or_else(|| panic!("#{id} not watched: {status:#}"));
+    assert_eq!(watch["not_judged"], "awaits_listen", "{watch}");
+    assert_eq!(watch["windows_left"], 1, "{watch}");
+    // The service listens again: its queue takes the raise.
+    assert_eq!(listen(1024), 0);
+    wait_until("the guard's verdict", Duration::from_secs(10), || {
+        has(&events, verdict)
+    });
+    agent.sigterm_and_wait();
+    let all = lines(&events);
+    let taken = (all.iter())
+        .position(|e| limit_in(e, 1024))
+        .expect("a window with the listener at 1024");
+    let judged_at = all.iter().position(verdict).unwrap();
+    assert!(taken > change(&all), "{:#?}", &all[change(&all)..]);
+    // The window the listener listened in is not judged: the verdict follows one more.
+    let windows_between = (all[taken + 1..judged_at].iter())
+        .filter(|e| e["kind"] == "window")
+        .count();
+    assert!(windows_between >= 1, "{:#?}", &all[taken..=judged_at]);
+    assert_eq!(all[judged_at]["verdict"], "kept", "{}", all[judged_at]);
+    assert_eq!(
+        all[judged_at]["judged"],
+        serde_json::json!(["softnet_drops"])
+    );
+    assert_eq!(host_somaxconn(), host_before);
+    drop(listener);
+}
+
 /// Every connection to a `TCP_DEFER_ACCEPT` listener (nginx `deferred`, HAProxy
 /// `defer-accept`) has its handshake ACK held back: the kernel discards it into the listener's
 /// `sk_drops` and counts it in `TcpExtTCPDeferAcceptDrop`, and no connection is lost. The window

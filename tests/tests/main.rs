@@ -506,6 +506,11 @@ fn main() {
             agent_decides::a_deferred_accept_listeners_held_back_acks_are_no_drops_to_the_guard,
         ),
         trial(
+            "agent_decides::a_somaxconn_raise_is_judged_once_its_capped_listener_listens_again",
+            req(),
+            agent_decides::a_somaxconn_raise_is_judged_once_its_capped_listener_listens_again,
+        ),
+        trial(
             "agent_decides::the_guard_reverts_a_change_whose_listen_overflows_rose_and_quarantines_it",
             req(),
             agent_decides::the_guard_reverts_a_change_whose_listen_overflows_rose_and_quarantines_it,

@@ -633,6 +633,9 @@ pub enum NotJudged {
     MadeWithinIt,
     /// The change had no effect in it (a cpufreq preference the driver holds under a governor).
     WithoutEffect,
+    /// A raise of somaxconn whose listeners capped at the old value had not listened again by
+    /// the window's end, or did so within it (`run::listen_again`).
+    AwaitsListen,
     /// Its only regressions were blamed on a later change still watched.
     BlamedOnLater,
     /// A signal it is judged by was not measured in it.
@@ -649,6 +652,7 @@ impl NotJudged {
         match self {
             NotJudged::MadeWithinIt => "made_within_it",
             NotJudged::WithoutEffect => "without_effect",
+            NotJudged::AwaitsListen => "awaits_listen",
             NotJudged::BlamedOnLater => "blamed_on_later",
             NotJudged::Blind => "blind",
             NotJudged::NoBaseline => "no_baseline",
@@ -1508,18 +1512,19 @@ impl Guard {
     /// first) and then calls [`Guard::save`], so that a crash in between leaves the watch to be
     /// judged again rather than a regression unreverted and forgotten.
     pub fn observe(&mut self, window: &Window) -> Vec<Verdict> {
-        self.observe_but(window, |_| false)
+        self.observe_but(window, |_| None)
     }
 
-    /// [`Guard::observe`], except the changes for which `without_effect` holds in this window
-    /// (a preference the cpufreq driver holds under a governor): not judged, as a window a
+    /// [`Guard::observe`], except the changes `not_in_effect` names a reason for in this window
+    /// (a preference the cpufreq driver holds under a governor, a somaxconn raise no listener
+    /// has listened at yet): not judged, as a window a
     /// later change is blamed for is not: no strike, no verdict, the window does not count
     /// toward the watch's end, and such a change takes no blame for an earlier one's regression.
     /// It is judged once it has its effect again.
     pub fn observe_but(
         &mut self,
         window: &Window,
-        without_effect: impl Fn(&ParamAddress) -> bool,
+        not_in_effect: impl Fn(&ParamAddress) -> Option<NotJudged>,
     ) -> Vec<Verdict> {
         // Every service's p99 once, not once per watch and service.
         let p99s: BTreeMap<Service, f64> = services_at_least(window, Scope::Host, 1)
@@ -1528,7 +1533,7 @@ impl Guard {
         self.judge_by_service(
             |scope| Health::from_window_in(window, scope),
             |service| p99s.get(service).copied(),
-            without_effect,
+            not_in_effect,
         )
     }
 
@@ -1537,9 +1542,9 @@ impl Guard {
     fn judge(
         &mut self,
         health_in: impl Fn(Scope) -> Health,
-        without_effect: impl Fn(&ParamAddress) -> bool,
+        not_in_effect: impl Fn(&ParamAddress) -> Option<NotJudged>,
     ) -> Vec<Verdict> {
-        self.judge_by_service(health_in, |_| None, without_effect)
+        self.judge_by_service(health_in, |_| None, not_in_effect)
     }
 
     /// Judges every watch by the health its scope saw in one window.
@@ -1557,7 +1562,7 @@ impl Guard {
         &mut self,
         health_in: impl Fn(Scope) -> Health,
         p99_of: impl Fn(&Service) -> Option<f64>,
-        without_effect: impl Fn(&ParamAddress) -> bool,
+        not_in_effect: impl Fn(&ParamAddress) -> Option<NotJudged>,
     ) -> Vec<Verdict> {
         let mut verdicts = Vec::new();
         let config = &self.config;
@@ -1583,8 +1588,8 @@ impl Guard {
                 w.not_judged = Some(NotJudged::MadeWithinIt);
                 return true;
             }
-            if without_effect(&w.address) {
-                w.not_judged = Some(NotJudged::WithoutEffect);
+            if let Some(why) = not_in_effect(&w.address) {
+                w.not_judged = Some(why);
                 return true;
             }
             let baseline = &w.baseline;
@@ -1616,7 +1621,7 @@ impl Guard {
                 open.iter().any(|later| {
                     watch.later.contains(&later.change_id)
                         // A later change without effect now answers for nothing.
-                        && !without_effect(&later.address)
+                        && not_in_effect(&later.address).is_none()
                         && watch.could_answer_for(later, signal)
                         && later
                             .baseline
@@ -1879,7 +1884,7 @@ mod tests {
 
     /// One window in which every scope sees `h`.
     fn observe(guard: &mut Guard, h: &Health) -> Vec<Verdict> {
-        guard.judge(|_| h.clone(), |_| false)
+        guard.judge(|_| h.clone(), |_| None)
     }
 
     fn somaxconn() -> ParamAddress {
@@ -2058,7 +2063,9 @@ mod tests {
         assert_eq!(shown(&guard), [(1, None, false)], "judged");
         assert!(observe(&mut guard, &Health::default()).is_empty());
         assert_eq!(shown(&guard), [(1, word("blind"), false)]);
-        assert!(guard.judge(|_| busy.clone(), |_| true).is_empty());
+        assert!(guard
+            .judge(|_| busy.clone(), |_| Some(NotJudged::WithoutEffect))
+            .is_empty());
         assert_eq!(shown(&guard), [(1, word("without_effect"), false)]);
         guard.watch_from(
             2,
@@ -2125,7 +2132,7 @@ mod tests {
             Value::Word("power".into()),
             calm.clone(),
         );
-        let without_effect = |a: &ParamAddress| *a == held;
+        let without_effect = |a: &ParamAddress| (*a == held).then_some(NotJudged::WithoutEffect);
         assert!(guard.judge(|_| busy.clone(), without_effect).is_empty());
         assert!(matches!(
             guard.judge(|_| busy.clone(), without_effect).as_slice(),
@@ -2189,8 +2196,8 @@ mod tests {
             Value::Int(1024),
             calm.clone(),
         );
-        assert!(guard.judge(busy_ns(7), |_| false).is_empty());
-        assert_eq!(guard.judge(busy_ns(7), |_| false).len(), 2);
+        assert!(guard.judge(busy_ns(7), |_| None).is_empty());
+        assert_eq!(guard.judge(busy_ns(7), |_| None).len(), 2);
         // A later change in another namespace does not take the blame for this one's.
         let mut guard = Guard::new(GuardConfig::default());
         guard.watch_from(
@@ -2210,9 +2217,9 @@ mod tests {
             Value::Int(1024),
             calm,
         );
-        assert!(guard.judge(busy_ns(7), |_| false).is_empty());
+        assert!(guard.judge(busy_ns(7), |_| None).is_empty());
         assert!(matches!(
-            guard.judge(busy_ns(7), |_| false).as_slice(),
+            guard.judge(busy_ns(7), |_| None).as_slice(),
             [Verdict::Revert { change_id: 1, .. }]
         ));
     }
@@ -2373,7 +2380,7 @@ mod tests {
         watch(&mut guard, 7, Value::Int(4096), before);
         let bad = health(&[(HealthSignal::RequestP99, 1500.0)]);
         let calm = health(&[(HealthSignal::RequestP99, 800.0)]);
-        let held = |_: &ParamAddress| true;
+        let held = |_: &ParamAddress| Some(NotJudged::WithoutEffect);
         for h in [&bad, &bad, &bad, &calm, &calm, &calm] {
             assert!(guard.judge(|_| h.clone(), held).is_empty());
         }

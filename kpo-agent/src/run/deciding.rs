@@ -54,7 +54,11 @@ use crate::{
     window::{tick_window, Window},
 };
 
-use super::{kernel_view::PathView, rules_state::RulesState};
+use super::{
+    kernel_view::PathView,
+    listen_again::{Listening, RaisesAwaitingListen},
+    rules_state::RulesState,
+};
 
 /// The reason `on_exit`'s reverts are journaled and reported with.
 const ON_EXIT_REASON: &str = "agent stopping: on_exit = revert";
@@ -136,6 +140,11 @@ pub struct Deciding {
     /// Where SIGHUP reads the policy again: the file `--policy` named (whose absence is an
     /// error), or the default path (whose absence is the built-in default).
     policy_file: (PathBuf, bool),
+    /// Each namespace's listening sockets at the last tick, for a somaxconn raise to know which
+    /// listeners it waits for.
+    listening: Listening,
+    /// The somaxconn raises no capped listener has listened at yet: not judged until one does.
+    listen_again: RaisesAwaitingListen,
 }
 
 /// How long after a `cleared` verdict lifted a value's quarantine another may not lift it: a
@@ -488,6 +497,8 @@ impl Deciding {
             requests,
             server: None,
             last_window: None,
+            listening: Listening::new(),
+            listen_again: RaisesAwaitingListen::default(),
             rules,
             rules_saved,
             events_mark,
@@ -715,6 +726,18 @@ impl Deciding {
                 .guard_signals
                 .as_deref();
             let from = report.before.as_ref().unwrap_or(after);
+            let netns = match crate::guard::Scope::of(&report.address) {
+                crate::guard::Scope::Netns(netns) => netns,
+                crate::guard::Scope::Host => self.host_netns,
+            };
+            self.listen_again.changed(
+                crate::journal::target_key(&report.address),
+                &report.address,
+                netns,
+                report.before.as_ref(),
+                after,
+                &self.listening,
+            );
             self.guard.watch(
                 id,
                 report.address.clone(),
@@ -911,12 +934,19 @@ impl Deciding {
         self.guard.retain_in_place(in_place(&self.path.journal));
         // A preference the cpufreq driver holds under KPO's performance governor has no effect
         // while it does: not judged then (its revert would be skipped, its watch could end
-        // "kept" over windows it did nothing in); judged again once the governor leaves.
+        // "kept" over windows it did nothing in); judged again once the governor leaves. A
+        // somaxconn raise acts when a capped listener listens again: judged from then.
         let path = &self.path;
+        let listen_again = &self.listen_again;
         let verdicts = self.guard.observe_but(window, |address| {
-            crate::actuate::cpufreq::governor_of(address).is_some()
+            if crate::actuate::cpufreq::governor_of(address).is_some()
                 && path.moved_by_the_kernel(address)
+            {
+                return Some(crate::guard::NotJudged::WithoutEffect);
+            }
+            listen_again.not_judged(&crate::journal::target_key(address))
         });
+        self.listen_again.window_closed();
         for verdict in self.in_passing_order(verdicts) {
             let Verdict::Revert {
                 change_id,
@@ -1363,6 +1393,8 @@ impl Deciding {
     /// A tick ended: the rules read the tick (from `previous` to `sample`) and may advise before
     /// the window closes; advice is for the window in progress.
     pub fn on_tick(&mut self, previous: &Sample, sample: &Sample) -> Vec<Event> {
+        self.listening = super::listen_again::listening(sample);
+        self.listen_again.tick(&self.listening);
         let tick = tick_window(previous, sample);
         self.on_tick_window(&tick.without_endpoint(self.own_endpoint))
     }

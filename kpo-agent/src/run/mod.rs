@@ -22,6 +22,7 @@ mod deciding;
 mod deciding_tests;
 mod duty;
 mod kernel_view;
+mod listen_again;
 pub(crate) mod llm;
 mod offline_changes;
 pub mod one_agent;
