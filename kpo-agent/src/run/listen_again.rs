@@ -58,9 +58,10 @@ pub struct RaisesAwaitingListen {
 impl RaisesAwaitingListen {
     /// A change was applied to `address` (in namespace `netns`) from `before` to `after`. A
     /// raise of somaxconn with a listener capped at the old value waits for it to listen again;
-    /// a raise with none acts on the next listeners only, and is judged from the write. Any other
-    /// change of the key (a lowering, a revert) ends an earlier raise's wait: the guard judges
-    /// the key's changes together from then.
+    /// a raise with none acts on the next listeners only, and is judged from the write. A raise
+    /// on top of one still waiting waits for the same listeners, above the first old value (they
+    /// are still capped there). Any other change of the key (a lowering, a revert) ends an
+    /// earlier raise's wait: the guard judges the key's changes together from then.
     pub fn changed(
         &mut self,
         key: String,
@@ -73,10 +74,18 @@ impl RaisesAwaitingListen {
         if address.name != SOMAXCONN {
             return;
         }
-        self.waiting.remove(&key);
-        let (Some(old), Some(new)) = (before.and_then(single), single(after)) else {
+        let raise = match (before.and_then(single), single(after)) {
+            (Some(old), Some(new)) if new > old => Some(old),
+            _ => None,
+        };
+        let Some(old) = raise else {
+            self.waiting.remove(&key);
             return;
         };
+        if self.waiting.get(&key).is_some_and(|w| w.netns == netns) {
+            return;
+        }
+        self.waiting.remove(&key);
         let Some(sockets) = listening.get(&netns) else {
             return;
         };
@@ -84,7 +93,7 @@ impl RaisesAwaitingListen {
             .filter(|&(_, &limit)| u64::from(limit) == old)
             .map(|(&inode, _)| inode)
             .collect();
-        if new <= old || capped_then.is_empty() {
+        if capped_then.is_empty() {
             return;
         }
         let above_then = (sockets.iter())
@@ -222,6 +231,17 @@ mod tests {
         let now = sockets(&[(7, 64)]);
         awaiting.changed("o".into(), &other, NS, Some(&before), &after, &now);
         assert_eq!(awaiting.not_judged("o"), None);
+        // A raise on top of a raise still waiting waits for the same listeners.
+        raise(&mut awaiting, 64, 1024, &now);
+        raise(&mut awaiting, 1024, 4096, &now);
+        assert_eq!(awaiting.not_judged("k"), Some(NotJudged::AwaitsListen));
+        awaiting.tick(&sockets(&[(7, 1024)]));
+        awaiting.window_closed();
+        assert_eq!(
+            awaiting.not_judged("k"),
+            None,
+            "listened above the first old value"
+        );
         // A change back ends a raise's wait.
         raise(&mut awaiting, 64, 1024, &now);
         assert_eq!(awaiting.not_judged("k"), Some(NotJudged::AwaitsListen));
