@@ -1070,8 +1070,8 @@ pub(crate) fn watch_line(w: &crate::control::WatchStatus) -> String {
             "made_within_it" => "the change was made within it",
             "without_effect" => "the change had no effect in it (the governor holds it)",
             "awaits_listen" => {
-                "no listener capped at somaxconn's old value had listened again above it by the \
-                 window's end, or one did within it"
+                "its raise of somaxconn waits for a listener capped at the old value to listen \
+                 again (or one did within the window)"
             }
             "blamed_on_later" => "its regression was blamed on a later change",
             "blind" => "a signal it is judged by was not measured",

@@ -1474,6 +1474,30 @@ impl Guard {
             .retain(|r| r.change_id != change_id);
     }
 
+    /// Whether a change of the parameter of journal key `key` is watched.
+    pub fn watches_key(&self, key: &str) -> bool {
+        self.watches.iter().any(|w| same_param(w, key))
+    }
+
+    /// The changes of the parameter of journal key `key` had no effect until the window in
+    /// progress (a somaxconn raise no listener had listened at): they are judged against the
+    /// windows up to `before`, the last closed one, which show the host as it was with them in
+    /// place, not against those before the write, perhaps days older.
+    pub fn baseline_again(&mut self, key: &str, before: Option<&Window>) {
+        let file = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for w in self.watches.iter_mut().filter(|w| same_param(w, key)) {
+            let baseline = file.baseline_of(before, w.scope);
+            w.baseline = baseline.health;
+            w.baseline_windows = baseline.windows;
+            w.baseline_left_out = baseline.left_out;
+            w.request_services = baseline.request_services;
+            w.baseline_tick = false;
+        }
+    }
+
     /// Whether a change of this parameter is watched (as [`Guard::forget`] matches it).
     pub fn watches(&self, address: &ParamAddress) -> bool {
         let key = crate::journal::target_key(address);
@@ -1512,7 +1536,7 @@ impl Guard {
     /// first) and then calls [`Guard::save`], so that a crash in between leaves the watch to be
     /// judged again rather than a regression unreverted and forgotten.
     pub fn observe(&mut self, window: &Window) -> Vec<Verdict> {
-        self.observe_but(window, |_| None)
+        self.observe_but(window, |_, _| None)
     }
 
     /// [`Guard::observe`], except the changes `not_in_effect` names a reason for in this window
@@ -1524,7 +1548,7 @@ impl Guard {
     pub fn observe_but(
         &mut self,
         window: &Window,
-        not_in_effect: impl Fn(&ParamAddress) -> Option<NotJudged>,
+        not_in_effect: impl Fn(&ParamAddress, &str) -> Option<NotJudged>,
     ) -> Vec<Verdict> {
         // Every service's p99 once, not once per watch and service.
         let p99s: BTreeMap<Service, f64> = services_at_least(window, Scope::Host, 1)
@@ -1542,7 +1566,7 @@ impl Guard {
     fn judge(
         &mut self,
         health_in: impl Fn(Scope) -> Health,
-        not_in_effect: impl Fn(&ParamAddress) -> Option<NotJudged>,
+        not_in_effect: impl Fn(&ParamAddress, &str) -> Option<NotJudged>,
     ) -> Vec<Verdict> {
         self.judge_by_service(health_in, |_| None, not_in_effect)
     }
@@ -1562,7 +1586,7 @@ impl Guard {
         &mut self,
         health_in: impl Fn(Scope) -> Health,
         p99_of: impl Fn(&Service) -> Option<f64>,
-        not_in_effect: impl Fn(&ParamAddress) -> Option<NotJudged>,
+        not_in_effect: impl Fn(&ParamAddress, &str) -> Option<NotJudged>,
     ) -> Vec<Verdict> {
         let mut verdicts = Vec::new();
         let config = &self.config;
@@ -1588,7 +1612,7 @@ impl Guard {
                 w.not_judged = Some(NotJudged::MadeWithinIt);
                 return true;
             }
-            if let Some(why) = not_in_effect(&w.address) {
+            if let Some(why) = not_in_effect(&w.address, &w.key()) {
                 w.not_judged = Some(why);
                 return true;
             }
@@ -1621,7 +1645,7 @@ impl Guard {
                 open.iter().any(|later| {
                     watch.later.contains(&later.change_id)
                         // A later change without effect now answers for nothing.
-                        && not_in_effect(&later.address).is_none()
+                        && not_in_effect(&later.address, &later.key()).is_none()
                         && watch.could_answer_for(later, signal)
                         && later
                             .baseline
@@ -1884,7 +1908,7 @@ mod tests {
 
     /// One window in which every scope sees `h`.
     fn observe(guard: &mut Guard, h: &Health) -> Vec<Verdict> {
-        guard.judge(|_| h.clone(), |_| None)
+        guard.judge(|_| h.clone(), |_, _| None)
     }
 
     fn somaxconn() -> ParamAddress {
@@ -2064,7 +2088,7 @@ mod tests {
         assert!(observe(&mut guard, &Health::default()).is_empty());
         assert_eq!(shown(&guard), [(1, word("blind"), false)]);
         assert!(guard
-            .judge(|_| busy.clone(), |_| Some(NotJudged::WithoutEffect))
+            .judge(|_| busy.clone(), |_, _| Some(NotJudged::WithoutEffect))
             .is_empty());
         assert_eq!(shown(&guard), [(1, word("without_effect"), false)]);
         guard.watch_from(
@@ -2132,7 +2156,8 @@ mod tests {
             Value::Word("power".into()),
             calm.clone(),
         );
-        let without_effect = |a: &ParamAddress| (*a == held).then_some(NotJudged::WithoutEffect);
+        let without_effect =
+            |a: &ParamAddress, _: &str| (*a == held).then_some(NotJudged::WithoutEffect);
         assert!(guard.judge(|_| busy.clone(), without_effect).is_empty());
         assert!(matches!(
             guard.judge(|_| busy.clone(), without_effect).as_slice(),
@@ -2196,8 +2221,8 @@ mod tests {
             Value::Int(1024),
             calm.clone(),
         );
-        assert!(guard.judge(busy_ns(7), |_| None).is_empty());
-        assert_eq!(guard.judge(busy_ns(7), |_| None).len(), 2);
+        assert!(guard.judge(busy_ns(7), |_, _| None).is_empty());
+        assert_eq!(guard.judge(busy_ns(7), |_, _| None).len(), 2);
         // A later change in another namespace does not take the blame for this one's.
         let mut guard = Guard::new(GuardConfig::default());
         guard.watch_from(
@@ -2217,9 +2242,9 @@ mod tests {
             Value::Int(1024),
             calm,
         );
-        assert!(guard.judge(busy_ns(7), |_| None).is_empty());
+        assert!(guard.judge(busy_ns(7), |_, _| None).is_empty());
         assert!(matches!(
-            guard.judge(busy_ns(7), |_| None).as_slice(),
+            guard.judge(busy_ns(7), |_, _| None).as_slice(),
             [Verdict::Revert { change_id: 1, .. }]
         ));
     }
@@ -2380,7 +2405,7 @@ mod tests {
         watch(&mut guard, 7, Value::Int(4096), before);
         let bad = health(&[(HealthSignal::RequestP99, 1500.0)]);
         let calm = health(&[(HealthSignal::RequestP99, 800.0)]);
-        let held = |_: &ParamAddress| Some(NotJudged::WithoutEffect);
+        let held = |_: &ParamAddress, _: &str| Some(NotJudged::WithoutEffect);
         for h in [&bad, &bad, &bad, &calm, &calm, &calm] {
             assert!(guard.judge(|_| h.clone(), held).is_empty());
         }
@@ -3056,6 +3081,35 @@ mod tests {
         let last = windows.last().copied();
         guard.watch(1, address, &Value::Int(128), Value::Int(1024), last, None);
         guard
+    }
+
+    /// s64 review1 R1-1: a somaxconn raise that waited days for its listener to listen again
+    /// was judged against the windows before the write, and the host's daily peak reverted it.
+    /// Once the wait ends, its baseline is taken again from the windows just before.
+    #[test]
+    fn a_change_whose_effect_was_waited_for_is_judged_against_the_windows_just_before() {
+        let calm = services(&[(8080, 100, 2000.0)]);
+        let peak = services(&[(8080, 100, 9000.0)]);
+        let key = crate::journal::target_key(&somaxconn_host());
+        for rebaseline in [true, false] {
+            let mut guard = watching_on(&calm);
+            for _ in 0..3 {
+                let verdicts = guard.observe_but(&peak, |_, _| Some(NotJudged::AwaitsListen));
+                assert!(verdicts.is_empty());
+                guard.window_closed(&peak);
+            }
+            if rebaseline {
+                guard.baseline_again(&key, Some(&peak));
+            }
+            let verdicts: Vec<Verdict> = (0..2).flat_map(|_| guard.observe(&peak)).collect();
+            match rebaseline {
+                true => assert!(verdicts.is_empty(), "{verdicts:?}"),
+                false => assert!(
+                    matches!(verdicts.as_slice(), [Verdict::Revert { .. }]),
+                    "{verdicts:?}"
+                ),
+            }
+        }
     }
 
     fn the_service(port: u16) -> Service {

@@ -497,7 +497,7 @@ impl Deciding {
             requests,
             server: None,
             last_window: None,
-            listening: Listening::new(),
+            listening: Listening::default(),
             listen_again: RaisesAwaitingListen::default(),
             rules,
             rules_saved,
@@ -734,8 +734,7 @@ impl Deciding {
                 crate::journal::target_key(&report.address),
                 &report.address,
                 netns,
-                report.before.as_ref(),
-                after,
+                (report.before.as_ref(), after),
                 &self.listening,
             );
             self.guard.watch(
@@ -935,18 +934,25 @@ impl Deciding {
         // A preference the cpufreq driver holds under KPO's performance governor has no effect
         // while it does: not judged then (its revert would be skipped, its watch could end
         // "kept" over windows it did nothing in); judged again once the governor leaves. A
-        // somaxconn raise acts when a capped listener listens again: judged from then.
+        // somaxconn raise acts when a capped listener listens again: judged from the window
+        // after, against the windows up to the one before, which show the host with the raise
+        // in place and no effect of it yet.
+        for key in self.listen_again.ended() {
+            self.guard.baseline_again(&key, self.last_window.as_ref());
+        }
         let path = &self.path;
         let listen_again = &self.listen_again;
-        let verdicts = self.guard.observe_but(window, |address| {
+        let verdicts = self.guard.observe_but(window, |address, key| {
             if crate::actuate::cpufreq::governor_of(address).is_some()
                 && path.moved_by_the_kernel(address)
             {
                 return Some(crate::guard::NotJudged::WithoutEffect);
             }
-            listen_again.not_judged(&crate::journal::target_key(address))
+            listen_again.not_judged(key)
         });
-        self.listen_again.window_closed();
+        let guard = &self.guard;
+        self.listen_again
+            .window_closed(|key| guard.watches_key(key));
         for verdict in self.in_passing_order(verdicts) {
             let Verdict::Revert {
                 change_id,
@@ -1393,7 +1399,7 @@ impl Deciding {
     /// A tick ended: the rules read the tick (from `previous` to `sample`) and may advise before
     /// the window closes; advice is for the window in progress.
     pub fn on_tick(&mut self, previous: &Sample, sample: &Sample) -> Vec<Event> {
-        self.listening = super::listen_again::listening(sample);
+        self.listening = Listening::of(sample, self.own_endpoint);
         self.listen_again.tick(&self.listening);
         let tick = tick_window(previous, sample);
         self.on_tick_window(&tick.without_endpoint(self.own_endpoint))

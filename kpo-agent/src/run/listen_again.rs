@@ -3,49 +3,91 @@
 //! capped at the old value keeps that cap until its service listens again. Until one does, the
 //! windows after the write show the kernel as it was, and a guard that judged them would keep
 //! the raise over windows it did nothing in, and then meet the longer queue unwatched (s63 story
-//! CI-2). This tracks each such raise until a listener of its namespace listens above the old
-//! value, so that the guard judges the raise from then on.
+//! CI-2). This tracks each such raise until a listener it was for listens above the old value,
+//! so that the guard judges the raise from then on, against the windows just before.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::actuate::param::{ParamAddress, Value};
 use crate::collect::Sample;
 use crate::guard::NotJudged;
+use crate::window::Endpoint;
 
 /// The key whose raise waits for a `listen()`.
 pub const SOMAXCONN: &str = "net.core.somaxconn";
 
-/// Each namespace's listening sockets at one tick: accept-queue limit by socket inode, for the
-/// namespaces whose sock_diag dump was read then (elsewhere a socket may exist unseen).
-pub type Listening = BTreeMap<u64, BTreeMap<u32, u32>>;
+/// A listener group as sock_diag names it: port and address family. The sockets of an
+/// SO_REUSEPORT group, or of a port bound on several addresses, are one service's.
+type Group = (u16, u16);
 
-/// The listening sockets of `sample`, by namespace.
-pub fn listening(sample: &Sample) -> Listening {
-    let mut by_netns: Listening = sample
-        .namespaces
-        .iter()
-        .filter(|(_, read)| read.listeners)
-        .map(|(&netns, _)| (netns, BTreeMap::new()))
-        .collect();
-    for (key, view) in &sample.listeners {
-        if let Some(sockets) = by_netns.get_mut(&u64::from(key.netns)) {
-            sockets.extend(view.sockets.iter().map(|(&inode, s)| (inode, s.limit)));
-        }
-    }
-    by_netns
+/// A listening socket at one tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketAt {
+    pub group: Group,
+    pub limit: u32,
 }
 
-/// A raise waiting for a listener of its namespace to listen above the old value.
+/// The listening sockets at one tick, by socket inode, in each namespace whose sock_diag dump
+/// was read then (elsewhere a socket may exist unseen), and the namespaces discovery found.
+#[derive(Debug, Clone, Default)]
+pub struct Listening {
+    read: BTreeMap<u64, BTreeMap<u32, SocketAt>>,
+    found: BTreeSet<u64>,
+}
+
+impl Listening {
+    /// The listening sockets of `sample`, but those of the agent's own metrics endpoint, which
+    /// never listens again.
+    pub fn of(sample: &Sample, own_endpoint: Option<Endpoint>) -> Listening {
+        let mut read: BTreeMap<u64, BTreeMap<u32, SocketAt>> = (sample.namespaces.iter())
+            .filter(|(_, read)| read.listeners)
+            .map(|(&netns, _)| (netns, BTreeMap::new()))
+            .collect();
+        for (key, view) in &sample.listeners {
+            let netns = u64::from(key.netns);
+            let family = crate::window::family_name(key.family);
+            if own_endpoint == Some((netns, key.port, family)) {
+                continue;
+            }
+            if let Some(sockets) = read.get_mut(&netns) {
+                let group = (key.port, key.family);
+                sockets.extend((view.sockets.iter()).map(|(&inode, s)| {
+                    (
+                        inode,
+                        SocketAt {
+                            group,
+                            limit: s.limit,
+                        },
+                    )
+                }));
+            }
+        }
+        Listening {
+            read,
+            found: sample.namespaces.keys().copied().collect(),
+        }
+    }
+}
+
+/// A raise waiting for a listener it was for to listen above the old value.
 #[derive(Debug, Clone, PartialEq)]
 struct Waiting {
     netns: u64,
+    /// The value before the newest raise: a listen above it takes the raise.
     old: u32,
-    /// Sockets above `old` at the write: they listened before it, and say nothing of it.
-    above_then: BTreeSet<u32>,
-    /// Sockets capped at `old` at the write: those the raise is for.
-    capped_then: BTreeSet<u32>,
-    /// A listener took the raise (or every capped socket is gone) in the window in progress:
-    /// that window, partly from before, is not judged yet; the next ones are.
+    /// The groups that held a capped socket at a raise: a listen elsewhere in the namespace (an
+    /// unrelated service starting) says nothing of them.
+    groups: BTreeSet<Group>,
+    /// The sockets capped at a raise, each with the limit it was capped at.
+    capped: BTreeMap<u32, u32>,
+    /// Each socket of `groups` with its limit at the newest raise: a socket whose limit moved
+    /// since has listened again (a new one too).
+    at_write: BTreeMap<u32, u32>,
+    /// Ticks in a row whose dump found no capped socket still at its cap: two end the wait (one
+    /// dump can miss a socket).
+    none_capped: u32,
+    /// A listener took the raise (or the capped ones are gone) in the window in progress: that
+    /// window, partly from before, is not judged yet; the next ones are.
     ended: bool,
 }
 
@@ -56,79 +98,103 @@ pub struct RaisesAwaitingListen {
 }
 
 impl RaisesAwaitingListen {
-    /// A change was applied to `address` (in namespace `netns`) from `before` to `after`. A
-    /// raise of somaxconn with a listener capped at the old value waits for it to listen again;
-    /// a raise with none acts on the next listeners only, and is judged from the write. A raise
-    /// on top of one still waiting waits for the same listeners, above the first old value (they
-    /// are still capped there). Any other change of the key (a lowering, a revert) ends an
-    /// earlier raise's wait: the guard judges the key's changes together from then.
+    /// A change was applied to `address` (journal key `key`, in namespace `netns`) from `before`
+    /// to `after`. A raise of somaxconn with a listener capped at the old value waits for it to
+    /// listen again; a raise with none acts on the next listeners only, and is judged from the
+    /// write. A raise on top of one still waiting waits for the listeners of both. A lowering
+    /// that stays above the value before a waiting raise leaves it waiting (the guard judges
+    /// the two together); one to that value or below, or a change of unknown value, ends it.
     pub fn changed(
         &mut self,
         key: String,
         address: &ParamAddress,
         netns: u64,
-        before: Option<&Value>,
-        after: &Value,
+        (before, after): (Option<&Value>, &Value),
         listening: &Listening,
     ) {
         if address.name != SOMAXCONN {
             return;
         }
-        let raise = match (before.and_then(single), single(after)) {
-            (Some(old), Some(new)) if new > old => Some(old),
-            _ => None,
-        };
-        let Some(old) = raise else {
-            self.waiting.remove(&key);
+        let earlier = self.waiting.remove(&key).filter(|w| w.netns == netns);
+        let (Some(old), Some(new)) = (before.and_then(single), single(after)) else {
             return;
         };
-        if self.waiting.get(&key).is_some_and(|w| w.netns == netns) {
+        if new <= old {
+            if let Some(earlier) = earlier.filter(|w| !w.ended && new > u64::from(w.old)) {
+                self.waiting.insert(key, earlier);
+            }
             return;
         }
-        self.waiting.remove(&key);
-        let Some(sockets) = listening.get(&netns) else {
+        let Some(sockets) = listening.read.get(&netns) else {
             return;
         };
-        let capped_then: BTreeSet<u32> = (sockets.iter())
-            .filter(|&(_, &limit)| u64::from(limit) == old)
-            .map(|(&inode, _)| inode)
-            .collect();
-        if capped_then.is_empty() {
-            return;
-        }
-        let above_then = (sockets.iter())
-            .filter(|&(_, &limit)| u64::from(limit) > old)
-            .map(|(&inode, _)| inode)
-            .collect();
-        self.waiting.insert(
-            key,
-            Waiting {
+        let mut waiting = match earlier.filter(|w| !w.ended) {
+            Some(earlier) => earlier,
+            None => Waiting {
                 netns,
-                // `old` equals a socket's u32 limit.
-                old: old as u32,
-                above_then,
-                capped_then,
+                old: 0,
+                groups: BTreeSet::new(),
+                capped: BTreeMap::new(),
+                at_write: BTreeMap::new(),
+                none_capped: 0,
                 ended: false,
             },
-        );
+        };
+        // `old` equals a socket's u32 limit when any is capped at it.
+        let old = u32::try_from(old).unwrap_or(u32::MAX);
+        waiting.old = old;
+        for (&inode, socket) in sockets.iter().filter(|(_, s)| s.limit == old) {
+            waiting.capped.insert(inode, socket.limit);
+            waiting.groups.insert(socket.group);
+        }
+        if waiting.capped.is_empty() {
+            return;
+        }
+        waiting.at_write = (sockets.iter())
+            .filter(|(_, s)| waiting.groups.contains(&s.group))
+            .map(|(&inode, s)| (inode, s.limit))
+            .collect();
+        waiting.none_capped = 0;
+        self.waiting.insert(key, waiting);
     }
 
-    /// A tick's sockets: a raise ends its wait once a socket listens above the old value that
-    /// was not above it at the write, or once no socket capped at the old value is left (the
-    /// service stopped, or listened again with a smaller backlog): nothing waits for it then.
+    /// A tick's sockets: a raise ends its wait once a socket of its groups listens above the
+    /// old value, or once no socket capped at a raise is left at its cap in two dumps in a row
+    /// (the service stopped, or listened again with a smaller backlog), or its namespace is gone.
     pub fn tick(&mut self, listening: &Listening) {
         for waiting in self.waiting.values_mut() {
-            let Some(sockets) = listening.get(&waiting.netns) else {
+            let Some(sockets) = listening.read.get(&waiting.netns) else {
+                // Not read at this tick: it says nothing, unless discovery no longer finds it.
+                if !listening.found.contains(&waiting.netns) {
+                    waiting.ended = true;
+                }
                 continue;
             };
-            let listened_above = (sockets.iter())
-                .any(|(inode, &limit)| limit > waiting.old && !waiting.above_then.contains(inode));
-            let still_capped =
-                (waiting.capped_then.iter()).any(|inode| sockets.get(inode) == Some(&waiting.old));
-            if listened_above || !still_capped {
+            let listened_above = sockets.iter().any(|(inode, s)| {
+                waiting.groups.contains(&s.group)
+                    && s.limit > waiting.old
+                    && waiting.at_write.get(inode) != Some(&s.limit)
+            });
+            let still_capped = (waiting.capped.iter())
+                .any(|(inode, &cap)| sockets.get(inode).is_some_and(|s| s.limit == cap));
+            waiting.none_capped = if still_capped {
+                0
+            } else {
+                waiting.none_capped + 1
+            };
+            if listened_above || waiting.none_capped >= 2 {
                 waiting.ended = true;
             }
         }
+    }
+
+    /// The keys whose wait ended in the window closing now: their watches are judged from the
+    /// next window, against the windows up to this one's start.
+    pub fn ended(&self) -> Vec<String> {
+        (self.waiting.iter())
+            .filter(|(_, w)| w.ended)
+            .map(|(key, _)| key.clone())
+            .collect()
     }
 
     /// Why the window closing now is not judged for the change of `key`, if it is not: its raise
@@ -137,9 +203,11 @@ impl RaisesAwaitingListen {
         self.waiting.get(key).map(|_| NotJudged::AwaitsListen)
     }
 
-    /// A window closed: the raises a listener took in it are judged from the next.
-    pub fn window_closed(&mut self) {
-        self.waiting.retain(|_, waiting| !waiting.ended);
+    /// A window closed: the raises a listener took in it are judged from the next, and those no
+    /// longer watched (reverted, kept, forgotten) wait no longer.
+    pub fn window_closed(&mut self, watched: impl Fn(&str) -> bool) {
+        self.waiting
+            .retain(|key, waiting| !waiting.ended && watched(key));
     }
 }
 
@@ -154,98 +222,152 @@ mod tests {
     use crate::actuate::param::Target;
 
     const NS: u64 = 4026532281;
+    const WEB: Group = (8080, 2);
 
     fn somaxconn() -> ParamAddress {
         ParamAddress::sysctl(SOMAXCONN, Target::Host).unwrap()
     }
 
-    fn value(v: i128) -> Value {
-        Value::Int(v)
+    /// The namespace read, with `(inode, group, limit)` sockets.
+    fn sockets(of: &[(u32, Group, u32)]) -> Listening {
+        let at = of
+            .iter()
+            .map(|&(inode, group, limit)| (inode, SocketAt { group, limit }));
+        Listening {
+            read: BTreeMap::from([(NS, at.collect())]),
+            found: BTreeSet::from([NS]),
+        }
     }
 
-    fn sockets(of: &[(u32, u32)]) -> Listening {
-        BTreeMap::from([(NS, of.iter().copied().collect())])
+    fn change(awaiting: &mut RaisesAwaitingListen, old: i128, new: i128, now: &Listening) {
+        let (before, after) = (Value::Int(old), Value::Int(new));
+        awaiting.changed("k".into(), &somaxconn(), NS, (Some(&before), &after), now);
     }
 
-    fn raise(awaiting: &mut RaisesAwaitingListen, old: i128, new: i128, now: &Listening) {
-        let (before, after) = (value(old), value(new));
-        awaiting.changed("k".into(), &somaxconn(), NS, Some(&before), &after, now);
+    fn waits(awaiting: &RaisesAwaitingListen) -> bool {
+        awaiting.not_judged("k") == Some(NotJudged::AwaitsListen)
+    }
+
+    /// One tick, then the window's end.
+    fn window(awaiting: &mut RaisesAwaitingListen, now: &Listening) {
+        awaiting.tick(now);
+        awaiting.window_closed(|_| true);
     }
 
     #[test]
     fn a_raise_waits_for_the_capped_listener_to_listen_again() {
         let mut awaiting = RaisesAwaitingListen::default();
         // Inode 7 capped at 64; inode 8 listened with a backlog of 16.
-        raise(&mut awaiting, 64, 1024, &sockets(&[(7, 64), (8, 16)]));
-        assert_eq!(awaiting.not_judged("k"), Some(NotJudged::AwaitsListen));
-        awaiting.tick(&sockets(&[(7, 64), (8, 16)]));
-        awaiting.window_closed();
-        assert_eq!(awaiting.not_judged("k"), Some(NotJudged::AwaitsListen));
+        let capped = sockets(&[(7, WEB, 64), (8, (22, 2), 16)]);
+        change(&mut awaiting, 64, 1024, &capped);
+        assert!(waits(&awaiting));
+        window(&mut awaiting, &capped);
+        assert!(waits(&awaiting));
         // The service listens again: same socket, its limit now the service's backlog.
-        awaiting.tick(&sockets(&[(7, 511), (8, 16)]));
+        awaiting.tick(&sockets(&[(7, WEB, 511), (8, (22, 2), 16)]));
         // The window it listened in holds time before it.
-        assert_eq!(awaiting.not_judged("k"), Some(NotJudged::AwaitsListen));
-        awaiting.window_closed();
-        assert_eq!(awaiting.not_judged("k"), None);
+        assert!(waits(&awaiting));
+        assert_eq!(awaiting.ended(), ["k"]);
+        awaiting.window_closed(|_| true);
+        assert!(!waits(&awaiting));
     }
 
     #[test]
-    fn a_new_socket_above_the_old_value_ends_the_wait_one_above_it_before_does_not() {
+    fn only_a_listen_in_a_capped_group_ends_the_wait() {
         let mut awaiting = RaisesAwaitingListen::default();
         // Inode 9 listened at 4096 before somaxconn was lowered to 64.
-        raise(&mut awaiting, 64, 1024, &sockets(&[(7, 64), (9, 4096)]));
-        awaiting.tick(&sockets(&[(7, 64), (9, 4096)]));
-        awaiting.window_closed();
-        assert_eq!(awaiting.not_judged("k"), Some(NotJudged::AwaitsListen));
-        // A restarted worker's new socket takes the raise.
-        awaiting.tick(&sockets(&[(7, 64), (9, 4096), (12, 1024)]));
-        awaiting.window_closed();
-        assert_eq!(awaiting.not_judged("k"), None);
+        let before = [(7, WEB, 64), (9, WEB, 4096)];
+        change(&mut awaiting, 64, 1024, &sockets(&before));
+        // An unrelated service starts above the old value: the capped one still waits.
+        let other = sockets(&[(7, WEB, 64), (9, WEB, 4096), (20, (9000, 2), 511)]);
+        window(&mut awaiting, &other);
+        assert!(waits(&awaiting));
+        // A group's socket above it from before that listens again, at another value, took it.
+        window(&mut awaiting, &sockets(&[(7, WEB, 64), (9, WEB, 1024)]));
+        assert!(!waits(&awaiting));
+        // So does a new socket of the group (a restarted SO_REUSEPORT worker).
+        change(&mut awaiting, 64, 1024, &sockets(&before));
+        window(
+            &mut awaiting,
+            &sockets(&[(7, WEB, 64), (9, WEB, 4096), (12, WEB, 1024)]),
+        );
+        assert!(!waits(&awaiting));
     }
 
     #[test]
-    fn a_capped_listener_gone_ends_the_wait() {
+    fn capped_listeners_gone_in_two_dumps_or_their_namespace_gone_end_the_wait() {
         let mut awaiting = RaisesAwaitingListen::default();
-        raise(&mut awaiting, 64, 1024, &sockets(&[(7, 64)]));
+        let capped = sockets(&[(7, WEB, 64)]);
+        change(&mut awaiting, 64, 1024, &capped);
         // A namespace not read at a tick says nothing.
-        awaiting.tick(&BTreeMap::new());
-        awaiting.window_closed();
-        assert_eq!(awaiting.not_judged("k"), Some(NotJudged::AwaitsListen));
-        awaiting.tick(&sockets(&[]));
-        awaiting.window_closed();
-        assert_eq!(awaiting.not_judged("k"), None);
+        let unread = Listening {
+            read: BTreeMap::new(),
+            found: BTreeSet::from([NS]),
+        };
+        window(&mut awaiting, &unread);
+        assert!(waits(&awaiting));
+        // One dump that misses the socket does not end it either.
+        window(&mut awaiting, &sockets(&[]));
+        window(&mut awaiting, &capped);
+        assert!(waits(&awaiting));
+        window(&mut awaiting, &sockets(&[]));
+        assert!(waits(&awaiting));
+        window(&mut awaiting, &sockets(&[]));
+        assert!(!waits(&awaiting));
+        // A namespace discovery no longer finds.
+        change(&mut awaiting, 64, 1024, &capped);
+        window(&mut awaiting, &Listening::default());
+        assert!(!waits(&awaiting));
     }
 
     #[test]
     fn only_a_raise_with_a_capped_listener_waits() {
         let mut awaiting = RaisesAwaitingListen::default();
         // No listener at the old value: the raise acts on the next listeners only.
-        raise(&mut awaiting, 64, 1024, &sockets(&[(8, 16)]));
-        assert_eq!(awaiting.not_judged("k"), None);
+        change(&mut awaiting, 64, 1024, &sockets(&[(8, WEB, 16)]));
+        assert!(!waits(&awaiting));
         // A lowering takes effect at the next listen too, but caps: judged from the write.
-        raise(&mut awaiting, 1024, 64, &sockets(&[(7, 1024)]));
-        assert_eq!(awaiting.not_judged("k"), None);
+        change(&mut awaiting, 1024, 64, &sockets(&[(7, WEB, 1024)]));
+        assert!(!waits(&awaiting));
         // Another key.
         let other = ParamAddress::sysctl("net.ipv4.tcp_max_syn_backlog", Target::Host).unwrap();
-        let (before, after) = (value(64), value(1024));
-        let now = sockets(&[(7, 64)]);
-        awaiting.changed("o".into(), &other, NS, Some(&before), &after, &now);
+        let (before, after) = (Value::Int(64), Value::Int(1024));
+        let now = sockets(&[(7, WEB, 64)]);
+        awaiting.changed("o".into(), &other, NS, (Some(&before), &after), &now);
         assert_eq!(awaiting.not_judged("o"), None);
-        // A raise on top of a raise still waiting waits for the same listeners.
-        raise(&mut awaiting, 64, 1024, &now);
-        raise(&mut awaiting, 1024, 4096, &now);
-        assert_eq!(awaiting.not_judged("k"), Some(NotJudged::AwaitsListen));
-        awaiting.tick(&sockets(&[(7, 1024)]));
-        awaiting.window_closed();
-        assert_eq!(
-            awaiting.not_judged("k"),
-            None,
-            "listened above the first old value"
-        );
-        // A change back ends a raise's wait.
-        raise(&mut awaiting, 64, 1024, &now);
-        assert_eq!(awaiting.not_judged("k"), Some(NotJudged::AwaitsListen));
-        raise(&mut awaiting, 1024, 64, &now);
-        assert_eq!(awaiting.not_judged("k"), None);
+    }
+
+    #[test]
+    fn a_change_on_top_of_a_waiting_raise() {
+        let mut awaiting = RaisesAwaitingListen::default();
+        let capped = sockets(&[(7, WEB, 64)]);
+        // A raise on top waits for the same listener.
+        change(&mut awaiting, 64, 1024, &capped);
+        change(&mut awaiting, 1024, 4096, &capped);
+        assert!(waits(&awaiting));
+        window(&mut awaiting, &sockets(&[(7, WEB, 4096)]));
+        assert!(!waits(&awaiting));
+        // A lowering still above the old value leaves it waiting; one to it ends the wait.
+        change(&mut awaiting, 64, 4096, &capped);
+        change(&mut awaiting, 4096, 2048, &capped);
+        assert!(waits(&awaiting));
+        change(&mut awaiting, 2048, 64, &capped);
+        assert!(!waits(&awaiting));
+        // A listener that took the first raise, or listened at it just before the second: the
+        // second waits for it to listen above the first's value.
+        change(&mut awaiting, 64, 1024, &capped);
+        let took_it = sockets(&[(7, WEB, 1024)]);
+        awaiting.tick(&took_it);
+        change(&mut awaiting, 1024, 4096, &took_it);
+        awaiting.window_closed(|_| true);
+        assert!(waits(&awaiting));
+        window(&mut awaiting, &took_it);
+        assert!(waits(&awaiting));
+        window(&mut awaiting, &sockets(&[(7, WEB, 4096)]));
+        assert!(!waits(&awaiting));
+        // A key no longer watched waits no longer.
+        change(&mut awaiting, 64, 1024, &capped);
+        awaiting.window_closed(|_| false);
+        assert!(!waits(&awaiting));
     }
 }
