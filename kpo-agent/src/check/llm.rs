@@ -353,8 +353,9 @@ mod tests {
         assert_eq!(
             clear.warnings(&config(llm).llm, |_| None),
             [
-                "llm: the LLM API key is sent over plain http to a host that is not this one: \
-              anyone on the path can read it; use https (base_url http://llm.example/v1)"
+                "llm: the LLM API key (or the URL's user name and password) is sent over plain \
+              http to a host that is not this one: anyone on the path can read it; use https \
+              (base_url http://llm.example/v1)"
             ]
         );
         // The default model against another server (s57 story BD-8); not against OpenAI's.

@@ -113,7 +113,8 @@ pub struct Usage {
 /// What one chat completion call produced.
 #[derive(Debug, Clone)]
 pub struct Completion {
-    /// The message content when `outcome` is `Ok` (parse errors are decided by the caller).
+    /// The message content when `outcome` is `Ok` (parse errors are decided by the caller), as
+    /// the server sent it: the key not redacted, which whatever shows of it must do.
     pub content: Option<String>,
     pub outcome: Outcome,
     pub http_status: Option<u16>,
@@ -823,7 +824,10 @@ impl LlmClient {
             ));
             return;
         }
-        c.content = Some(self.inner.secrets.redact(&content));
+        // Not redacted here: a redaction inside the JSON text can break it (a backslash before
+        // a key spelled `\u0073k-...` left `\[redacted]`, an escape JSON refuses, and the whole
+        // reply was lost: s64 story CO-3). What is shown of it is redacted once parsed.
+        c.content = Some(content);
         c.outcome = Outcome::Ok;
     }
 }
@@ -1237,6 +1241,28 @@ mod tests {
         client.read_completion(&mut c, &reply(&at_the_bound));
         assert_eq!(c.outcome, Outcome::Ok);
         assert_eq!(c.content.as_deref(), Some(at_the_bound.as_str()));
+    }
+
+    /// s64 story CO-3: the content was redacted as text before it was parsed, and a backslash
+    /// before a key spelled with an escape left `\[redacted]`, which JSON refuses: the whole
+    /// reply was lost. It is kept as sent, and redacted once parsed (`take_reply`).
+    #[test]
+    fn the_content_is_kept_as_sent_for_parsing() {
+        let client = LlmClient::new(ResolvedLlm {
+            base_url: "http://127.0.0.1:9".into(),
+            api_key: ApiKey::new("sk-QASECRET-0123"),
+            config: super::super::config::LlmConfig::default(),
+        })
+        .unwrap();
+        let advice = r#"{"recommendations": [{"parameter": "net.core.somaxconn", "value": 8192,
+            "reason": "path C:\\u0073k-QASECRET-0123 ok"}]}"#;
+        let body = serde_json::json!({"choices": [{"message": {"content": advice}}]});
+        let mut c = Completion::empty();
+        client.read_completion(&mut c, body.to_string().as_bytes());
+        assert_eq!(c.outcome, Outcome::Ok, "{:?}", c.error);
+        assert_eq!(c.content.as_deref(), Some(advice));
+        let parsed: Json = serde_json::from_str(c.content.as_deref().unwrap()).unwrap();
+        assert!(parsed["recommendations"][0]["reason"].is_string());
     }
 
     fn read(body: Json) -> Completion {

@@ -48,6 +48,18 @@ pub fn without_userinfo(url: &str) -> String {
     }
 }
 
+/// A URL that is refused, as its error shows it: without credentials, and without its query
+/// and fragment, which is where a token goes when one is put in the URL (`?api-key=...`), as a
+/// mistyped endpoint often has (s64 story CO-1: the key printed whole in the start error). A key
+/// spelled elsewhere in it (the path) is redacted by [`LlmConfigError::redacting`].
+fn shown_bad_url(url: &str) -> String {
+    let shown = without_userinfo(url);
+    match shown.find(['?', '#']) {
+        Some(at) => format!("{}{}[redacted]", &shown[..at], &shown[at..at + 1]),
+        None => shown,
+    }
+}
+
 /// An API key. Never printed: `Debug` shows `[redacted]`, and it has no `Display` or `Serialize`.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct ApiKey(String);
@@ -410,6 +422,18 @@ pub enum LlmConfigError {
 }
 
 impl LlmConfigError {
+    /// With `keys` redacted from the URL it holds, if it holds one: a key pasted into the path.
+    fn redacting(mut self, keys: &[&ApiKey]) -> Self {
+        if let LlmConfigError::BadUrl { url, .. } | LlmConfigError::BadEnvUrl { url, .. } =
+            &mut self
+        {
+            for key in keys {
+                *url = key.redact(url);
+            }
+        }
+        self
+    }
+
     /// The configuration key (or environment variable) at fault.
     pub fn key(&self) -> &'static str {
         match self {
@@ -440,7 +464,7 @@ impl LlmConfigError {
     pub fn reason(&self) -> String {
         match self {
             LlmConfigError::BadUrl { url, why } | LlmConfigError::BadEnvUrl { url, why } => {
-                format!("is {:?}; {why}", without_userinfo(url))
+                format!("is {:?}; {why}", shown_bad_url(url))
             }
             LlmConfigError::Zero(_) => "must be at least 1".into(),
             LlmConfigError::ZeroTimeout => "must be positive".into(),
@@ -568,7 +592,7 @@ impl ResolvedLlm {
     /// on this host is never proxied (`crate::http`), and one elsewhere over `http://` is in
     /// clear with or without one; [`Self::key_proxy_with`] names the proxy that reads it too.
     pub fn key_in_clear(&self) -> bool {
-        !self.api_key.is_empty()
+        self.has_credentials()
             && self.base_url.starts_with("http://")
             && reqwest::Url::parse(&self.base_url).is_ok()
             && !crate::http::is_loopback_url(&self.base_url)
@@ -579,10 +603,23 @@ impl ResolvedLlm {
     /// and a proxy applies. To an `https://` endpoint reqwest tunnels through any proxy with
     /// `CONNECT`, and the key stays inside TLS to the server.
     pub fn key_proxy_with(&self, env: impl Fn(&str) -> Option<String>) -> Option<String> {
-        if self.api_key.is_empty() || !self.base_url.starts_with("http://") {
+        if !self.has_credentials() || !self.base_url.starts_with("http://") {
             return None;
         }
         crate::http::env_proxy(&self.base_url, env)
+    }
+
+    /// Whether a request carries a credential: the key, or the URL's user name and password,
+    /// which go out as `Authorization: Basic` (s64 story CO-2: no warning that they crossed
+    /// the network in clear).
+    pub fn has_credentials(&self) -> bool {
+        !self.api_key.is_empty() || self.url_credentials()
+    }
+
+    /// Whether the URL carries a user name or password.
+    pub fn url_credentials(&self) -> bool {
+        reqwest::Url::parse(&self.base_url)
+            .is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
     }
 
     /// The endpoint as logs and errors show it: without credentials in the URL.
@@ -624,13 +661,13 @@ impl Caution {
                 "OPENAI_API_KEY is not sent to llm.base_url; set llm.api_key for that server"
             }
             Caution::KeyThroughProxy(_) => {
-                "the LLM API key is sent over plain http to a host that is not this one, \
-                 through the proxy from HTTP_PROXY (or ALL_PROXY), which reads it: anyone on \
-                 the path can read it; use https"
+                "the LLM API key (or the URL's user name and password) is sent over plain http \
+                 to a host that is not this one, through the proxy from HTTP_PROXY (or \
+                 ALL_PROXY), which reads it: anyone on the path can read it; use https"
             }
             Caution::KeyInClear => {
-                "the LLM API key is sent over plain http to a host that is not this one: anyone \
-                 on the path can read it; use https"
+                "the LLM API key (or the URL's user name and password) is sent over plain http \
+                 to a host that is not this one: anyone on the path can read it; use https"
             }
             Caution::OpenAisModelElsewhere => {
                 "llm.model is gpt-4o-mini (the default when it is not set), an OpenAI model, and \
@@ -674,7 +711,11 @@ impl LlmConfig {
                 tracing::info!(
                     base_url = %r.shown_base_url(),
                     model = %r.config.model,
-                    key = if r.api_key.is_empty() { "none" } else { "set" },
+                    key = match (r.api_key.is_empty(), r.url_credentials()) {
+                        (false, _) => "set",
+                        (true, true) => "in the URL",
+                        (true, false) => "none",
+                    },
                     every_windows = r.config.every_windows,
                     min_interval = %humantime::format_duration(r.config.min_interval),
                     "LLM advisor on"
@@ -714,7 +755,9 @@ impl LlmConfig {
             |s: Option<String>| s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         let file_key = self.api_key.clone().filter(|k| !k.is_empty());
         let env_key = || nonempty(env("OPENAI_API_KEY")).map(ApiKey::new);
-        self.validate()?;
+        let keys = [file_key.clone(), env_key()];
+        let keys: Vec<&ApiKey> = keys.iter().flatten().collect();
+        self.validate().map_err(|e| e.redacting(&keys))?;
         let file_url = nonempty(self.base_url.clone());
         let env_url = nonempty(env("OPENAI_BASE_URL"));
         let url_from_env = file_url.is_none();
@@ -733,7 +776,9 @@ impl LlmConfig {
             (Some(url), _) => (url, file_key),
             (None, Some(url)) => match url_problem(&url) {
                 None => (url, file_key.or_else(env_key)),
-                Some(why) => return Err(LlmConfigError::BadEnvUrl { url, why }),
+                Some(why) => {
+                    return Err(LlmConfigError::BadEnvUrl { url, why }.redacting(&keys));
+                }
             },
             (None, None) => match file_key.or_else(env_key) {
                 Some(key) => (DEFAULT_BASE_URL.to_string(), Some(key)),
@@ -768,10 +813,12 @@ impl LlmConfig {
     pub fn validate(&self) -> Result<(), LlmConfigError> {
         if let Some(url) = self.base_url.as_deref().map(str::trim) {
             if let Some(why) = url_problem(url).filter(|_| !url.is_empty()) {
+                let file_key = self.api_key.iter().collect::<Vec<_>>();
                 return Err(LlmConfigError::BadUrl {
                     url: url.to_string(),
                     why,
-                });
+                }
+                .redacting(&file_key));
             }
         }
         if self.api_key.as_ref().is_some_and(|k| !key_sendable(k)) {
@@ -1074,12 +1121,20 @@ mod tests {
             .validate()
             .unwrap_err();
             assert_eq!(e.key(), "llm.base_url", "{url}");
-            assert_eq!(e.to_string(), format!("llm.base_url is {url:?}; {why}"));
+            // A query or a fragment is where a token goes: not shown (s64 story CO-1).
+            let shown = match url.find(['?', '#']) {
+                Some(at) => format!("{}[redacted]", &url[..=at]),
+                None => url.to_string(),
+            };
+            assert_eq!(e.to_string(), format!("llm.base_url is {shown:?}; {why}"));
             let e = LlmConfig::default()
                 .resolve_with(env(&[("OPENAI_BASE_URL", url)]))
                 .unwrap_err();
             assert_eq!(e.key(), "OPENAI_BASE_URL", "{url}");
-            assert_eq!(e.to_string(), format!("OPENAI_BASE_URL is {url:?}; {why}"));
+            assert_eq!(
+                e.to_string(),
+                format!("OPENAI_BASE_URL is {shown:?}; {why}")
+            );
         }
         // The parser's message never quotes the URL, so a password in it stays out.
         let e = LlmConfig {
@@ -1478,6 +1533,40 @@ mod tests {
         assert!(key.redact(&body).ends_with("[redacted]"));
     }
 
+    /// s64 story CO-1: a refused URL was shown whole in the start error, a key in its query,
+    /// fragment or path included.
+    #[test]
+    fn a_refused_url_shows_no_key() {
+        let key = "sk-SECRETKEY-CO-1234567890";
+        let in_the_file = LlmConfig {
+            base_url: Some(format!(
+                "https://example.com/x?api-version=2024&api-key={key}"
+            )),
+            api_key: Some(ApiKey::new(key)),
+            ..LlmConfig::default()
+        };
+        let error = in_the_file.resolve_with(|_| None).unwrap_err().to_string();
+        assert!(!error.contains("SECRETKEY"), "{error}");
+        assert!(
+            error.contains(r#""https://example.com/x?[redacted]""#),
+            "{error}"
+        );
+        for url in [
+            format!("http://127.0.0.1:45900/v1#{key}"),
+            format!("http://127.0.0.1:99999/{key}/v1"),
+            format!("http://127.0.0.1:45900/{key}/chat/completions"),
+        ] {
+            let env = |k: &str| match k {
+                "OPENAI_BASE_URL" => Some(url.clone()),
+                "OPENAI_API_KEY" => Some(key.to_string()),
+                _ => None,
+            };
+            let error = LlmConfig::default().resolve_with(env).unwrap_err();
+            assert!(matches!(error, LlmConfigError::BadEnvUrl { .. }), "{error}");
+            assert!(!error.to_string().contains("SECRETKEY"), "{error}");
+        }
+    }
+
     /// A key over plain http is only quiet for this host itself.
     #[test]
     fn a_key_over_plain_http_to_another_host_is_in_clear() {
@@ -1493,6 +1582,14 @@ mod tests {
         ] {
             assert!(resolved(url, "sk-x").key_in_clear(), "{url}");
             assert!(!resolved(url, "").key_in_clear(), "{url} without a key");
+            // The URL's user name and password go out as Basic (s64 story CO-2).
+            let with_userinfo = url.replacen("http://", "http://bob:sk-pass@", 1);
+            assert!(
+                resolved(&with_userinfo, "").key_in_clear(),
+                "{with_userinfo}"
+            );
+            let proxy = |k: &str| (k == "HTTP_PROXY").then(|| "http://proxy:3128".to_string());
+            assert!(resolved(&with_userinfo, "").key_proxy_with(proxy).is_some());
         }
         for url in [
             "https://10.0.0.5:8000/v1",

@@ -419,9 +419,9 @@ fn take_reply(
 ) {
     match parse::extract_items(content) {
         Ok(mut advice) => {
-            // The client redacted the key from the content as it came, but parsing decodes the
-            // JSON escapes of the model's strings (`\u0073k-...`): every string the advice holds,
-            // and every field name, which a dropped item's echo shows.
+            // The key redacted from what the advice holds once parsed, the JSON escapes of the
+            // model's strings (`\u0073k-...`) decoded: every string, and every field name, which a
+            // dropped item's echo shows.
             advice
                 .items
                 .iter_mut()
@@ -610,6 +610,15 @@ mod tests {
         assert!(event.contains("net.[redacted]"), "{event}");
         assert_eq!(out.dropped.len(), 1, "{event}");
         assert_eq!(out.dropped_suggestions.len(), 1, "{event}");
+        // A backslash before it (s64 story CO-3): valid JSON, parsed, and redacted.
+        let mut out = empty_consultation();
+        let content = format!(
+            r#"{{"recommendations": [{{"parameter": "net.core.somaxconn", "value": 8192,
+                "reason": "path C:\{escaped} ok"}}]}}"#
+        );
+        take_reply(&mut out, &content, &offered, &policy, &redact);
+        assert_eq!(out.outcome, Outcome::Ok, "{:?}", out.error);
+        assert_eq!(out.recommendations[0].reason, "path C:[redacted] ok");
         let mut out = empty_consultation();
         let repeated = format!(r#"{{"{escaped}": 1, "{escaped}": 2}}"#);
         take_reply(&mut out, &repeated, &offered, &policy, &redact);
