@@ -74,9 +74,14 @@ fn emit_commit() {
     let ours = git(&["rev-parse", "--show-toplevel"])
         .and_then(|top| PathBuf::from(top).canonicalize().ok())
         .is_some_and(|top| Some(top) == workspace);
+    // A tree with changes not committed is no build of its commit (s64 story CP-1: a binary with
+    // code first committed later said the commit before): marked as `git describe --dirty` does.
+    // Untracked files (notes, scratch) change nothing that is built.
+    let dirty = || git(&["status", "--porcelain", "--untracked-files=no"]).is_some();
     let commit = ours
         .then(|| git(&["rev-parse", "--short=12", "HEAD"]))
         .flatten()
+        .map(|c| if dirty() { format!("{c}-dirty") } else { c })
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=KPO_COMMIT={commit}");
     if !ours {
@@ -86,9 +91,14 @@ fn emit_commit() {
         return;
     };
     // Only files that exist: cargo runs a build script whose watched file is missing every time.
-    for file in ["HEAD", "logs/HEAD"]
+    // The index and the sources built into the binary: an edit or a `git add` may make the tree
+    // dirty or clean again.
+    let sources = ["kpo-agent/src", "kpo-common/src", "kpo-ebpf/src"]
+        .map(|dir| manifest_dir.join("..").join(dir));
+    for file in ["HEAD", "logs/HEAD", "index"]
         .into_iter()
         .map(|f| git_dir.join(f))
+        .chain(sources)
         .filter(|f| f.exists())
     {
         println!("cargo:rerun-if-changed={}", file.display());
