@@ -934,14 +934,10 @@ impl ChangePath {
             reason,
             // What it undoes: the change the kernel has from KPO, not the first since the
             // original, which a revert may have undone already (s46 storyK K3: "undoes #1" after
-            // #1 was reverted and #14 applied).
-            (if only_ours || source != Source::Operator {
-                state.holding
-            } else {
-                self.holder_now(&state.key)
-            })
-            .or(state.original_id)
-            .map(|id| {
+            // #1 was reverted and #14 applied), also after a revert that put back an earlier
+            // change's value (s64 story CP-2: on_exit said "undoes #1" where `kpo revert --all`
+            // said #2).
+            self.holder_now(&state.key).or(state.original_id).map(|id| {
                 let cookie = self.journal.intent(id).and_then(|i| i.netns_cookie);
                 (id, cookie)
             }),

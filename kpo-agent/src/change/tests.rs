@@ -4707,6 +4707,40 @@ fn revert_all_names_the_change_it_takes_out() {
     assert_eq!(value(&k, SOMAX), Value::Int(4096));
 }
 
+/// s64 story CP-2: after `kpo revert` of the last of three changes, the kernel holds the second's
+/// value; `kpo revert --all` named the second as the change it undid, `on_exit` the first.
+#[test]
+fn on_exit_names_the_change_whose_value_it_takes_out() {
+    for on_exit in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let k = kernel(&[(SOMAX, Value::Int(100))]);
+        let (mut p, _) = path(dir.path(), POLICY, &k);
+        for (id, v) in [(1, 200), (2, 300), (3, 400)] {
+            let report = p.propose(&op(SOMAX, Value::Int(v))).unwrap();
+            assert_eq!(report.journal_id, Some(id));
+        }
+        assert_eq!(
+            p.revert(3, Source::Operator, "t").unwrap().status,
+            ChangeStatus::Reverted
+        );
+        assert_eq!(value(&k, SOMAX), Value::Int(300));
+        let reports = match on_exit {
+            true => p
+                .restore_originals(vec![SOMAX.parse().unwrap()], Source::Operator, "exit", true)
+                .unwrap(),
+            false => p.revert_all("test").unwrap(),
+        };
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        let (entries, _) = p.journal.all_entries();
+        assert_eq!(
+            entries.last().map(|e| (e.id, e.revert_of)),
+            Some((5, Some(2))),
+            "on_exit {on_exit}"
+        );
+        assert_eq!(value(&k, SOMAX), Value::Int(100));
+    }
+}
+
 /// s43 (found by hand): `kpo revert ID` of a change the rules made put the value back, and the
 /// rules, seeing the kernel as before, applied the same value again once the cooldown passed:
 /// the operator's decision lasted five minutes. The advisor's value a revert takes out of the
