@@ -161,8 +161,14 @@ pub fn kpo_sock_send(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     let slot = unsafe { &mut *slot };
+    // An untimed verdict never has a request pending, but a read on another CPU may be
+    // rewriting the slot between these loads (no lock: this is a hot path), and show this socket
+    // its new untimed verdict beside the start of the request it replaces: a lost sample, no
+    // error (s64 story CP-3: logged as `sock_send_length: unexpected value 0` under loopback
+    // load).
     if slot.sk != sk
         || slot.pending_ns == 0
+        || slot.service == 0
         || slot.period != sample_start_ns()
         || !verdict_holds(slot)
     {
