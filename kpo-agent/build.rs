@@ -57,6 +57,19 @@ fn main() -> anyhow::Result<()> {
 /// 0.1.0, and an operator who upgraded must be able to tell the agent that runs from the binary
 /// installed (s51 story Z3). Built again when HEAD moves: `logs/HEAD`, the reflog, is appended to
 /// at every commit and checkout, packed refs or not, in the worktree's own git directory.
+/// What is built into the binary, from kpo-agent's directory: a change to any of it, not
+/// committed, makes the build `-dirty`. kpo-ebpf's sources are watched by aya-build too.
+const BUILT_IN: [&str; 8] = [
+    "src",
+    "Cargo.toml",
+    "../kpo-common/src",
+    "../kpo-common/Cargo.toml",
+    "../kpo-ebpf",
+    "../Cargo.toml",
+    "../Cargo.lock",
+    "../docs/events.schema.json",
+];
+
 fn emit_commit() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let git = |args: &[&str]| {
@@ -76,8 +89,15 @@ fn emit_commit() {
         .is_some_and(|top| Some(top) == workspace);
     // A tree with changes not committed is no build of its commit (s64 story CP-1: a binary with
     // code first committed later said the commit before): marked as `git describe --dirty` does.
-    // Untracked files (notes, scratch) change nothing that is built.
-    let dirty = || git(&["status", "--porcelain", "--untracked-files=no"]).is_some();
+    // Untracked files (notes, scratch) and files not built in (the docs) change nothing that is
+    // built; the same paths are watched below. Without optional locks: a status would otherwise
+    // refresh the index, which is watched, and contend for its lock with the user's git.
+    let dirty = || {
+        let mut args = vec!["--no-optional-locks", "status", "--porcelain"];
+        args.extend(["--untracked-files=no", "--"]);
+        args.extend(BUILT_IN);
+        git(&args).is_some()
+    };
     let commit = ours
         .then(|| git(&["rev-parse", "--short=12", "HEAD"]))
         .flatten()
@@ -93,8 +113,7 @@ fn emit_commit() {
     // Only files that exist: cargo runs a build script whose watched file is missing every time.
     // The index and the sources built into the binary: an edit or a `git add` may make the tree
     // dirty or clean again.
-    let sources = ["kpo-agent/src", "kpo-common/src", "kpo-ebpf/src"]
-        .map(|dir| manifest_dir.join("..").join(dir));
+    let sources = BUILT_IN.map(|path| manifest_dir.join(path));
     for file in ["HEAD", "logs/HEAD", "index"]
         .into_iter()
         .map(|f| git_dir.join(f))

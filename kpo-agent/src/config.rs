@@ -1029,6 +1029,7 @@ impl Config {
             }
         }
         if let Err(e) = self.llm.validate() {
+            let e = e.redacting_the_environments_key();
             return Err(ConfigError::from_llm(origin, &e));
         }
         Ok(())

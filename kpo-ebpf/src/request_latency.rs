@@ -161,29 +161,31 @@ pub fn kpo_sock_send(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     let slot = unsafe { &mut *slot };
-    // An untimed verdict never has a request pending, but a read on another CPU may be
-    // rewriting the slot between these loads (no lock: this is a hot path), and show this socket
-    // its new untimed verdict beside the start of the request it replaces: a lost sample, no
-    // error (s64 story CP-3: logged as `sock_send_length: unexpected value 0` under loopback
-    // load).
+    // A read on another CPU may rewrite the slot while this runs (no lock: this is a hot path).
+    // The fields the sample is made of are loaded once, so that what was checked is what is
+    // used, and an untimed verdict beside another request's start (never written together) is a
+    // lost sample, no error (s64 story CP-3: logged as `sock_send_length: unexpected value 0`
+    // under loopback load; review2 R2-11: a second load of `service` after the checks).
+    let service = unsafe { core::ptr::read_volatile(&slot.service) };
+    let pending_ns = unsafe { core::ptr::read_volatile(&slot.pending_ns) };
     if slot.sk != sk
-        || slot.pending_ns == 0
-        || slot.service == 0
+        || pending_ns == 0
+        || service == 0
         || slot.period != sample_start_ns()
         || !verdict_holds(slot)
     {
         return 0;
     }
-    let elapsed = now_ns().saturating_sub(slot.pending_ns);
+    let elapsed = now_ns().saturating_sub(pending_ns);
     slot.pending_ns = 0;
-    match REQ_HIST.get_ptr_mut(slot.service.wrapping_sub(1)) {
+    match REQ_HIST.get_ptr_mut(service.wrapping_sub(1)) {
         Some(hist) => {
             if let Some(count) = unsafe { (*hist).buckets.get_mut(bucket_of(elapsed)) } {
                 *count += 1;
             }
         }
         // A verdict is an index below MAX_SERVICES plus one.
-        None => report(&ctx, "sock_send_length", Exit::Unexpected(slot.service)),
+        None => report(&ctx, "sock_send_length", Exit::Unexpected(service)),
     }
     0
 }

@@ -1488,7 +1488,14 @@ impl Guard {
             .file
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for w in self.watches.iter_mut().filter(|w| same_param(w, key)) {
+        let in_progress = file.closed + 1;
+        // A change made in the window in progress has the baseline of its write, its tick's
+        // pressure included (s64 review2 R2-4): no window of it was waited through.
+        let waited = |w: &&mut Watch| w.made_in != Some(in_progress);
+        for w in (self.watches.iter_mut())
+            .filter(|w| same_param(w, key))
+            .filter(waited)
+        {
             let baseline = file.baseline_of(before, w.scope);
             w.baseline = baseline.health;
             w.baseline_windows = baseline.windows;

@@ -78,8 +78,8 @@ struct Waiting {
     /// The groups that held a capped socket at a raise: a listen elsewhere in the namespace (an
     /// unrelated service starting) says nothing of them.
     groups: BTreeSet<Group>,
-    /// The sockets capped at a raise, each with the limit it was capped at.
-    capped: BTreeMap<u32, u32>,
+    /// The sockets capped at a raise, each with its group and the limit it was capped at.
+    capped: BTreeMap<u32, SocketAt>,
     /// Each socket of `groups` with its limit at the newest raise: a socket whose limit moved
     /// since has listened again (a new one too).
     at_write: BTreeMap<u32, u32>,
@@ -95,15 +95,23 @@ struct Waiting {
 #[derive(Debug, Default)]
 pub struct RaisesAwaitingListen {
     waiting: BTreeMap<String, Waiting>,
+    /// Each key's values before and after the changes seen in this run: a listener capped at
+    /// one of them is capped below a raise to a higher value, not only one at the value just
+    /// before it (s64 story CQ-2: a raise right after a lowering waited for nothing, the
+    /// listener still capped at the value before the lowering).
+    seen: BTreeMap<String, BTreeSet<u32>>,
 }
+
+/// At most this many values are remembered per key: a raise looks for listeners capped at them.
+const SEEN_VALUES: usize = 64;
 
 impl RaisesAwaitingListen {
     /// A change was applied to `address` (journal key `key`, in namespace `netns`) from `before`
     /// to `after`. A raise of somaxconn with a listener capped at the old value waits for it to
     /// listen again; a raise with none acts on the next listeners only, and is judged from the
     /// write. A raise on top of one still waiting waits for the listeners of both. A lowering
-    /// that stays above the value before a waiting raise leaves it waiting (the guard judges
-    /// the two together); one to that value or below, or a change of unknown value, ends it.
+    /// that stays above a cap a raise waits for leaves it waiting (the guard judges the changes
+    /// together); one to every such cap or below, or a change of unknown value, ends it.
     pub fn changed(
         &mut self,
         key: String,
@@ -115,52 +123,88 @@ impl RaisesAwaitingListen {
         if address.name != SOMAXCONN {
             return;
         }
-        let earlier = self.waiting.remove(&key).filter(|w| w.netns == netns);
-        let (Some(old), Some(new)) = (before.and_then(single), single(after)) else {
-            return;
+        let (ended, earlier) = match self.waiting.remove(&key).filter(|w| w.netns == netns) {
+            Some(w) if w.ended => (Some(w), None),
+            earlier => (None, earlier),
         };
-        if new <= old {
-            if let Some(earlier) = earlier.filter(|w| !w.ended && new > u64::from(w.old)) {
-                self.waiting.insert(key, earlier);
+        let seen = self.seen.entry(key.clone()).or_default();
+        let waiting = next_wait(seen, earlier, netns, (before, after), listening);
+        for value in [before.and_then(single), single(after)]
+            .into_iter()
+            .flatten()
+        {
+            if seen.len() < SEEN_VALUES {
+                seen.insert(u32::try_from(value).unwrap_or(u32::MAX));
             }
-            return;
         }
-        let Some(sockets) = listening.read.get(&netns) else {
-            return;
-        };
-        let mut waiting = match earlier.filter(|w| !w.ended) {
-            Some(earlier) => earlier,
-            None => Waiting {
-                netns,
-                old: 0,
-                groups: BTreeSet::new(),
-                capped: BTreeMap::new(),
-                at_write: BTreeMap::new(),
-                none_capped: 0,
-                ended: false,
-            },
-        };
-        // `old` equals a socket's u32 limit when any is capped at it.
-        let old = u32::try_from(old).unwrap_or(u32::MAX);
-        waiting.old = old;
-        for (&inode, socket) in sockets.iter().filter(|(_, s)| s.limit == old) {
-            waiting.capped.insert(inode, socket.limit);
-            waiting.groups.insert(socket.group);
+        // A wait that ended in the window in progress stays to its close unless another takes
+        // its place: that window is not judged, and the change is judged against the windows
+        // before it (s64 review2 R2-3).
+        if let Some(waiting) = waiting.or(ended) {
+            self.waiting.insert(key, waiting);
         }
-        if waiting.capped.is_empty() {
-            return;
-        }
-        waiting.at_write = (sockets.iter())
-            .filter(|(_, s)| waiting.groups.contains(&s.group))
-            .map(|(&inode, s)| (inode, s.limit))
-            .collect();
-        waiting.none_capped = 0;
-        self.waiting.insert(key, waiting);
     }
+}
 
-    /// A tick's sockets: a raise ends its wait once a socket of its groups listens above the
-    /// old value, or once no socket capped at a raise is left at its cap in two dumps in a row
-    /// (the service stopped, or listened again with a smaller backlog), or its namespace is gone.
+/// What [`RaisesAwaitingListen::changed`] leaves waiting, from `earlier`, a wait that had not
+/// ended, and the key's values `seen` at earlier changes.
+fn next_wait(
+    seen: &BTreeSet<u32>,
+    earlier: Option<Waiting>,
+    netns: u64,
+    (before, after): (Option<&Value>, &Value),
+    listening: &Listening,
+) -> Option<Waiting> {
+    let (Some(old), Some(new)) = (before.and_then(single), single(after)) else {
+        return None;
+    };
+    // `old` equals a socket's u32 limit when any is capped at it.
+    let old_limit = u32::try_from(old).unwrap_or(u32::MAX);
+    if new <= old {
+        // Still above a cap it waits for: the listener still gains from the chain.
+        return earlier.filter(|w| w.capped.values().any(|s| new > u64::from(s.limit)));
+    }
+    let Some(sockets) = listening.read.get(&netns) else {
+        // Not read now: an earlier wait goes on, from the newest old value (R2-6).
+        return earlier.map(|w| Waiting {
+            old: old_limit,
+            ..w
+        });
+    };
+    let mut waiting = earlier.unwrap_or(Waiting {
+        netns,
+        old: 0,
+        groups: BTreeSet::new(),
+        capped: BTreeMap::new(),
+        at_write: BTreeMap::new(),
+        none_capped: 0,
+        ended: false,
+    });
+    waiting.old = old_limit;
+    let capped_now = |s: &SocketAt| {
+        s.limit == old_limit || (seen.contains(&s.limit) && u64::from(s.limit) < new)
+    };
+    for (&inode, &socket) in sockets.iter().filter(|(_, s)| capped_now(s)) {
+        waiting.capped.insert(inode, socket);
+        waiting.groups.insert(socket.group);
+    }
+    if waiting.capped.is_empty() {
+        return None;
+    }
+    waiting.at_write = (sockets.iter())
+        .filter(|(_, s)| waiting.groups.contains(&s.group))
+        .map(|(&inode, s)| (inode, s.limit))
+        .collect();
+    waiting.none_capped = 0;
+    Some(waiting)
+}
+
+impl RaisesAwaitingListen {
+    /// A tick's sockets: a raise ends its wait once every socket of one of its groups that was
+    /// capped has listened again or is gone, and one of that group's sockets listens above the
+    /// old value (a SO_REUSEPORT group's rolling restart ends it with its last capped worker);
+    /// or once no socket capped at a raise is left at its cap in two dumps in a row (the service
+    /// stopped, or listened again with a smaller backlog); or once its namespace is gone.
     pub fn tick(&mut self, listening: &Listening) {
         for waiting in self.waiting.values_mut() {
             let Some(sockets) = listening.read.get(&waiting.netns) else {
@@ -170,19 +214,35 @@ impl RaisesAwaitingListen {
                 }
                 continue;
             };
-            let listened_above = sockets.iter().any(|(inode, s)| {
-                waiting.groups.contains(&s.group)
-                    && s.limit > waiting.old
-                    && waiting.at_write.get(inode) != Some(&s.limit)
-            });
-            let still_capped = (waiting.capped.iter())
-                .any(|(inode, &cap)| sockets.get(inode).is_some_and(|s| s.limit == cap));
+            // A socket of a group at the old value is capped too: one that listened between the
+            // tick the raise saw and its write (s64 review2 R2-1).
+            for (&inode, &socket) in sockets.iter() {
+                if waiting.groups.contains(&socket.group) && socket.limit == waiting.old {
+                    waiting.capped.insert(inode, socket);
+                }
+            }
+            let at_cap = |inode: &u32, capped: &SocketAt| {
+                sockets.get(inode).is_some_and(|s| s.limit == capped.limit)
+            };
+            let group_took_it = |group: &Group| {
+                let none_at_cap = (waiting.capped.iter())
+                    .filter(|(_, capped)| capped.group == *group)
+                    .all(|(inode, capped)| !at_cap(inode, capped));
+                let listened_above = sockets.iter().any(|(inode, s)| {
+                    s.group == *group
+                        && s.limit > waiting.old
+                        && waiting.at_write.get(inode) != Some(&s.limit)
+                });
+                none_at_cap && listened_above
+            };
+            let took_it = waiting.groups.iter().any(group_took_it);
+            let still_capped = (waiting.capped.iter()).any(|(inode, capped)| at_cap(inode, capped));
             waiting.none_capped = if still_capped {
                 0
             } else {
                 waiting.none_capped + 1
             };
-            if listened_above || waiting.none_capped >= 2 {
+            if took_it || waiting.none_capped >= 2 {
                 waiting.ended = true;
             }
         }
@@ -273,7 +333,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_listen_in_a_capped_group_ends_the_wait() {
+    fn only_a_capped_group_listening_again_ends_the_wait() {
         let mut awaiting = RaisesAwaitingListen::default();
         // Inode 9 listened at 4096 before somaxconn was lowered to 64.
         let before = [(7, WEB, 64), (9, WEB, 4096)];
@@ -282,15 +342,19 @@ mod tests {
         let other = sockets(&[(7, WEB, 64), (9, WEB, 4096), (20, (9000, 2), 511)]);
         window(&mut awaiting, &other);
         assert!(waits(&awaiting));
-        // A group's socket above it from before that listens again, at another value, took it.
+        // One worker of the group listens again, another is still capped (s64 review2 R2-2).
         window(&mut awaiting, &sockets(&[(7, WEB, 64), (9, WEB, 1024)]));
+        assert!(waits(&awaiting));
+        window(&mut awaiting, &sockets(&[(7, WEB, 1024), (9, WEB, 1024)]));
         assert!(!waits(&awaiting));
-        // So does a new socket of the group (a restarted SO_REUSEPORT worker).
+        // A rolling restart: a new worker beside the capped one, then the capped one gone.
         change(&mut awaiting, 64, 1024, &sockets(&before));
         window(
             &mut awaiting,
             &sockets(&[(7, WEB, 64), (9, WEB, 4096), (12, WEB, 1024)]),
         );
+        assert!(waits(&awaiting));
+        window(&mut awaiting, &sockets(&[(9, WEB, 4096), (12, WEB, 1024)]));
         assert!(!waits(&awaiting));
     }
 
@@ -364,6 +428,55 @@ mod tests {
         window(&mut awaiting, &took_it);
         assert!(waits(&awaiting));
         window(&mut awaiting, &sockets(&[(7, WEB, 4096)]));
+        assert!(!waits(&awaiting));
+        // A lowering on a chain of two raises still above the first's cap (s64 review2 R2-5).
+        change(&mut awaiting, 64, 1024, &capped);
+        change(&mut awaiting, 1024, 4096, &capped);
+        change(&mut awaiting, 4096, 512, &capped);
+        assert!(waits(&awaiting));
+        // The listener listened again at the first raise's value after the tick the second
+        // saw (R2-1): capped at the second's old value, it is waited for.
+        change(&mut awaiting, 512, 64, &capped);
+        change(&mut awaiting, 64, 1024, &capped);
+        change(&mut awaiting, 1024, 4096, &capped);
+        window(&mut awaiting, &took_it);
+        window(&mut awaiting, &took_it);
+        assert!(waits(&awaiting));
+        window(&mut awaiting, &sockets(&[(7, WEB, 4096)]));
+        assert!(!waits(&awaiting));
+        // A raise on top while the namespace is not read keeps the wait (R2-6).
+        let unread = Listening {
+            read: BTreeMap::new(),
+            found: BTreeSet::from([NS]),
+        };
+        change(&mut awaiting, 64, 1024, &capped);
+        change(&mut awaiting, 1024, 4096, &unread);
+        assert!(waits(&awaiting));
+        window(&mut awaiting, &sockets(&[(7, WEB, 4096)]));
+        assert!(!waits(&awaiting));
+        // A wait that ended in the window in progress stays to its close whatever change
+        // follows (R2-3): that window is not judged, and the change is judged against the
+        // windows before it.
+        change(&mut awaiting, 64, 1024, &capped);
+        let at_its_backlog = sockets(&[(7, WEB, 511)]);
+        awaiting.tick(&at_its_backlog);
+        // Nothing capped at the second raise's old value: no wait of its own.
+        change(&mut awaiting, 1024, 2048, &at_its_backlog);
+        assert_eq!(awaiting.ended(), ["k"]);
+        change(&mut awaiting, 2048, 1024, &at_its_backlog);
+        assert_eq!(awaiting.ended(), ["k"]);
+        assert!(waits(&awaiting));
+        awaiting.window_closed(|_| true);
+        assert!(!waits(&awaiting));
+        // A raise right after a lowering, the listener still capped at the value before the
+        // lowering (s64 story CQ-2: judged from the write).
+        let mut awaiting = RaisesAwaitingListen::default();
+        let at_128 = sockets(&[(7, WEB, 128)]);
+        change(&mut awaiting, 128, 100, &at_128);
+        assert!(!waits(&awaiting));
+        change(&mut awaiting, 100, 256, &at_128);
+        assert!(waits(&awaiting));
+        window(&mut awaiting, &sockets(&[(7, WEB, 256)]));
         assert!(!waits(&awaiting));
         // A key no longer watched waits no longer.
         change(&mut awaiting, 64, 1024, &capped);

@@ -53,9 +53,18 @@ pub fn without_userinfo(url: &str) -> String {
 /// mistyped endpoint often has (s64 story CO-1: the key printed whole in the start error). A key
 /// spelled elsewhere in it (the path) is redacted by [`LlmConfigError::redacting`].
 fn shown_bad_url(url: &str) -> String {
+    const CREDENTIALS: &str = "[redacted]@";
     let shown = without_userinfo(url);
-    match shown.find(['?', '#']) {
-        Some(at) => format!("{}{}[redacted]", &shown[..at], &shown[at..at + 1]),
+    let scheme_end = shown.find("://").map_or(0, |i| i + 3);
+    // After the credentials, the last `@` may have been the query's own
+    // (`?user=ops@corp&api-key=...`, s64 review2 R2-7): a query's `&` and `=` end what is shown
+    // too.
+    let (from, ends): (usize, &[char]) = match shown[scheme_end..].find(CREDENTIALS) {
+        Some(at) => (scheme_end + at + CREDENTIALS.len(), &['?', '#', '&', '=']),
+        None => (scheme_end, &['?', '#']),
+    };
+    match shown[from..].find(ends) {
+        Some(at) => format!("{}[redacted]", &shown[..=from + at]),
         None => shown,
     }
 }
@@ -422,6 +431,14 @@ pub enum LlmConfigError {
 }
 
 impl LlmConfigError {
+    /// With the environment's `OPENAI_API_KEY` redacted from the URL it holds, if it holds one:
+    /// for a check of the file alone, which the environment's key may be pasted into too (s64
+    /// review2 R2-8).
+    pub fn redacting_the_environments_key(self) -> Self {
+        let key = std::env::var("OPENAI_API_KEY").ok().map(ApiKey::new);
+        self.redacting(&key.iter().collect::<Vec<_>>())
+    }
+
     /// With `keys` redacted from the URL it holds, if it holds one: a key pasted into the path.
     fn redacting(mut self, keys: &[&ApiKey]) -> Self {
         if let LlmConfigError::BadUrl { url, .. } | LlmConfigError::BadEnvUrl { url, .. } =
@@ -1555,6 +1572,8 @@ mod tests {
             format!("http://127.0.0.1:45900/v1#{key}"),
             format!("http://127.0.0.1:99999/{key}/v1"),
             format!("http://127.0.0.1:45900/{key}/chat/completions"),
+            // An @ after the ? (s64 review2 R2-7): a token that is not the configured key.
+            "https://gw.example/v1?user=ops@corp.example&api-key=SECRETKEY-other".to_string(),
         ] {
             let env = |k: &str| match k {
                 "OPENAI_BASE_URL" => Some(url.clone()),
