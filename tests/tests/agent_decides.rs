@@ -47,6 +47,17 @@ fn in_namespace(policy: &str, ns: &Netns) -> String {
     format!("{policy}namespaces = [\"/run/netns/{}\"]\n", ns.name)
 }
 
+/// Writes the test's policy to `dir`: `guard` (its `[guard]` table), then somaxconn's entry in
+/// auto for operators' changes only, with `max_step`, kept to the test's namespace.
+fn operators_policy(dir: &Path, ns: &Netns, guard: &str, max_step: &str) {
+    let entry = format!(
+        "\n[params.\"net.core.somaxconn\"]\nmode = \"auto\"\nmin = 16\nmax = 65535\n\
+         max_step = \"{max_step}\"\nsources = [\"operator\"]\n"
+    );
+    let policy = in_namespace(&format!("{guard}{entry}"), ns);
+    std::fs::write(dir.join("policy.toml"), policy).unwrap();
+}
+
 /// `kpo SUBCOMMAND ...` against the agent's socket and state; returns stdout, panics on failure.
 pub(crate) fn kpo(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(kpo_binary())
@@ -468,25 +479,16 @@ pub fn an_operators_change_is_judged_from_the_window_after_the_one_it_was_made_i
     let original = ns_somaxconn(&ns);
     let idle = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("policy.toml"),
-        in_namespace(
-            r#"
+    operators_policy(
+        dir.path(),
+        &ns,
+        r#"
 [guard]
 windows = 2
 signals = ["listen_overflows"]
-
-[params."net.core.somaxconn"]
-mode = "auto"
-min = 16
-max = 65535
-max_step = "1000%"
-sources = ["operator"]
 "#,
-            &ns,
-        ),
-    )
-    .unwrap();
+        "1000%",
+    );
     let events = dir.path().join("events.ndjson");
     let mut agent = Running::start(dir.path(), &events);
     let inum = ns.inum();
@@ -558,26 +560,17 @@ pub fn a_change_made_after_a_revert_is_not_judged_against_that_regression() {
     let original = ns_somaxconn(&ns);
     let idle = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("policy.toml"),
-        in_namespace(
-            r#"
+    operators_policy(
+        dir.path(),
+        &ns,
+        r#"
 [guard]
 windows = 3
 signals = ["listen_overflows"]
 quarantine = "1h"
-
-[params."net.core.somaxconn"]
-mode = "auto"
-min = 16
-max = 65535
-max_step = "1000%"
-sources = ["operator"]
 "#,
-            &ns,
-        ),
-    )
-    .unwrap();
+        "1000%",
+    );
     let events = dir.path().join("events.ndjson");
     let child = Command::new(kpo_binary())
         .args(["run", "--tick", "100ms", "--window", "2s", "--events"])
@@ -685,26 +678,17 @@ pub fn the_guard_reverts_a_change_whose_listen_overflows_rose_and_quarantines_it
     // A listener from before the change: the window before it has the namespace's overflows (0).
     let idle = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("policy.toml"),
-        in_namespace(
-            r#"
+    operators_policy(
+        dir.path(),
+        &ns,
+        r#"
 [guard]
 windows = 1000
 signals = ["listen_overflows"]
 quarantine = "1h"
-
-[params."net.core.somaxconn"]
-mode = "auto"
-min = 16
-max = 65535
-max_step = "1000%"
-sources = ["operator"]
 "#,
-            &ns,
-        ),
-    )
-    .unwrap();
+        "1000%",
+    );
     let events = dir.path().join("events.ndjson");
     let mut agent = Running::start(dir.path(), &events);
     let inum = ns.inum();
@@ -818,27 +802,18 @@ pub fn a_somaxconn_raise_is_judged_once_its_capped_listener_listens_again() {
     // Asks for 1024: capped at 64.
     assert_eq!(listen(1024), 0);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("policy.toml"),
-        in_namespace(
-            r#"
+    operators_policy(
+        dir.path(),
+        &ns,
+        r#"
 [guard]
 windows = 1
 # Host-wide and 0 on an idle machine: a raise is judged neither by the drops at its own queue
 # nor by retransmits.
 signals = ["softnet_drops"]
-
-[params."net.core.somaxconn"]
-mode = "auto"
-min = 16
-max = 65535
-max_step = "2000%"
-sources = ["operator"]
 "#,
-            &ns,
-        ),
-    )
-    .unwrap();
+        "2000%",
+    );
     let events = dir.path().join("events.ndjson");
     let mut agent = Running::start(dir.path(), &events);
     let inum = ns.inum();
@@ -937,25 +912,16 @@ pub fn a_deferred_accept_listeners_held_back_acks_are_no_drops_to_the_guard() {
     };
     assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("policy.toml"),
-        in_namespace(
-            r#"
+    operators_policy(
+        dir.path(),
+        &ns,
+        r#"
 [guard]
 windows = 4
 signals = ["listen_overflows"]
-
-[params."net.core.somaxconn"]
-mode = "auto"
-min = 16
-max = 65535
-max_step = "1000%"
-sources = ["operator"]
 "#,
-            &ns,
-        ),
-    )
-    .unwrap();
+        "1000%",
+    );
     let events = dir.path().join("events.ndjson");
     let mut agent = Running::start(dir.path(), &events);
     let inum = ns.inum();

@@ -299,6 +299,14 @@ mod tests {
         }
     }
 
+    /// The namespace found but its dump not read.
+    fn unread() -> Listening {
+        Listening {
+            read: BTreeMap::new(),
+            found: BTreeSet::from([NS]),
+        }
+    }
+
     fn change(awaiting: &mut RaisesAwaitingListen, old: i128, new: i128, now: &Listening) {
         let (before, after) = (Value::Int(old), Value::Int(new));
         awaiting.changed("k".into(), &somaxconn(), NS, (Some(&before), &after), now);
@@ -364,11 +372,7 @@ mod tests {
         let capped = sockets(&[(7, WEB, 64)]);
         change(&mut awaiting, 64, 1024, &capped);
         // A namespace not read at a tick says nothing.
-        let unread = Listening {
-            read: BTreeMap::new(),
-            found: BTreeSet::from([NS]),
-        };
-        window(&mut awaiting, &unread);
+        window(&mut awaiting, &unread());
         assert!(waits(&awaiting));
         // One dump that misses the socket does not end it either.
         window(&mut awaiting, &sockets(&[]));
@@ -445,12 +449,8 @@ mod tests {
         window(&mut awaiting, &sockets(&[(7, WEB, 4096)]));
         assert!(!waits(&awaiting));
         // A raise on top while the namespace is not read keeps the wait (R2-6).
-        let unread = Listening {
-            read: BTreeMap::new(),
-            found: BTreeSet::from([NS]),
-        };
         change(&mut awaiting, 64, 1024, &capped);
-        change(&mut awaiting, 1024, 4096, &unread);
+        change(&mut awaiting, 1024, 4096, &unread());
         assert!(waits(&awaiting));
         window(&mut awaiting, &sockets(&[(7, WEB, 4096)]));
         assert!(!waits(&awaiting));
